@@ -1,0 +1,1 @@
+//! Rampart bft subsystem (under construction).

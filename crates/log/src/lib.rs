@@ -1,0 +1,1 @@
+//! Rampart log subsystem (under construction).

@@ -1,0 +1,1 @@
+//! Rampart sim subsystem (under construction).

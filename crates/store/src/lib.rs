@@ -1,0 +1,1 @@
+//! Rampart cloud-of-clouds object store (under construction).

@@ -1,1 +1,156 @@
-//! Rampart log subsystem (under construction).
+//! Rampart secure log: tamper-evident audit trails on hosts you do not trust.
+//!
+//! # Protocol
+//!
+//! Every entry is **sealed** with a forward-integrity MAC (Schneier–Kelsey):
+//! `HMAC-SHA-256(K(e), seq || e || prev_hash || data)`, where `e` is the epoch, `prev_hash`
+//! the RFC 6962 leaf hash of the previous entry, and the key evolves one-way,
+//! `K(e+1) = SHA-256(K(e))`, after every durable batch ([`Log::commit`]). The old key is
+//! zeroized in memory and overwritten on disk. The verifier keeps `K(0)`, exported once at
+//! [`Log::init`] to a 0600 file ([`VerifierSecret`]), and can recompute every key.
+//!
+//! The sealed entries are the leaves of an **RFC 6962 Merkle tree**. The log signs
+//! **C2SP tlog-checkpoint** notes (C2SP signed-note, Ed25519) over the tree head, serves
+//! **inclusion and consistency proofs**, and lays itself out on disk as **C2SP tlog-tiles**
+//! (`checkpoint`, `tile/<L>/<N>`, `tile/entries/<N>`), so any static file server can publish
+//! it. Witnesses add cosignatures to checkpoints; [`WitnessPolicy`] demands k of n.
+//!
+//! # Threat model
+//!
+//! The host (and its administrator) may be compromised at some time `t`. Then:
+//! - entries sealed in epochs that ended before `t` cannot be modified, re-sealed, inserted
+//!   between, reordered or deleted without [`verify()`] (given `K(0)`) naming the first bad entry:
+//!   the attacker holds only keys of later epochs;
+//! - entries of the current batch and later are at the attacker's mercy (forward integrity
+//!   protects only the past);
+//! - truncation of the tail, or rolling the whole directory back to an older valid state, is
+//!   invisible to MACs alone; it is caught by any checkpoint seen earlier (kept by a client,
+//!   a witness, or the verifier) — pass those as [`VerifyOptions::trusted`];
+//! - a log that shows different histories to different parties is caught by witnesses that
+//!   cosign only consistent checkpoints.
+//!
+//! Not protected: availability (the host can delete everything), confidentiality of entries
+//! (they are plaintext; encrypt before appending if needed), and the checkpoint signing key
+//! (it lives on the host; witnesses are the defence against its misuse).
+//!
+//! # Invariants
+//!
+//! - Entry `i` has sequence number `i`, epoch `e <= i`, non-decreasing along the log, and
+//!   `prev_hash` = leaf hash of entry `i-1` (zeros for entry 0).
+//! - A checkpoint is published only after every entry and tile it covers is fsynced.
+//! - The key file holds exactly one valid key after a completed commit.
+//! - Memory is bounded independent of log length: the tree keeps one partial tile per level
+//!   (≤ 64 KiB); readers use a fixed 1 MiB buffer; a batch holds ≤
+//!   [`Config::batch_entries_max`] entries.
+//!
+//! # Layers
+//!
+//! [`entry`], [`mac`], [`merkle`] and [`checkpoint`] are sans-IO (no files, no clock, no
+//! global RNG). [`Log`], [`verify()`] and [`audit`] do file I/O. The optional `http` feature
+//! adds the axum service used by `rampart log serve`.
+//!
+//! ```
+//! use rampart_log::{Config, Log, VerifierSecret, VerifyOptions, verify};
+//! let tmp = tempfile::tempdir().unwrap();
+//! let dir = tmp.path().join("log");
+//! let secret = tmp.path().join("verifier.secret");
+//! Log::init(&dir, "example.org/audit", &secret, &mut rand_core::OsRng).unwrap();
+//! let (mut log, _recovery) = Log::open(&dir, Config::default()).unwrap();
+//! log.append(b"alice read record 17").unwrap();
+//! log.checkpoint().unwrap(); // commit + sign
+//! drop(log);
+//! let opts = VerifyOptions { secret: Some(VerifierSecret::load(&secret).unwrap()), ..Default::default() };
+//! let report = verify(&dir, &opts).unwrap().expect("log is intact");
+//! assert_eq!(report.entries, 1);
+//! ```
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod checkpoint;
+pub mod entry;
+mod error;
+mod fsutil;
+#[cfg(feature = "http")]
+pub mod http;
+mod keyfile;
+pub mod mac;
+pub mod merkle;
+mod segment;
+mod store;
+mod verify;
+
+pub use checkpoint::{Checkpoint, CheckpointError, NoteSigner, WitnessPolicy, verify_checkpoint};
+pub use entry::{ENTRY_DATA_MAX, EntryRef};
+pub use error::{Error, Problem, ProblemKind};
+pub use store::{
+    Config, ConsistencyProof, InclusionProof, InitReport, Log, Recovery, VerifierSecret,
+    bundle_entries, layout, prove_consistency, prove_inclusion, read_checkpoint, read_vkey,
+};
+pub use verify::{VerifyOptions, VerifyReport, verify};
+
+/// Fuzzing entry points: parse arbitrary bytes with every decoder of untrusted input.
+/// Public so the fuzz targets and the in-tree random-input test share one harness.
+pub mod fuzzing {
+    /// Feeds `data` to the entry, frame, segment, bundle, tile-path and checkpoint parsers.
+    /// Must never panic.
+    pub fn parse_all(data: &[u8]) {
+        let _ = crate::entry::EntryRef::decode(data);
+        let mut rest = data;
+        let mut frames = 0;
+        while let Ok(Some(f)) = crate::entry::decode_frame(rest) {
+            let _ = crate::entry::EntryRef::decode(f.entry);
+            rest = &rest[f.len..];
+            frames += 1;
+            if frames > 10_000 {
+                break;
+            }
+        }
+        let _ = crate::store::bundle_entries(data);
+        let _ = crate::store::bundle_prefix(data, 3);
+        if let Ok(s) = std::str::from_utf8(data) {
+            let _ = crate::merkle::TilePath::parse(s);
+            let _ = crate::audit::AuditRecord::decode(data);
+        }
+        let _ = crate::merkle::tile_hashes(data);
+        let _ = crate::checkpoint::verify_checkpoint(data, FUZZ_VKEY, &crate::WitnessPolicy::none());
+    }
+
+    /// Writes `data` as a segment file in a fresh directory and runs recovery and
+    /// verification over it. Must never panic.
+    pub fn segment(data: &[u8]) {
+        let Ok(tmp) = tempdir() else { return };
+        let dir = tmp.join("seg");
+        if std::fs::create_dir_all(&dir).is_err() {
+            return;
+        }
+        let mut bytes = crate::entry::SEGMENT_MAGIC.to_vec();
+        bytes.extend_from_slice(data);
+        if std::fs::write(dir.join(crate::segment::segment_name(0)), &bytes).is_err() {
+            return;
+        }
+        if let Ok(Some(mut r)) = crate::segment::FrameReader::open(&dir.join(crate::segment::segment_name(0))) {
+            for _ in 0..100_000 {
+                match r.next_frame() {
+                    Ok(crate::segment::Next::Frame(e, _, _)) => {
+                        let _ = crate::entry::EntryRef::decode(e);
+                    }
+                    _ => break,
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+
+    fn tempdir() -> std::io::Result<std::path::PathBuf> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir()
+            .join(format!("rampart-log-fuzz-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
+        std::fs::create_dir_all(&p)?;
+        Ok(p)
+    }
+
+    const FUZZ_VKEY: &str = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW";
+}

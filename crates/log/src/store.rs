@@ -1,0 +1,938 @@
+//! The log directory: initialisation, recovery, appends with batched fsync, checkpoints,
+//! tiles and proofs. This is the I/O shell around the sans-IO modules.
+//!
+//! Write path of [`Log::commit`], in order:
+//! 1. write the batch's frames to the open segment and fsync it (entries are now durable);
+//! 2. write the hash tiles and entry bundles that filled during the batch (fsynced in the
+//!    background by the tile syncer; a checkpoint waits for them);
+//! 3. evolve the MAC key: the new key goes to the other key-file slot (fsync), the old slot is
+//!    zeroed (fsync), the old key is zeroized in memory.
+//!
+//! [`Log::checkpoint`] commits, waits for the tile syncer, writes the right-edge partial tiles
+//! (fsync), then atomically replaces `checkpoint`. A checkpoint therefore never names an entry
+//! or tile that is not durable.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use zeroize::Zeroizing;
+
+use crate::checkpoint::{CHECKPOINT_BYTES_MAX, NoteSigner, WitnessPolicy, verify_checkpoint};
+use crate::entry::{
+    ENTRY_BYTES_MAX, ENTRY_DATA_MAX, EntryRef, SEGMENT_MAGIC, encode_frame,
+};
+use crate::error::{Error, Problem, ProblemKind};
+use crate::keyfile::KeyFile;
+use crate::mac::EpochKey;
+use crate::merkle::{
+    FullTile, Hash, TILE_LEVELS_MAX, TILE_WIDTH, TileKind, TilePath, TreeBuilder, leaf_hash,
+    tile_bytes, tile_hashes,
+};
+use crate::segment::{FrameReader, Next, list_segments, segment_name};
+
+/// File names inside a log directory.
+pub mod layout {
+    /// Signed C2SP checkpoint (served).
+    pub const CHECKPOINT: &str = "checkpoint";
+    /// The log's public verifier key, `origin+id+key` (served).
+    pub const VKEY: &str = "log.vkey";
+    /// The checkpoint signing key (secret, 0600).
+    pub const SIGNING_KEY: &str = "signing.key";
+    /// The current forward-secure MAC key (secret, 0600).
+    pub const MAC_KEY: &str = "mac.key";
+    /// Segment directory.
+    pub const SEGMENTS: &str = "segments";
+    /// Writer lock.
+    pub const LOCK: &str = "lock";
+    /// Tile root (served).
+    pub const TILE: &str = "tile";
+}
+
+/// Tuning of a [`Log`]. All limits bound memory; see each field.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Entries buffered before [`Log::append`] commits on its own. Memory: at most this many
+    /// frames (each ≤ 64 KiB) plus 2 tiles per 256 entries.
+    pub batch_entries_max: usize,
+    /// Bytes of frames buffered before an automatic commit.
+    pub batch_bytes_max: usize,
+    /// A new segment file starts when the current one exceeds this size.
+    pub segment_bytes_max: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { batch_entries_max: 4096, batch_bytes_max: 8 << 20, segment_bytes_max: 64 << 20 }
+    }
+}
+
+/// What [`Log::open`] had to repair.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Entries replayed from the segments after the last checkpoint.
+    pub replayed: u64,
+    /// A torn tail was cut off: (first removed entry index, bytes removed).
+    pub truncated: Option<(u64, u64)>,
+}
+
+/// What `init` hands back: where the verifier secret went and the public key.
+#[derive(Debug, Clone)]
+pub struct InitReport {
+    /// The log's origin line.
+    pub origin: String,
+    /// The log's verifier key (`origin+id+key`).
+    pub vkey: String,
+}
+
+/// An inclusion proof of one entry in a checkpointed tree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InclusionProof {
+    /// Position of the entry.
+    pub index: u64,
+    /// Size of the tree the proof is against.
+    pub tree_size: u64,
+    /// The sealed entry bytes.
+    pub entry: Vec<u8>,
+    /// RFC 6962 audit path.
+    pub path: Vec<Hash>,
+}
+
+impl InclusionProof {
+    /// Checks the proof against a tree root.
+    pub fn verify(&self, root: &Hash) -> Result<(), Error> {
+        tlog_tiles::check_record(&self.path, self.tree_size, *root, self.index, leaf_hash(&self.entry))
+            .map_err(|_| Error::BadProof)
+    }
+}
+
+/// A consistency proof between two tree sizes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsistencyProof {
+    /// The older size.
+    pub old_size: u64,
+    /// The newer size.
+    pub new_size: u64,
+    /// RFC 6962 consistency path.
+    pub path: Vec<Hash>,
+}
+
+impl ConsistencyProof {
+    /// Checks the proof between two roots.
+    pub fn verify(&self, old_root: &Hash, new_root: &Hash) -> Result<(), Error> {
+        if self.old_size == 0 || self.old_size == self.new_size {
+            let ok = self.path.is_empty()
+                && (self.old_size == 0 && *old_root == tlog_tiles::EMPTY_HASH
+                    || self.old_size == self.new_size && old_root == new_root);
+            return if ok { Ok(()) } else { Err(Error::BadProof) };
+        }
+        tlog_tiles::check_tree(&self.path, self.new_size, *new_root, self.old_size, *old_root)
+            .map_err(|_| Error::BadProof)
+    }
+}
+
+/// The secret a verifier keeps: the log's verifier key and the epoch-0 MAC key.
+pub struct VerifierSecret {
+    /// The log's verifier key.
+    pub vkey: String,
+    /// K(0).
+    pub key: EpochKey,
+}
+
+impl std::fmt::Debug for VerifierSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifierSecret").field("vkey", &self.vkey).finish_non_exhaustive()
+    }
+}
+
+const SECRET_HEADER: &str = "rampart-log-verifier-secret v1";
+
+impl VerifierSecret {
+    fn encode(&self) -> Zeroizing<String> {
+        Zeroizing::new(format!(
+            "{SECRET_HEADER}\nvkey {}\nk0 {}\n",
+            self.vkey,
+            hex::encode(self.key.danger_bytes())
+        ))
+    }
+
+    /// Reads a verifier secret file written by [`Log::init`].
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let bytes = Zeroizing::new(crate::fsutil::read_bounded(path, 4096).map_err(Error::io(path))?);
+        let bad = || Error::BadKeyFile(path.to_owned());
+        let text = std::str::from_utf8(&bytes).map_err(|_| bad())?;
+        let mut lines = text.lines();
+        if lines.next() != Some(SECRET_HEADER) {
+            return Err(bad());
+        }
+        let vkey = lines.next().and_then(|l| l.strip_prefix("vkey ")).ok_or_else(bad)?;
+        let k0 = lines.next().and_then(|l| l.strip_prefix("k0 ")).ok_or_else(bad)?;
+        let mut key = Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(k0, key.as_mut()).map_err(|_| bad())?;
+        signed_note::StandardVerifier::new(vkey).map_err(|_| bad())?;
+        Ok(VerifierSecret { vkey: vkey.to_owned(), key: EpochKey::new(0, *key) })
+    }
+}
+
+/// Messages to the tile syncer thread.
+enum SyncMsg {
+    File(PathBuf),
+    Barrier(mpsc::SyncSender<Option<std::io::Error>>),
+}
+
+/// Fsyncs tile files off the append path. Bounded queue: appends slow down rather than
+/// queueing without limit.
+struct TileSyncer {
+    tx: mpsc::SyncSender<SyncMsg>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+const TILE_SYNC_QUEUE_MAX: usize = 1024;
+
+impl TileSyncer {
+    fn start() -> Self {
+        let (tx, rx) = mpsc::sync_channel::<SyncMsg>(TILE_SYNC_QUEUE_MAX);
+        let handle = std::thread::spawn(move || {
+            let mut first_err: Option<std::io::Error> = None;
+            for msg in rx {
+                match msg {
+                    SyncMsg::File(p) => {
+                        if let Err(e) = File::open(&p).and_then(|f| f.sync_all()) {
+                            first_err.get_or_insert(e);
+                        }
+                    }
+                    SyncMsg::Barrier(reply) => {
+                        let _ = reply.send(first_err.take());
+                    }
+                }
+            }
+        });
+        TileSyncer { tx, handle: Some(handle) }
+    }
+
+    fn sync(&self, p: PathBuf) {
+        // The thread only exits when `tx` drops, so send cannot fail while `self` lives.
+        let _ = self.tx.send(SyncMsg::File(p));
+    }
+
+    fn barrier(&self) -> std::io::Result<()> {
+        let (rtx, rrx) = mpsc::sync_channel(1);
+        self.tx.send(SyncMsg::Barrier(rtx)).map_err(|_| std::io::Error::other("tile syncer gone"))?;
+        match rrx.recv() {
+            Ok(None) => Ok(()),
+            Ok(Some(e)) => Err(e),
+            Err(_) => Err(std::io::Error::other("tile syncer gone")),
+        }
+    }
+}
+
+impl Drop for TileSyncer {
+    fn drop(&mut self) {
+        let (tx, _) = mpsc::sync_channel(1);
+        // Replace the sender so the thread's receive loop ends, then wait for it.
+        drop(std::mem::replace(&mut self.tx, tx));
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The open segment being appended to.
+struct SegmentWriter {
+    file: File,
+    path: PathBuf,
+    len: u64,
+}
+
+/// A secure log directory opened for writing. One writer at a time (file lock).
+pub struct Log {
+    dir: PathBuf,
+    config: Config,
+    _lock: File,
+    signer: NoteSigner,
+    vkey: String,
+    key: EpochKey,
+    key_file: KeyFile,
+    /// Entries durable on disk.
+    committed: u64,
+    tree: TreeBuilder,
+    /// Leaf hash of the last appended entry (zeros before the first).
+    last_leaf: [u8; 32],
+    /// Frames appended but not yet written.
+    pending: Vec<u8>,
+    pending_entries: usize,
+    /// Tiles that filled in the pending batch: (path, bytes).
+    pending_tiles: Vec<(PathBuf, Vec<u8>)>,
+    /// The incomplete entry bundle (u16 BE length-prefixed sealed entries).
+    bundle: Vec<u8>,
+    segment: Option<SegmentWriter>,
+    checkpoint_size: u64,
+    checkpoint_root: Hash,
+    syncer: TileSyncer,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.dir)
+            .field("size", &self.tree.size())
+            .field("committed", &self.committed)
+            .field("epoch", &self.key.epoch())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock_dir(dir: &Path) -> Result<File, Error> {
+    let p = dir.join(layout::LOCK);
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(Error::io(&p))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&p)(e)),
+    }
+}
+
+/// Reads a tile for a tree of at least the size it was written for: the full tile's prefix if
+/// the full tile exists, else the partial tile of exactly `width`.
+pub(crate) fn read_tile(dir: &Path, kind: TileKind, index: u64, width: usize) -> Option<Vec<u8>> {
+    assert!(width >= 1 && width <= TILE_WIDTH);
+    let full = TilePath { kind, index, width: TILE_WIDTH as u16 };
+    let max = match kind {
+        TileKind::Hashes(_) => TILE_WIDTH * 32,
+        TileKind::Entries => TILE_WIDTH * (2 + ENTRY_BYTES_MAX),
+    };
+    if let Ok(b) = crate::fsutil::read_bounded(&dir.join(full.path()), max) {
+        return match kind {
+            TileKind::Hashes(_) => (b.len() == TILE_WIDTH * 32).then(|| b[..width * 32].to_vec()),
+            TileKind::Entries => bundle_prefix(&b, width).map(<[u8]>::to_vec),
+        };
+    }
+    if width == TILE_WIDTH {
+        return None;
+    }
+    let partial = TilePath { kind, index, width: width as u16 };
+    let b = crate::fsutil::read_bounded(&dir.join(partial.path()), max).ok()?;
+    match kind {
+        TileKind::Hashes(_) => (b.len() == width * 32).then_some(b),
+        TileKind::Entries => (bundle_prefix(&b, width)?.len() == b.len()).then_some(b),
+    }
+}
+
+/// The first `count` entries of a C2SP entry bundle (each `u16 BE length || entry`), or
+/// `None` if the bundle is malformed or shorter. Never panics.
+pub fn bundle_prefix(bundle: &[u8], count: usize) -> Option<&[u8]> {
+    let mut pos = 0usize;
+    for _ in 0..count {
+        let len = u16::from_be_bytes([*bundle.get(pos)?, *bundle.get(pos + 1)?]) as usize;
+        pos = pos.checked_add(2 + len)?;
+        if pos > bundle.len() {
+            return None;
+        }
+    }
+    Some(&bundle[..pos])
+}
+
+/// Splits a C2SP entry bundle into entries. `None` if malformed or more than 256 entries.
+pub fn bundle_entries(bundle: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut out = Vec::new();
+    let mut rest = bundle;
+    while !rest.is_empty() {
+        if out.len() == TILE_WIDTH {
+            return None;
+        }
+        let len = u16::from_be_bytes([*rest.first()?, *rest.get(1)?]) as usize;
+        let e = rest.get(2..2 + len)?;
+        out.push(e);
+        rest = &rest[2 + len..];
+    }
+    Some(out)
+}
+
+/// Reads tiles from a log directory for `tlog_tiles`' proof machinery.
+struct DiskTiles<'a> {
+    dir: &'a Path,
+}
+
+impl tlog_tiles::TileReader for DiskTiles<'_> {
+    fn height(&self) -> u8 {
+        crate::merkle::TILE_HEIGHT
+    }
+
+    fn read_tiles(&self, tiles: &[tlog_tiles::Tile]) -> Result<Vec<Vec<u8>>, tlog_tiles::Error> {
+        tiles
+            .iter()
+            .map(|t| {
+                if t.height() != crate::merkle::TILE_HEIGHT || t.is_data() || t.width() == 0 {
+                    return Err(tlog_tiles::Error::InvalidTile);
+                }
+                read_tile(self.dir, TileKind::Hashes(t.level()), t.level_index(), t.width() as usize)
+                    .ok_or(tlog_tiles::Error::InvalidTile)
+            })
+            .collect()
+    }
+
+    fn save_tiles(&self, _tiles: &[tlog_tiles::Tile], _data: &[Vec<u8>]) {}
+}
+
+impl Log {
+    /// Creates a new log in `dir` (which must be empty or absent). Fresh keys come from `rng`
+    /// (pass the OS RNG). Writes the verifier secret — the log's verifier key and K(0) — once,
+    /// mode 0600, to `secret_out`, which must not exist and should then leave this host.
+    pub fn init<R: rand_core::CryptoRngCore + ?Sized>(
+        dir: &Path,
+        origin: &str,
+        secret_out: &Path,
+        rng: &mut R,
+    ) -> Result<InitReport, Error> {
+        if !signed_note::is_key_name_valid(origin) {
+            return Err(Error::BadOrigin);
+        }
+        fs::create_dir_all(dir).map_err(Error::io(dir))?;
+        if fs::read_dir(dir).map_err(Error::io(dir))?.next().is_some() {
+            return Err(Error::NotEmpty(dir.to_owned()));
+        }
+        let (signer, skey, vkey) = NoteSigner::generate(rng, origin)?;
+        let k0 = EpochKey::generate(rng);
+        let secret = VerifierSecret { vkey: vkey.clone(), key: k0.clone() };
+        // The verifier's copy first: if it cannot be written, no log exists without it.
+        crate::fsutil::create_private(secret_out, secret.encode().as_bytes())
+            .map_err(Error::io(secret_out))?;
+        let p = dir.join(layout::SIGNING_KEY);
+        crate::fsutil::create_private(&p, format!("{}\n", skey.as_str()).as_bytes())
+            .map_err(Error::io(&p))?;
+        let p = dir.join(layout::MAC_KEY);
+        KeyFile::create(&p, &k0).map_err(Error::io(&p))?;
+        let p = dir.join(layout::VKEY);
+        crate::fsutil::write_atomic(&p, format!("{vkey}\n").as_bytes()).map_err(Error::io(&p))?;
+        let p = dir.join(layout::SEGMENTS);
+        fs::create_dir(&p).map_err(Error::io(&p))?;
+        let cp = signer.sign_checkpoint(0, &tlog_tiles::EMPTY_HASH)?;
+        let p = dir.join(layout::CHECKPOINT);
+        crate::fsutil::write_atomic(&p, &cp).map_err(Error::io(&p))?;
+        tracing::info!(origin, "initialised secure log");
+        Ok(InitReport { origin: origin.to_owned(), vkey })
+    }
+
+    /// Opens a log for appending, recovering from a crash: replays the entries after the last
+    /// checkpoint and cuts off a torn tail (reported in [`Recovery`]). Refuses to open a log
+    /// whose durable entries are damaged ([`Error::Corrupt`]).
+    pub fn open(dir: &Path, config: Config) -> Result<(Log, Recovery), Error> {
+        let lock = lock_dir(dir)?;
+        let p = dir.join(layout::VKEY);
+        let vkey_bytes = crate::fsutil::read_bounded(&p, 1024).map_err(Error::io(&p))?;
+        let vkey = std::str::from_utf8(&vkey_bytes)
+            .map_err(|_| Error::BadKeyFile(p.clone()))?
+            .trim_end()
+            .to_owned();
+        let p = dir.join(layout::SIGNING_KEY);
+        let skey = Zeroizing::new(crate::fsutil::read_bounded(&p, 1024).map_err(Error::io(&p))?);
+        let skey_str = std::str::from_utf8(&skey).map_err(|_| Error::BadKeyFile(p.clone()))?;
+        let signer = NoteSigner::from_secret(skey_str).map_err(|_| Error::BadKeyFile(p.clone()))?;
+        let p = dir.join(layout::MAC_KEY);
+        let (key_file, key, committed_at_epoch) = KeyFile::load(&p).map_err(Error::io(&p))?;
+        let p = dir.join(layout::CHECKPOINT);
+        let cp_bytes =
+            crate::fsutil::read_bounded(&p, CHECKPOINT_BYTES_MAX).map_err(Error::io(&p))?;
+        let cp = verify_checkpoint(&cp_bytes, &vkey, &WitnessPolicy::none())?;
+
+        let mut log = Log {
+            dir: dir.to_owned(),
+            config,
+            _lock: lock,
+            signer,
+            vkey,
+            key,
+            key_file,
+            committed: 0,
+            tree: TreeBuilder::new(),
+            last_leaf: [0; 32],
+            pending: Vec::new(),
+            pending_entries: 0,
+            pending_tiles: Vec::new(),
+            bundle: Vec::new(),
+            segment: None,
+            checkpoint_size: cp.size,
+            checkpoint_root: cp.root,
+            syncer: TileSyncer::start(),
+        };
+        // Fast path: resume from the checkpoint's right-edge tiles; otherwise replay all.
+        let start = match log.load_edge(cp.size, &cp.root) {
+            Some(()) => cp.size,
+            None => {
+                tracing::warn!("right-edge tiles missing or inconsistent; replaying whole log");
+                0
+            }
+        };
+        let recovery = log.replay(start, committed_at_epoch, cp.size)?;
+        log.committed = log.tree.size();
+        log.invariants();
+        Ok((log, recovery))
+    }
+
+    /// Loads the tree state at `size` from tiles; `None` unless it reproduces `root`.
+    fn load_edge(&mut self, size: u64, root: &Hash) -> Option<()> {
+        let mut edge = Vec::new();
+        for level in 0..TILE_LEVELS_MAX as u8 {
+            let w = TreeBuilder::edge_width(size, level);
+            let idx = TreeBuilder::edge_index(size, level);
+            if w == 0 {
+                edge.push(Vec::new());
+            } else {
+                let b = read_tile(&self.dir, TileKind::Hashes(level), idx, w)?;
+                edge.push(tile_hashes(&b)?);
+            }
+        }
+        let tree = TreeBuilder::from_right_edge(size, edge)?;
+        if tree.root() != *root {
+            return None;
+        }
+        let w = TreeBuilder::edge_width(size, 0);
+        let bundle = if w == 0 {
+            Vec::new()
+        } else {
+            read_tile(&self.dir, TileKind::Entries, TreeBuilder::edge_index(size, 0), w)?
+        };
+        self.tree = tree;
+        self.bundle = bundle;
+        Some(())
+    }
+
+    /// Replays segment entries from `start` (where the tree state already stands), checking
+    /// them as the verifier would. Entries before `start` are read only to find the last leaf.
+    fn replay(&mut self, start: u64, committed_at_epoch: u64, cp_size: u64) -> Result<Recovery, Error> {
+        let seg_dir = self.dir.join(layout::SEGMENTS);
+        let segments = list_segments(&seg_dir).map_err(Error::io(&seg_dir))?;
+        let first_needed = start.saturating_sub(1);
+        let first_seg = segments.iter().rposition(|s| s.start <= first_needed).unwrap_or(0);
+        let mut recovery = Recovery::default();
+        let mut expect = segments.get(first_seg).map_or(0, |s| s.start);
+        if expect > first_needed && start > 0 {
+            return Err(Error::Corrupt(Problem {
+                entry: Some(first_needed),
+                kind: ProblemKind::Sequence { found: expect },
+            }));
+        }
+        let mut last_epoch = 0u64;
+        let mut cut: Option<(usize, u64, u64)> = None; // (segment index, offset, entry)
+        'segs: for (si, seg) in segments.iter().enumerate().skip(first_seg) {
+            let Some(mut r) = FrameReader::open(&seg.path).map_err(Error::io(&seg.path))? else {
+                cut = Some((si, 0, expect));
+                break;
+            };
+            loop {
+                let (entry_bytes, leaf, offset) =
+                    match r.next_frame().map_err(Error::io(&seg.path))? {
+                        Next::End => continue 'segs,
+                        Next::Bad(_, offset) => {
+                            cut = Some((si, offset, expect));
+                            break 'segs;
+                        }
+                        Next::Frame(e, l, o) => (e, l, o),
+                    };
+                let problem = |kind| Problem { entry: Some(expect), kind };
+                let e = match EntryRef::decode(entry_bytes) {
+                    Ok(e) => e,
+                    Err(d) => {
+                        if expect >= committed_at_epoch {
+                            cut = Some((si, offset, expect));
+                            break 'segs;
+                        }
+                        return Err(Error::Corrupt(problem(ProblemKind::Malformed(d))));
+                    }
+                };
+                if start > 0 && expect + 1 < start {
+                    // Skipping entries already covered by the tiles.
+                    if e.seq != expect {
+                        return Err(Error::Corrupt(problem(ProblemKind::Sequence { found: e.seq })));
+                    }
+                    expect += 1;
+                    continue;
+                }
+                if start > 0 && expect + 1 == start {
+                    // The entry just before the resume point: only its hash is needed.
+                    if e.seq != expect {
+                        return Err(Error::Corrupt(problem(ProblemKind::Sequence { found: e.seq })));
+                    }
+                    self.last_leaf = leaf.0;
+                    last_epoch = e.epoch;
+                    expect += 1;
+                    continue;
+                }
+                let tail = expect >= committed_at_epoch && expect >= cp_size;
+                let bad = if e.seq != expect {
+                    Some(ProblemKind::Sequence { found: e.seq })
+                } else if e.prev_hash != self.last_leaf {
+                    Some(ProblemKind::BrokenLink)
+                } else if e.epoch < last_epoch
+                    || e.epoch > self.key.epoch()
+                    || (expect >= committed_at_epoch && e.epoch != self.key.epoch())
+                {
+                    Some(ProblemKind::EpochTooLarge { epoch: e.epoch })
+                } else if e.epoch == self.key.epoch()
+                    && !self.key.verify(e.seq, &e.prev_hash, e.data, &e.mac)
+                {
+                    Some(ProblemKind::BadMac { epoch: e.epoch })
+                } else {
+                    None
+                };
+                if let Some(kind) = bad {
+                    if tail {
+                        cut = Some((si, offset, expect));
+                        break 'segs;
+                    }
+                    return Err(Error::Corrupt(problem(kind)));
+                }
+                last_epoch = e.epoch;
+                self.push_sealed(entry_bytes, leaf);
+                // The frame is already on disk: keep only the derived tiles, bounded.
+                self.pending.clear();
+                self.pending_entries = 0;
+                if self.pending_tiles.len() >= 64 {
+                    self.flush_tiles()?;
+                }
+                expect += 1;
+                recovery.replayed += 1;
+            }
+        }
+        if self.tree.size() < cp_size {
+            return Err(Error::Corrupt(Problem {
+                entry: Some(self.tree.size()),
+                kind: ProblemKind::Missing {
+                    log_size: self.tree.size(),
+                    checkpoint_size: cp_size,
+                    which: "stored",
+                },
+            }));
+        }
+        if let Some((si, offset, entry)) = cut {
+            recovery.truncated = Some((entry, self.truncate_at(&segments, si, offset)?));
+            tracing::warn!(entry, "torn tail after a crash: truncated to the last sealed entry");
+        }
+        // Tiles derived during replay go to disk now, like a commit's.
+        self.flush_tiles()?;
+        Ok(recovery)
+    }
+
+    /// Cuts segment `si` at `offset` and deletes later segments. Returns bytes removed.
+    fn truncate_at(&mut self, segments: &[crate::segment::SegmentInfo], si: usize, offset: u64) -> Result<u64, Error> {
+        let mut removed = 0u64;
+        for later in &segments[si + 1..] {
+            removed += fs::metadata(&later.path).map(|m| m.len()).unwrap_or(0);
+            fs::remove_file(&later.path).map_err(Error::io(&later.path))?;
+        }
+        let p = &segments[si].path;
+        let f = OpenOptions::new().write(true).open(p).map_err(Error::io(p))?;
+        let len = f.metadata().map_err(Error::io(p))?.len();
+        let keep = if offset == 0 { 0 } else { offset };
+        if keep == 0 {
+            drop(f);
+            fs::remove_file(p).map_err(Error::io(p))?;
+        } else {
+            f.set_len(keep).map_err(Error::io(p))?;
+            f.sync_all().map_err(Error::io(p))?;
+        }
+        crate::fsutil::sync_parent(p).map_err(Error::io(p))?;
+        Ok(removed + len.saturating_sub(keep))
+    }
+
+    /// The origin (checkpoint key name).
+    pub fn origin(&self) -> &str {
+        self.signer.name()
+    }
+
+    /// The log's verifier key.
+    pub fn vkey(&self) -> &str {
+        &self.vkey
+    }
+
+    /// Entries appended (durable or pending).
+    pub fn size(&self) -> u64 {
+        self.tree.size()
+    }
+
+    /// Entries durable on disk.
+    pub fn committed(&self) -> u64 {
+        self.committed
+    }
+
+    /// The current MAC epoch.
+    pub fn epoch(&self) -> u64 {
+        self.key.epoch()
+    }
+
+    /// Size of the latest checkpoint.
+    pub fn checkpoint_size(&self) -> u64 {
+        self.checkpoint_size
+    }
+
+    /// Seals `data` as the next entry and returns its index. The entry is durable only after
+    /// [`Log::commit`] (called automatically when the batch fills) or [`Log::checkpoint`].
+    pub fn append(&mut self, data: &[u8]) -> Result<u64, Error> {
+        if data.len() > ENTRY_DATA_MAX {
+            return Err(Error::EntryTooLarge { len: data.len() });
+        }
+        let seq = self.tree.size();
+        let mac = self.key.seal(seq, &self.last_leaf, data);
+        let entry = EntryRef { seq, epoch: self.key.epoch(), prev_hash: self.last_leaf, mac, data };
+        let mut bytes = Vec::with_capacity(crate::entry::ENTRY_HEADER_LEN + data.len());
+        entry.encode_into(&mut bytes);
+        let leaf = leaf_hash(&bytes);
+        self.push_sealed(&bytes, leaf);
+        if self.pending_entries >= self.config.batch_entries_max
+            || self.pending.len() >= self.config.batch_bytes_max
+        {
+            self.commit()?;
+        }
+        Ok(seq)
+    }
+
+    /// Adds a sealed entry to the pending batch, the tree and the bundle.
+    fn push_sealed(&mut self, bytes: &[u8], leaf: Hash) {
+        debug_assert_eq!(EntryRef::decode(bytes).map(|e| e.seq), Ok(self.tree.size()));
+        encode_frame(bytes, &leaf, &mut self.pending);
+        self.pending_entries += 1;
+        self.bundle.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+        self.bundle.extend_from_slice(bytes);
+        let dir = &self.dir;
+        let tiles = &mut self.pending_tiles;
+        let size_before = self.tree.size();
+        self.tree.push(leaf, |t: FullTile<'_>| {
+            let path = TilePath { kind: TileKind::Hashes(t.level), index: t.index, width: 256 };
+            tiles.push((dir.join(path.path()), tile_bytes(t.hashes)));
+        });
+        if self.tree.size() % TILE_WIDTH as u64 == 0 {
+            let index = size_before / TILE_WIDTH as u64;
+            let path = TilePath { kind: TileKind::Entries, index, width: 256 };
+            tiles.push((self.dir.join(path.path()), std::mem::take(&mut self.bundle)));
+        }
+        self.last_leaf = leaf.0;
+    }
+
+    /// Makes every appended entry durable (one fsync for the whole batch), writes the tiles
+    /// that filled, and evolves the MAC key so the batch's key is gone.
+    pub fn commit(&mut self) -> Result<(), Error> {
+        if self.pending_entries == 0 {
+            return Ok(());
+        }
+        // Segment file: roll over when large, then one write and one fsync for the batch.
+        if self.segment.as_ref().is_none_or(|s| s.len >= self.config.segment_bytes_max) {
+            self.open_segment(self.committed)?;
+        }
+        let seg = self.segment.as_mut().expect("opened above");
+        seg.file.write_all(&self.pending).map_err(Error::io(&seg.path))?;
+        seg.file.sync_data().map_err(Error::io(&seg.path))?;
+        seg.len += self.pending.len() as u64;
+        self.pending.clear();
+        self.pending_entries = 0;
+        self.committed = self.tree.size();
+        self.flush_tiles()?;
+        // Forward integrity: the batch's key must not outlive the batch.
+        let old = self.key.epoch();
+        self.key.evolve();
+        let p = self.dir.join(layout::MAC_KEY);
+        self.key_file.evolve(old, &self.key, self.committed).map_err(Error::io(p))?;
+        self.invariants();
+        Ok(())
+    }
+
+    fn flush_tiles(&mut self) -> Result<(), Error> {
+        for (path, bytes) in self.pending_tiles.drain(..) {
+            crate::fsutil::write_file(&path, &bytes).map_err(Error::io(&path))?;
+            self.syncer.sync(path);
+        }
+        Ok(())
+    }
+
+    fn open_segment(&mut self, start: u64) -> Result<(), Error> {
+        let seg_dir = self.dir.join(layout::SEGMENTS);
+        // Continue the last segment if it is not full, else start a new one.
+        if self.segment.is_none() {
+            let segs = list_segments(&seg_dir).map_err(Error::io(&seg_dir))?;
+            if let Some(last) = segs.last() {
+                let len = fs::metadata(&last.path).map_err(Error::io(&last.path))?.len();
+                if len < self.config.segment_bytes_max {
+                    let file = OpenOptions::new()
+                        .append(true)
+                        .open(&last.path)
+                        .map_err(Error::io(&last.path))?;
+                    self.segment = Some(SegmentWriter { file, path: last.path.clone(), len });
+                    return Ok(());
+                }
+            }
+        }
+        let path = seg_dir.join(segment_name(start));
+        let mut file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(Error::io(&path))?;
+        file.write_all(SEGMENT_MAGIC).map_err(Error::io(&path))?;
+        file.sync_all().map_err(Error::io(&path))?;
+        crate::fsutil::sync_parent(&path).map_err(Error::io(&path))?;
+        self.segment = Some(SegmentWriter { file, path, len: SEGMENT_MAGIC.len() as u64 });
+        Ok(())
+    }
+
+    /// Commits, then signs and publishes a checkpoint of the whole log. Returns the signed
+    /// note. Partial tiles for the new size are written before the checkpoint.
+    pub fn checkpoint(&mut self) -> Result<Vec<u8>, Error> {
+        self.commit()?;
+        let size = self.tree.size();
+        let root = self.tree.root();
+        let p = self.dir.join(layout::CHECKPOINT);
+        if size == self.checkpoint_size {
+            assert_eq!(root, self.checkpoint_root, "same size, same root");
+            return crate::fsutil::read_bounded(&p, CHECKPOINT_BYTES_MAX).map_err(Error::io(&p));
+        }
+        self.syncer.barrier().map_err(Error::io(self.dir.join(layout::TILE)))?;
+        let old_partials = partial_paths(self.checkpoint_size);
+        let new_partials = partial_paths(size);
+        for (level, tile) in self.tree.right_edge().iter().enumerate() {
+            if tile.is_empty() {
+                continue;
+            }
+            let t = TilePath {
+                kind: TileKind::Hashes(level as u8),
+                index: TreeBuilder::edge_index(size, level as u8),
+                width: tile.len() as u16,
+            };
+            self.write_synced(&t, &tile_bytes(tile))?;
+        }
+        if !self.bundle.is_empty() {
+            let t = TilePath {
+                kind: TileKind::Entries,
+                index: TreeBuilder::edge_index(size, 0),
+                width: TreeBuilder::edge_width(size, 0) as u16,
+            };
+            let bundle = self.bundle.clone();
+            self.write_synced(&t, &bundle)?;
+        }
+        let note = self.signer.sign_checkpoint(size, &root)?;
+        crate::fsutil::write_atomic(&p, &note).map_err(Error::io(&p))?;
+        // Paired check: what we publish verifies as what we meant.
+        let back = verify_checkpoint(&note, &self.vkey, &WitnessPolicy::none())?;
+        assert_eq!((back.size, back.root), (size, root));
+        self.checkpoint_size = size;
+        self.checkpoint_root = root;
+        for old in old_partials.difference(&new_partials) {
+            let _ = fs::remove_file(self.dir.join(old));
+        }
+        tracing::debug!(size, "published checkpoint");
+        Ok(note)
+    }
+
+    fn write_synced(&self, t: &TilePath, bytes: &[u8]) -> Result<(), Error> {
+        let path = self.dir.join(t.path());
+        crate::fsutil::write_file(&path, bytes).map_err(Error::io(&path))?;
+        File::open(&path).and_then(|f| f.sync_all()).map_err(Error::io(&path))?;
+        crate::fsutil::sync_parent(&path).map_err(Error::io(&path))
+    }
+
+    /// The latest checkpoint's size and root.
+    pub fn checkpoint_head(&self) -> (u64, Hash) {
+        (self.checkpoint_size, self.checkpoint_root)
+    }
+
+    /// Proves entry `index` is in the latest checkpoint's tree.
+    pub fn prove_inclusion(&self, index: u64) -> Result<InclusionProof, Error> {
+        prove_inclusion(&self.dir, self.checkpoint_size, &self.checkpoint_root, index)
+    }
+
+    /// Proves the tree of `old_size` is a prefix of the latest checkpoint's tree.
+    pub fn prove_consistency(&self, old_size: u64) -> Result<ConsistencyProof, Error> {
+        prove_consistency(&self.dir, self.checkpoint_size, &self.checkpoint_root, old_size)
+    }
+
+    fn invariants(&self) {
+        assert!(self.committed <= self.tree.size());
+        assert!(self.checkpoint_size <= self.committed);
+        assert_eq!(self.committed + self.pending_entries as u64, self.tree.size());
+        assert!(self.key.epoch() <= self.committed, "epoch never passes the entry count");
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        // Best effort: a dropped log loses nothing it promised (only commit() promises).
+        if self.pending_entries > 0 {
+            if let Err(e) = self.commit() {
+                tracing::error!(error = %e, "commit on drop failed");
+            }
+        }
+    }
+}
+
+fn partial_paths(size: u64) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for level in 0..TILE_LEVELS_MAX as u8 {
+        let w = TreeBuilder::edge_width(size, level);
+        if w > 0 {
+            let index = TreeBuilder::edge_index(size, level);
+            out.insert(TilePath { kind: TileKind::Hashes(level), index, width: w as u16 }.path());
+            if level == 0 {
+                out.insert(TilePath { kind: TileKind::Entries, index, width: w as u16 }.path());
+            }
+        }
+    }
+    out
+}
+
+/// Proves entry `index` is in the tree (`size`, `root`) using the tiles in `dir`. The tiles
+/// are authenticated against `root` by `tlog_tiles` before use.
+pub fn prove_inclusion(dir: &Path, size: u64, root: &Hash, index: u64) -> Result<InclusionProof, Error> {
+    if index >= size {
+        return Err(Error::NotInTree { index, size });
+    }
+    let reader = DiskTiles { dir };
+    let hr = tlog_tiles::TileHashReader::new(size, *root, &reader);
+    let path = tlog_tiles::prove_record(size, index, &hr).map_err(|_| Error::Tile)?;
+    let tile_index = index / TILE_WIDTH as u64;
+    let in_tile = (index % TILE_WIDTH as u64) as usize;
+    let width = if tile_index < size / TILE_WIDTH as u64 {
+        TILE_WIDTH
+    } else {
+        (size % TILE_WIDTH as u64) as usize
+    };
+    let bundle = read_tile(dir, TileKind::Entries, tile_index, width).ok_or(Error::Tile)?;
+    let entries = bundle_entries(&bundle).ok_or(Error::Tile)?;
+    let entry = entries.get(in_tile).ok_or(Error::Tile)?.to_vec();
+    let proof = InclusionProof { index, tree_size: size, entry, path };
+    // Paired check: never hand out a proof that does not verify.
+    proof.verify(root).map_err(|_| Error::Tile)?;
+    Ok(proof)
+}
+
+/// Proves the tree of `old_size` is a prefix of the tree (`size`, `root`).
+pub fn prove_consistency(dir: &Path, size: u64, root: &Hash, old_size: u64) -> Result<ConsistencyProof, Error> {
+    if old_size > size {
+        return Err(Error::NotInTree { index: old_size, size });
+    }
+    if old_size == 0 || old_size == size {
+        return Ok(ConsistencyProof { old_size, new_size: size, path: Vec::new() });
+    }
+    let reader = DiskTiles { dir };
+    let hr = tlog_tiles::TileHashReader::new(size, *root, &reader);
+    let path = tlog_tiles::prove_tree(size, old_size, &hr).map_err(|_| Error::Tile)?;
+    Ok(ConsistencyProof { old_size, new_size: size, path })
+}
+
+/// Reads and verifies a log directory's stored checkpoint with the given verifier key.
+pub fn read_checkpoint(dir: &Path, vkey: &str) -> Result<(Vec<u8>, crate::Checkpoint), Error> {
+    let p = dir.join(layout::CHECKPOINT);
+    let bytes = crate::fsutil::read_bounded(&p, CHECKPOINT_BYTES_MAX).map_err(Error::io(&p))?;
+    let cp = verify_checkpoint(&bytes, vkey, &WitnessPolicy::none())?;
+    Ok((bytes, cp))
+}
+
+/// Reads the log's own verifier key file (untrusted: anyone with the host can replace it).
+pub fn read_vkey(dir: &Path) -> Result<String, Error> {
+    let p = dir.join(layout::VKEY);
+    let b = crate::fsutil::read_bounded(&p, 1024).map_err(Error::io(&p))?;
+    Ok(std::str::from_utf8(&b).map_err(|_| Error::BadKeyFile(p.clone()))?.trim_end().to_owned())
+}

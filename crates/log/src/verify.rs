@@ -1,0 +1,285 @@
+//! Verification of a log directory, streaming, in bounded memory. Read-only.
+//!
+//! Checks, in one pass over the segments: frame checks, sequence numbers, epochs, the hash
+//! chain, the forward-secure MACs (with the verifier secret), and the Merkle root at the size
+//! of the stored checkpoint and of every trusted checkpoint given. Reports the first problem
+//! by position.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::checkpoint::{WitnessPolicy, verify_checkpoint};
+use crate::entry::{DecodeError, EntryRef};
+use crate::error::{Error, Problem, ProblemKind};
+use crate::mac::EpochKey;
+use crate::merkle::{Hash, TILE_WIDTH, TileKind, TreeBuilder, tile_hashes};
+use crate::segment::{FrameReader, Next, list_segments};
+use crate::store::{VerifierSecret, layout, read_tile, read_vkey};
+
+/// What to verify against.
+#[derive(Debug, Default)]
+pub struct VerifyOptions {
+    /// The verifier secret from `init`: enables MAC checks and pins the log's public key.
+    pub secret: Option<VerifierSecret>,
+    /// Checkpoints seen earlier (signed notes), e.g. saved by a client or a witness. The log
+    /// must extend each of them.
+    pub trusted: Vec<Vec<u8>>,
+    /// Witness cosignatures demanded of the trusted checkpoints.
+    pub policy: WitnessPolicy,
+}
+
+/// Summary of a log that verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Entries checked.
+    pub entries: u64,
+    /// Size of the stored checkpoint (entries after it are sealed but not yet checkpointed).
+    pub checkpoint_size: u64,
+    /// Whether MACs were checked (a verifier secret was given).
+    pub macs_checked: bool,
+    /// Epoch of the last entry.
+    pub last_epoch: u64,
+}
+
+/// A checkpoint the entries must match.
+struct Target {
+    root: Hash,
+    which: &'static str,
+}
+
+/// Verifies the log in `dir`. `Ok(Err(problem))` when the log is damaged or tampered with;
+/// `Err` when it cannot be read or the options are invalid.
+pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Result<VerifyReport, Problem>, Error> {
+    let vkey = match &opts.secret {
+        Some(s) => s.vkey.clone(),
+        None => {
+            tracing::warn!("no verifier secret: MACs unchecked, log key taken from the directory");
+            read_vkey(dir)?
+        }
+    };
+    let p = dir.join(layout::CHECKPOINT);
+    let stored = match crate::fsutil::read_bounded(&p, crate::checkpoint::CHECKPOINT_BYTES_MAX) {
+        Ok(b) => match verify_checkpoint(&b, &vkey, &WitnessPolicy::none()) {
+            Ok(c) => c,
+            Err(_) => {
+                return Ok(Err(Problem {
+                    entry: None,
+                    kind: ProblemKind::Checkpoint("the stored checkpoint's signature does not verify"),
+                }));
+            }
+        },
+        Err(e) => return Err(Error::io(p)(e)),
+    };
+    let mut targets: BTreeMap<u64, Vec<Target>> = BTreeMap::new();
+    targets.entry(stored.size).or_default().push(Target { root: stored.root, which: "stored" });
+    let mut trusted_max = 0;
+    for t in &opts.trusted {
+        let c = verify_checkpoint(t, &vkey, &opts.policy)?;
+        trusted_max = trusted_max.max(c.size);
+        targets.entry(c.size).or_default().push(Target { root: c.root, which: "trusted" });
+    }
+
+    let mut problems: Vec<Problem> = Vec::new();
+    let stream = stream(dir, opts.secret.as_ref().map(|s| &s.key), &targets, &mut problems)?;
+    let (size, last_epoch) = match stream {
+        Ok(v) => v,
+        Err(p) => return Ok(Err(p)),
+    };
+    for (&tsize, ts) in targets.range(size + 1..) {
+        for t in ts {
+            problems.push(Problem {
+                entry: Some(size),
+                kind: ProblemKind::Missing { log_size: size, checkpoint_size: tsize, which: t.which },
+            });
+        }
+    }
+    if stored.size < trusted_max && problems.is_empty() {
+        problems.push(Problem {
+            entry: None,
+            kind: ProblemKind::CheckpointRollback { stored: stored.size, trusted: trusted_max },
+        });
+    }
+    // Report the earliest position; problems without a position last.
+    if let Some(p) = problems.into_iter().min_by_key(|p| p.entry.unwrap_or(u64::MAX)) {
+        return Ok(Err(p));
+    }
+    Ok(Ok(VerifyReport {
+        entries: size,
+        checkpoint_size: stored.size,
+        macs_checked: opts.secret.is_some(),
+        last_epoch,
+    }))
+}
+
+/// Streams all entries. Returns the size and last epoch, or the first entry-level problem.
+/// Root mismatches at checkpoint sizes are pushed to `problems` (located when possible).
+fn stream(
+    dir: &Path,
+    k0: Option<&EpochKey>,
+    targets: &BTreeMap<u64, Vec<Target>>,
+    problems: &mut Vec<Problem>,
+) -> Result<Result<(u64, u64), Problem>, Error> {
+    let seg_dir = dir.join(layout::SEGMENTS);
+    let segments = list_segments(&seg_dir).map_err(Error::io(&seg_dir))?;
+    let mut key = k0.cloned();
+    let mut tree = TreeBuilder::new();
+    let mut last_leaf = [0u8; 32];
+    let mut last_epoch = 0u64;
+    let mut expect = 0u64;
+    let bad = |entry: u64, kind| Ok(Err(Problem { entry: Some(entry), kind }));
+    if let Some(ts) = targets.get(&0) {
+        check_targets(dir, 0, &tree, ts, problems)?;
+    }
+    for (si, seg) in segments.iter().enumerate() {
+        let last_segment = si + 1 == segments.len();
+        let Some(mut r) = FrameReader::open(&seg.path).map_err(Error::io(&seg.path))? else {
+            return bad(expect, ProblemKind::TornTail);
+        };
+        loop {
+            let (bytes, leaf) = match r.next_frame() {
+                Ok(Next::End) => break,
+                Ok(Next::Frame(b, l, _)) => (b, l),
+                Ok(Next::Bad(DecodeError::Truncated, _)) if last_segment => {
+                    return bad(expect, ProblemKind::TornTail);
+                }
+                Ok(Next::Bad(e, _)) => return bad(expect, ProblemKind::Malformed(e)),
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    return bad(expect, ProblemKind::BadSegment(seg.path.clone()));
+                }
+                Err(e) => return Err(Error::io(&seg.path)(e)),
+            };
+            let e = match EntryRef::decode(bytes) {
+                Ok(e) => e,
+                Err(d) => return bad(expect, ProblemKind::Malformed(d)),
+            };
+            if e.seq != expect {
+                return bad(expect, ProblemKind::Sequence { found: e.seq });
+            }
+            if e.epoch > e.seq {
+                return bad(expect, ProblemKind::EpochTooLarge { epoch: e.epoch });
+            }
+            if let (Some(k), Some(k0)) = (key.as_mut(), k0) {
+                if e.epoch >= k.epoch() {
+                    let mut next = k.clone();
+                    next.evolve_to(e.epoch);
+                    if !next.verify(e.seq, &e.prev_hash, e.data, &e.mac) {
+                        return bad(expect, ProblemKind::BadMac { epoch: e.epoch });
+                    }
+                    *k = next;
+                } else {
+                    // Epoch went backwards. If this entry is authentic (its MAC verifies under
+                    // its own, older key), the previous entry was re-sealed with a later key.
+                    let mut old = k0.clone();
+                    old.evolve_to(e.epoch);
+                    if !old.verify(e.seq, &e.prev_hash, e.data, &e.mac) {
+                        return bad(expect, ProblemKind::BadMac { epoch: e.epoch });
+                    }
+                    return bad(
+                        expect - 1,
+                        ProblemKind::Resealed { epoch: last_epoch, next_epoch: e.epoch },
+                    );
+                }
+            } else if e.epoch < last_epoch {
+                return bad(expect - 1, ProblemKind::Resealed { epoch: last_epoch, next_epoch: e.epoch });
+            }
+            if e.prev_hash != last_leaf {
+                // This entry is intact (frame check, and MAC if checked), so the link it seals
+                // names the authentic previous entry: that one was changed.
+                return bad(expect.saturating_sub(1), ProblemKind::BrokenLink);
+            }
+            last_leaf = leaf.0;
+            last_epoch = e.epoch;
+            tree.push(leaf, |_| {});
+            expect += 1;
+            if let Some(ts) = targets.get(&expect) {
+                check_targets(dir, expect, &tree, ts, problems)?;
+            }
+        }
+    }
+    Ok(Ok((expect, last_epoch)))
+}
+
+fn check_targets(
+    dir: &Path,
+    size: u64,
+    tree: &TreeBuilder,
+    ts: &[Target],
+    problems: &mut Vec<Problem>,
+) -> Result<(), Error> {
+    let root = tree.root();
+    for t in ts {
+        if t.root != root {
+            let located = locate(dir, size, &t.root)?;
+            problems.push(match located {
+                Some(entry) => Problem {
+                    entry: Some(entry),
+                    kind: ProblemKind::Rewritten { checkpoint_size: size, which: t.which },
+                },
+                None => Problem {
+                    entry: None,
+                    kind: ProblemKind::RootMismatch { checkpoint_size: size, which: t.which },
+                },
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Finds the first entry whose leaf hash differs from the level-0 tiles, provided the tiles
+/// themselves hash to the checkpoint root (then they are authentic). Bounded memory: one
+/// tile at a time plus a tree builder.
+fn locate(dir: &Path, size: u64, root: &Hash) -> Result<Option<u64>, Error> {
+    let tiles = size.div_ceil(TILE_WIDTH as u64);
+    let width_of = |t: u64| {
+        if t + 1 < tiles || size % TILE_WIDTH as u64 == 0 {
+            TILE_WIDTH
+        } else {
+            (size % TILE_WIDTH as u64) as usize
+        }
+    };
+    // Pass 1: authenticate the tiles.
+    let mut tree = TreeBuilder::new();
+    for t in 0..tiles {
+        let Some(hashes) = read_tile(dir, TileKind::Hashes(0), t, width_of(t)).and_then(|b| tile_hashes(&b))
+        else {
+            return Ok(None);
+        };
+        for h in hashes {
+            tree.push(h, |_| {});
+        }
+    }
+    if tree.root() != *root {
+        return Ok(None);
+    }
+    // Pass 2: compare leaf by leaf.
+    let seg_dir = dir.join(layout::SEGMENTS);
+    let segments = list_segments(&seg_dir).map_err(Error::io(&seg_dir))?;
+    let mut index = 0u64;
+    let mut tile: Vec<Hash> = Vec::new();
+    for seg in &segments {
+        let Some(mut r) = FrameReader::open(&seg.path).map_err(Error::io(&seg.path))? else {
+            return Ok(Some(index));
+        };
+        loop {
+            if index >= size {
+                return Ok(None);
+            }
+            let leaf = match r.next_frame() {
+                Ok(Next::Frame(_, l, _)) => l,
+                Ok(Next::End) => break,
+                _ => return Ok(Some(index)),
+            };
+            let pos = (index % TILE_WIDTH as u64) as usize;
+            if pos == 0 {
+                let t = index / TILE_WIDTH as u64;
+                let b = read_tile(dir, TileKind::Hashes(0), t, width_of(t)).ok_or(Error::Tile)?;
+                tile = tile_hashes(&b).ok_or(Error::Tile)?;
+            }
+            if tile.get(pos) != Some(&leaf) {
+                return Ok(Some(index));
+            }
+            index += 1;
+        }
+    }
+    Ok((index < size).then_some(index))
+}

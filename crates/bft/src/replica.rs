@@ -1,0 +1,1578 @@
+//! The replica core: Mod-SMaRt ordering, synchronization phase, checkpoints, state transfer.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use crate::app::{Application, BatchContext};
+use crate::auth::{AuthTag, Authenticator};
+use crate::error::{Error, Peer, PeerFault};
+use crate::message::{
+    Batch, Certificate, CheckpointState, Decision, Message, ReplicaBody, Request, SignedMessage,
+    StopData, Sync, Vote, VoteKind, WireLimits,
+};
+use crate::storage::{CheckpointRecord, PersistEntry, RecoveredState, RegencyRecord, VoteRecord};
+use crate::types::{
+    ClientId, Config, ConfigError, DangerTestMutation, Digest, Regency, ReplicaId, RequestSeq,
+    SeqNo, Timestamp,
+};
+
+/// STOP messages are kept for regencies up to this far above the installed one
+/// (worst case `n * STOP_WINDOW_MAX` entries).
+pub const STOP_WINDOW_MAX: u64 = 16;
+/// Request-timer backoff: the timeout doubles per failed regency, at most 2^this times.
+pub const TIMEOUT_BACKOFF_EXP_MAX: u32 = 6;
+/// Outputs queued and not yet polled; exceeding it is an [`Error::ApiMisuse`] symptom
+/// (the driver must drain `poll_output` after every input). Checked by `invariants`.
+pub const OUTPUTS_MAX: usize = 1 << 20;
+
+/// An effect the driver must carry out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Output {
+    /// Send to one replica.
+    Send {
+        /// Destination.
+        to: ReplicaId,
+        /// Message.
+        msg: Message,
+    },
+    /// Send to every other replica.
+    Broadcast {
+        /// Message.
+        msg: Message,
+    },
+    /// Send to a client.
+    Reply {
+        /// Destination.
+        client: ClientId,
+        /// Message (a signed reply).
+        msg: Message,
+    },
+    /// Write `entry` durably, in token order, then call [`Replica::handle_persisted`].
+    Persist {
+        /// Token to hand back.
+        token: u64,
+        /// What to write.
+        entry: PersistEntry,
+    },
+    /// Instance `cid` was decided and executed (event, for observers).
+    Decided {
+        /// Instance.
+        cid: SeqNo,
+        /// Regency of the proof.
+        regency: Regency,
+        /// Batch digest.
+        digest: Digest,
+        /// Requests in the batch.
+        requests: usize,
+    },
+    /// A checkpoint was taken (event).
+    Checkpoint {
+        /// Last instance included.
+        cid: SeqNo,
+        /// Digest of the checkpoint bytes.
+        digest: Digest,
+    },
+    /// State transfer installed a checkpoint (event).
+    StateInstalled {
+        /// Last instance included.
+        cid: SeqNo,
+        /// Digest of the checkpoint bytes.
+        digest: Digest,
+    },
+    /// A new regency became active (event).
+    RegencyInstalled {
+        /// Regency.
+        regency: Regency,
+        /// Its leader.
+        leader: ReplicaId,
+    },
+}
+
+/// Counters for observability. Peer faults are counted, never fatal.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages rejected as peer faults (bad tag, invalid proof, ...).
+    pub peer_faults: u64,
+    /// Byte strings that failed to decode.
+    pub decode_errors: u64,
+    /// Instances decided (including by catch-up).
+    pub decided: u64,
+    /// Requests executed.
+    pub executed: u64,
+    /// Duplicate requests suppressed at execution.
+    pub duplicates_suppressed: u64,
+    /// Read-only requests answered without ordering.
+    pub read_only_served: u64,
+    /// Requests dropped because the pending pool was full.
+    pub pending_full_drops: u64,
+    /// Requests refused because `clients_max` sessions exist.
+    pub sessions_full_refusals: u64,
+    /// STOPs sent.
+    pub stops_sent: u64,
+    /// Regencies installed.
+    pub regencies_installed: u64,
+    /// State transfers completed.
+    pub state_transfers: u64,
+    /// Catch-up requests sent.
+    pub fetches_sent: u64,
+}
+
+/// Diagnostic view of a replica (see [`Replica::status`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// Installed regency.
+    pub regency: Regency,
+    /// Highest regency asked for with STOP.
+    pub stop_target: Regency,
+    /// Waiting for the new leader's SYNC.
+    pub syncing: bool,
+    /// Last decided instance.
+    pub last_decided: SeqNo,
+    /// Requests waiting to be ordered.
+    pub pending_requests: usize,
+    /// A state transfer is running.
+    pub state_transfer: bool,
+    /// The open instance has a proposal.
+    pub has_proposal: bool,
+    /// WRITEs collected in the open instance.
+    pub writes: usize,
+    /// ACCEPTs collected in the open instance.
+    pub accepts: usize,
+    /// Own votes in the open instance.
+    pub vote: VoteRecord,
+}
+
+#[derive(Debug, Clone)]
+struct Session {
+    seq: RequestSeq,
+    reply: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+struct Open {
+    cid: SeqNo,
+    /// Proposal for `(cid, regency)` as `(regency, digest, batch)`.
+    proposal: Option<(Regency, Digest, Batch)>,
+    writes: BTreeMap<ReplicaId, (Digest, AuthTag)>,
+    accepts: BTreeMap<ReplicaId, (Digest, AuthTag)>,
+    vote: VoteRecord,
+}
+
+#[derive(Debug)]
+struct StateTransfer {
+    digests: BTreeMap<ReplicaId, Vec<(SeqNo, Digest, u32)>>,
+    /// `(cid, digest, total chunks, providers)` once f+1 replicas agree.
+    chosen: Option<(SeqNo, Digest, u32, Vec<ReplicaId>)>,
+    provider: usize,
+    received: Vec<u8>,
+    next_index: u32,
+    /// Rounds of StateRequest without f+1 matching digests; gives up at `ST_ATTEMPTS_MAX`.
+    attempts: u32,
+}
+
+/// State-transfer rounds without f+1 matching checkpoint digests before giving up (a
+/// Byzantine replica may have claimed a checkpoint nobody else has).
+const ST_ATTEMPTS_MAX: u32 = 3;
+
+/// A BFT-SMaRt-class replica. Sans-IO: see the crate docs for the driving loop.
+pub struct Replica<A: Application, Au: Authenticator> {
+    config: Config,
+    limits: WireLimits,
+    id: ReplicaId,
+    auth: Au,
+    app: A,
+    rng: u64,
+    now: Timestamp,
+
+    regency: Regency,
+    stop_target: Regency,
+    syncing: bool,
+    regency_proof: Option<SignedMessage>,
+    /// First instance of the installed regency (the SYNC's). Instances below it are only
+    /// ever learned by catch-up in this regency, never proposed or voted on.
+    sync_cid: SeqNo,
+    failed_regencies: u32,
+    stops: BTreeMap<Regency, BTreeSet<ReplicaId>>,
+    stopdatas: BTreeMap<ReplicaId, SignedMessage>,
+    sync_sent: bool,
+    pending_sync: Option<SignedMessage>,
+    stop_deadline: Option<Timestamp>,
+
+    last_decided: SeqNo,
+    last_timestamp: Timestamp,
+    last_proof: Option<Certificate>,
+    open: Open,
+    log: VecDeque<Decision>,
+    checkpoints: Vec<CheckpointRecord>,
+    sessions: BTreeMap<ClientId, Session>,
+    pending: BTreeMap<ClientId, (Request, Timestamp)>,
+
+    outputs: VecDeque<Output>,
+    held: VecDeque<(u64, Output)>,
+    next_token: u64,
+    persisted_token: u64,
+    recovering: bool,
+
+    retransmit_at: Timestamp,
+    fetch_deadline: Option<Timestamp>,
+    fetch_peer: Option<ReplicaId>,
+    behind: bool,
+    st: Option<StateTransfer>,
+    stats: Stats,
+}
+
+impl<A: Application, Au: Authenticator> Replica<A, Au> {
+    /// Build replica `id` from recovered durable state (`RecoveredState::default()` for a
+    /// fresh replica). `app` must be in its initial state. `rng_seed` seeds the choice of
+    /// peers for catch-up; `now` starts the timers.
+    pub fn new(
+        config: Config,
+        id: ReplicaId,
+        auth: Au,
+        app: A,
+        recovered: RecoveredState,
+        rng_seed: u64,
+        now: Timestamp,
+    ) -> Result<Self, Error> {
+        config.check()?;
+        if usize::from(id.0) >= config.replicas {
+            return Err(ConfigError::ReplicaId { id: id.0, replicas: config.replicas }.into());
+        }
+        let limits = WireLimits::from_config(&config);
+        let mut r = Replica {
+            limits,
+            id,
+            auth,
+            app,
+            rng: rng_seed | 1,
+            now,
+            regency: recovered.regency.regency,
+            stop_target: recovered.regency.stop_target.max(recovered.regency.regency),
+            syncing: recovered.regency.regency > Regency(0),
+            regency_proof: None,
+            sync_cid: if recovered.regency.regency > Regency(0) { SeqNo(u64::MAX) } else { SeqNo(0) },
+            failed_regencies: 0,
+            stops: BTreeMap::new(),
+            stopdatas: BTreeMap::new(),
+            sync_sent: false,
+            pending_sync: None,
+            stop_deadline: None,
+            last_decided: SeqNo(0),
+            last_timestamp: Timestamp(0),
+            last_proof: None,
+            open: Open { cid: SeqNo(1), ..Open::default() },
+            log: VecDeque::new(),
+            checkpoints: Vec::new(),
+            sessions: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            outputs: VecDeque::new(),
+            held: VecDeque::new(),
+            next_token: 1,
+            persisted_token: 0,
+            recovering: true,
+            retransmit_at: now.add(config.retransmit_interval),
+            fetch_deadline: Some(now),
+            fetch_peer: None,
+            behind: true,
+            st: None,
+            stats: Stats::default(),
+            config,
+        };
+        r.recover(recovered)?;
+        r.recovering = false;
+        if r.syncing {
+            r.stop_deadline = Some(now.add(r.current_timeout()));
+        }
+        r.invariants();
+        Ok(r)
+    }
+
+    fn recover(&mut self, rec: RecoveredState) -> Result<(), Error> {
+        if let Some(cp) = rec.checkpoints.last() {
+            if Digest::of("rampart-bft checkpoint v1", &[&cp.blob]) != cp.digest {
+                return Err(crate::storage::StorageError::Corrupt { what: "checkpoint digest" }
+                    .into());
+            }
+            let state = CheckpointState::decode(&cp.blob, &self.config).map_err(|_| {
+                crate::storage::StorageError::Corrupt { what: "checkpoint encoding" }
+            })?;
+            self.install_checkpoint_state(state)?;
+            self.checkpoints = rec.checkpoints.clone();
+        }
+        for d in rec.decisions {
+            if d.cid() <= self.last_decided {
+                // Kept for serving catch-up, already covered by the checkpoint.
+                self.log.push_back(d);
+                continue;
+            }
+            if d.cid() != self.last_decided.next() {
+                return Err(crate::storage::StorageError::Corrupt { what: "gap in log" }.into());
+            }
+            self.decide(d, false);
+        }
+        // The proof of the last decided instance, which STOPDATA carries.
+        self.last_proof =
+            self.log.iter().rev().find(|d| d.cid() == self.last_decided).map(|d| d.proof.clone());
+        // Only the log after the older checkpoint is needed.
+        let keep_after = self.checkpoints.first().map_or(SeqNo(0), |c| c.cid);
+        self.log.retain(|d| d.cid() > keep_after);
+        if let Some(v) = rec.vote {
+            if v.cid == self.open.cid {
+                self.open.vote = v;
+            }
+        }
+        // Recovery replays history: nothing to tell peers or observers about it.
+        self.outputs.retain(|o| matches!(o, Output::Persist { .. }));
+        self.held.clear();
+        Ok(())
+    }
+
+    // ----- getters -----
+
+    /// This replica's id.
+    #[must_use]
+    pub fn id(&self) -> ReplicaId {
+        self.id
+    }
+    /// Installed regency.
+    #[must_use]
+    pub fn regency(&self) -> Regency {
+        self.regency
+    }
+    /// Leader of the installed regency.
+    #[must_use]
+    pub fn leader(&self) -> ReplicaId {
+        self.config.leader(self.regency)
+    }
+    /// Last decided and executed instance.
+    #[must_use]
+    pub fn last_decided(&self) -> SeqNo {
+        self.last_decided
+    }
+    /// The application.
+    #[must_use]
+    pub fn app(&self) -> &A {
+        &self.app
+    }
+    /// A snapshot of the protocol state, for diagnostics.
+    #[must_use]
+    pub fn status(&self) -> Status {
+        Status {
+            regency: self.regency,
+            stop_target: self.stop_target,
+            syncing: self.syncing,
+            last_decided: self.last_decided,
+            pending_requests: self.pending.len(),
+            state_transfer: self.st.is_some(),
+            has_proposal: self.open.proposal.is_some(),
+            writes: self.open.writes.len(),
+            accepts: self.open.accepts.len(),
+            vote: self.open.vote.clone(),
+        }
+    }
+
+    /// Counters.
+    #[must_use]
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    /// Decoder limits for messages to this replica.
+    #[must_use]
+    pub fn wire_limits(&self) -> &WireLimits {
+        &self.limits
+    }
+
+    // ----- inputs -----
+
+    /// Decode and handle bytes from `from`. Undecodable bytes are counted and rejected.
+    pub fn handle_bytes(&mut self, now: Timestamp, from: Peer, bytes: &[u8]) -> Result<(), Error> {
+        match Message::decode(bytes, &self.limits) {
+            Ok(msg) => self.handle_message(now, from, msg),
+            Err(e) => {
+                self.stats.decode_errors += 1;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Handle a decoded message from `from` (the transport-authenticated sender).
+    pub fn handle_message(&mut self, now: Timestamp, from: Peer, msg: Message) -> Result<(), Error> {
+        self.now = self.now.max(now);
+        let res = match msg {
+            Message::Request(r) => {
+                if from != Peer::Client(r.client) {
+                    Err(PeerFault::SenderMismatch)
+                } else {
+                    self.on_request(r)
+                }
+            }
+            Message::Replica(m) => {
+                if from != Peer::Replica(m.from) || m.from == self.id {
+                    Err(PeerFault::SenderMismatch)
+                } else if !m.verify(&self.auth) {
+                    Err(PeerFault::BadSignature)
+                } else {
+                    self.on_replica_message(m)
+                }
+            }
+        };
+        self.invariants();
+        res.map_err(|fault| {
+            self.stats.peer_faults += 1;
+            Error::PeerMisbehaved { peer: from, fault }
+        })
+    }
+
+    /// Handle a client request delivered by a local path (same as a message from it).
+    pub fn handle_request(&mut self, now: Timestamp, req: Request) -> Result<(), Error> {
+        let from = Peer::Client(req.client);
+        self.handle_message(now, from, Message::Request(req))
+    }
+
+    /// Persist entries up to and including `token` are durable.
+    pub fn handle_persisted(&mut self, token: u64) {
+        assert!(token < self.next_token, "persisted token {token} was never issued");
+        self.persisted_token = self.persisted_token.max(token);
+        while self.held.front().is_some_and(|(t, _)| *t <= self.persisted_token) {
+            if let Some((_, o)) = self.held.pop_front() {
+                self.outputs.push_back(o);
+            }
+        }
+        self.invariants();
+    }
+
+    /// Timers: call when `now >= poll_timeout()`.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.now = self.now.max(now);
+        let now = self.now;
+        if self.stop_target == self.regency && !self.syncing {
+            if let Some(oldest) = self.pending.values().map(|(_, t)| *t).min() {
+                if oldest.add(self.current_timeout()) <= now {
+                    self.start_stop(self.regency.next());
+                }
+            }
+        } else if self.stop_deadline.is_some_and(|d| d <= now) {
+            self.start_stop(self.stop_target.next());
+        }
+        if self.retransmit_at <= now {
+            self.retransmit();
+            self.retransmit_at = now.add(self.config.retransmit_interval);
+        }
+        if self.fetch_deadline.is_some_and(|d| d <= now) {
+            self.fetch_deadline = None;
+            if self.st.is_some() {
+                self.retry_state_transfer();
+            } else if self.behind {
+                let peer = self.pick_peer();
+                self.start_fetch(peer);
+            }
+        }
+        self.invariants();
+    }
+
+    // ----- outputs -----
+
+    /// Next effect, in order. Drain after every input.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// Earliest time `handle_timeout` must be called.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        let mut t = Some(self.retransmit_at);
+        let mut min = |x: Option<Timestamp>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |t| t.min(x)));
+            }
+        };
+        if self.stop_target == self.regency && !self.syncing {
+            let oldest = self.pending.values().map(|(_, t)| *t).min();
+            min(oldest.map(|o| o.add(self.current_timeout())));
+        } else {
+            min(self.stop_deadline);
+        }
+        min(self.fetch_deadline);
+        t
+    }
+
+    // ----- helpers: effects -----
+
+    fn persist(&mut self, entry: PersistEntry) {
+        let token = self.next_token;
+        self.next_token += 1;
+        self.outputs.push_back(Output::Persist { token, entry });
+    }
+
+    /// Queue an output that may leave only after every persist issued so far.
+    fn after_persist(&mut self, o: Output) {
+        if self.recovering {
+            return;
+        }
+        let last = self.next_token - 1;
+        if last <= self.persisted_token {
+            self.outputs.push_back(o);
+        } else {
+            self.held.push_back((last, o));
+        }
+    }
+
+    fn sign(&self, body: ReplicaBody) -> Message {
+        Message::Replica(SignedMessage::new(&self.auth, self.id, body))
+    }
+
+    fn broadcast_after_persist(&mut self, body: ReplicaBody) {
+        let msg = self.sign(body);
+        self.after_persist(Output::Broadcast { msg });
+    }
+
+    fn send_now(&mut self, to: ReplicaId, body: ReplicaBody) {
+        if self.recovering || to == self.id {
+            return;
+        }
+        let msg = self.sign(body);
+        self.outputs.push_back(Output::Send { to, msg });
+    }
+
+    fn event(&mut self, o: Output) {
+        if !self.recovering {
+            self.outputs.push_back(o);
+        }
+    }
+
+    fn current_timeout(&self) -> Duration {
+        self.config.request_timeout * (1u32 << self.failed_regencies.min(TIMEOUT_BACKOFF_EXP_MAX))
+    }
+
+    fn pick_peer(&mut self) -> ReplicaId {
+        // xorshift64: deterministic given rng_seed.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let n = self.config.replicas as u64;
+        let mut p = (self.rng % n) as u8;
+        if p == self.id.0 {
+            p = ((u64::from(p) + 1) % n) as u8;
+        }
+        ReplicaId(p)
+    }
+
+    fn quorum(&self) -> usize {
+        self.config.quorum()
+    }
+
+    // ----- client requests -----
+
+    fn on_request(&mut self, r: Request) -> Result<(), PeerFault> {
+        if r.op.len() > self.config.request_op_bytes_max {
+            return Err(PeerFault::RequestTooLarge);
+        }
+        if !r.verify(&self.auth) {
+            return Err(PeerFault::BadSignature);
+        }
+        if r.read_only {
+            if self.st.is_none() {
+                if let Some(result) = self.app.query(&r.op) {
+                    let result = self.bounded_result(result);
+                    self.stats.read_only_served += 1;
+                    let body = ReplicaBody::Reply {
+                        client: r.client,
+                        seq: r.seq,
+                        read_only: true,
+                        result,
+                    };
+                    let msg = self.sign(body);
+                    self.outputs.push_back(Output::Reply { client: r.client, msg });
+                }
+            }
+            return Ok(());
+        }
+        if let Some(s) = self.sessions.get(&r.client) {
+            if r.seq < s.seq {
+                return Ok(());
+            }
+            if r.seq == s.seq {
+                // Retransmission of an executed request: resend the cached reply.
+                let body = ReplicaBody::Reply {
+                    client: r.client,
+                    seq: r.seq,
+                    read_only: false,
+                    result: s.reply.clone(),
+                };
+                let msg = self.sign(body);
+                self.after_persist(Output::Reply { client: r.client, msg });
+                return Ok(());
+            }
+        }
+        match self.pending.get(&r.client) {
+            Some((p, _)) if p.seq >= r.seq => return Ok(()),
+            None if self.pending.len() >= self.config.pending_requests_max => {
+                self.stats.pending_full_drops += 1;
+                return Ok(());
+            }
+            _ => {}
+        }
+        self.pending.insert(r.client, (r, self.now));
+        self.try_propose();
+        Ok(())
+    }
+
+    fn bounded_result(&self, mut result: Vec<u8>) -> Vec<u8> {
+        if result.len() > self.config.reply_bytes_max {
+            // Deterministic on all replicas: an oversized result becomes empty.
+            result.clear();
+        }
+        result
+    }
+
+    // ----- normal case -----
+
+    fn on_replica_message(&mut self, m: SignedMessage) -> Result<(), PeerFault> {
+        let from = m.from;
+        match m.body {
+            ReplicaBody::Reply { .. } => Err(PeerFault::Unexpected),
+            ReplicaBody::Propose { regency, cid, batch } => self.on_propose(from, regency, cid, batch),
+            ReplicaBody::Write { regency, cid, digest } => {
+                self.on_vote(from, VoteKind::Write, regency, cid, digest, m.tag)
+            }
+            ReplicaBody::Accept { regency, cid, digest } => {
+                self.on_vote(from, VoteKind::Accept, regency, cid, digest, m.tag)
+            }
+            ReplicaBody::Stop { regency } => {
+                self.on_stop(from, regency);
+                Ok(())
+            }
+            ReplicaBody::StopData(_) => self.on_stopdata(m),
+            ReplicaBody::Sync(_) => self.on_sync(m, false),
+            ReplicaBody::Fetch { from_cid } => {
+                self.on_fetch(from, from_cid);
+                Ok(())
+            }
+            ReplicaBody::Decisions { decisions, checkpoint, regency_proof } => {
+                self.on_decisions(from, decisions, checkpoint, regency_proof)
+            }
+            ReplicaBody::StateRequest => {
+                self.on_state_request(from);
+                Ok(())
+            }
+            ReplicaBody::StateDigests { checkpoints } => {
+                self.on_state_digests(from, checkpoints);
+                Ok(())
+            }
+            ReplicaBody::ChunkRequest { cid, index } => {
+                self.on_chunk_request(from, cid, index);
+                Ok(())
+            }
+            ReplicaBody::Chunk { cid, index, total, data } => {
+                self.on_chunk(from, cid, index, total, data)
+            }
+        }
+    }
+
+    fn validate_batch(&self, batch: &Batch, check_time: bool) -> Result<(), PeerFault> {
+        if batch.requests.len() > self.config.batch_requests_max
+            || batch.requests_bytes() > self.config.batch_bytes_max
+        {
+            return Err(PeerFault::InvalidBatch);
+        }
+        if check_time && batch.timestamp < self.last_timestamp {
+            return Err(PeerFault::InvalidBatch);
+        }
+        let mut clients = BTreeSet::new();
+        for r in &batch.requests {
+            if r.read_only || r.op.len() > self.config.request_op_bytes_max {
+                return Err(PeerFault::InvalidBatch);
+            }
+            if !clients.insert(r.client) {
+                return Err(PeerFault::InvalidBatch);
+            }
+            if !r.verify(&self.auth) {
+                return Err(PeerFault::InvalidBatch);
+            }
+        }
+        Ok(())
+    }
+
+    fn try_propose(&mut self) {
+        if self.config.leader(self.regency) != self.id
+            || self.syncing
+            || self.stop_target != self.regency
+            || self.st.is_some()
+            || self.recovering
+            || self.pending.is_empty()
+        {
+            return;
+        }
+        if self.open.proposal.as_ref().is_some_and(|(r, _, _)| *r == self.regency) {
+            return;
+        }
+        if self.open.cid <= self.sync_cid {
+            // The SYNC's instance (or one before it, still to catch up on) is not ours to
+            // choose freely.
+            return;
+        }
+        if self.open.vote.wrote.is_some_and(|(r, _)| r == self.regency) {
+            // We proposed before a crash and lost the batch: never propose a second value
+            // in one (instance, regency); the request timer will change leader.
+            return;
+        }
+        let batch = self.cut_batch();
+        if batch.requests.is_empty() {
+            return;
+        }
+        let body = ReplicaBody::Propose { regency: self.regency, cid: self.open.cid, batch };
+        let msg = self.sign(body.clone());
+        self.outputs.push_back(Output::Broadcast { msg });
+        if let ReplicaBody::Propose { batch, .. } = body {
+            self.set_proposal(self.regency, batch);
+        }
+    }
+
+    fn cut_batch(&mut self) -> Batch {
+        let sessions = &self.sessions;
+        self.pending.retain(|c, (r, _)| sessions.get(c).is_none_or(|s| s.seq < r.seq));
+        let mut requests = Vec::new();
+        let mut bytes = 0;
+        for (r, _) in self.pending.values() {
+            let len = 8 + 8 + 1 + 4 + r.op.len() + 64;
+            if requests.len() >= self.config.batch_requests_max
+                || bytes + len > self.config.batch_bytes_max
+            {
+                break;
+            }
+            bytes += len;
+            requests.push(r.clone());
+        }
+        Batch { timestamp: self.now.max(self.last_timestamp), requests }
+    }
+
+    fn on_propose(
+        &mut self,
+        from: ReplicaId,
+        regency: Regency,
+        cid: SeqNo,
+        batch: Batch,
+    ) -> Result<(), PeerFault> {
+        if from != self.config.leader(regency) {
+            return Err(PeerFault::NotLeader);
+        }
+        if regency > self.regency || cid > self.open.cid {
+            self.note_behind(from);
+            return Ok(());
+        }
+        if regency < self.regency || cid < self.open.cid || self.syncing {
+            return Ok(());
+        }
+        if cid <= self.sync_cid {
+            return Err(PeerFault::Unexpected);
+        }
+        if self.stop_target != self.regency {
+            return Ok(());
+        }
+        let digest = batch.digest();
+        if let Some((r, d, _)) = &self.open.proposal {
+            if *r == regency {
+                return if *d == digest { Ok(()) } else { Err(PeerFault::Equivocation) };
+            }
+        }
+        self.validate_batch(&batch, true)?;
+        self.set_proposal(regency, batch);
+        Ok(())
+    }
+
+    fn set_proposal(&mut self, regency: Regency, batch: Batch) {
+        assert_eq!(regency, self.regency);
+        let digest = batch.digest();
+        self.open.proposal = Some((regency, digest, batch));
+        let may_write = match self.open.vote.wrote {
+            None => true,
+            Some((r, _)) => r < regency,
+        };
+        if may_write && self.stop_target == self.regency {
+            assert!(self.open.vote.wrote.is_none_or(|(r, _)| r < regency));
+            self.open.vote.cid = self.open.cid;
+            self.open.vote.wrote = Some((regency, digest));
+            self.persist(PersistEntry::Vote(self.open.vote.clone()));
+            let body = ReplicaBody::Write { regency, cid: self.open.cid, digest };
+            let tag = self.auth.sign(&body.signing_payload());
+            self.open.writes.insert(self.id, (digest, tag));
+            self.broadcast_after_persist(body);
+        }
+        self.check_write_quorum();
+        self.check_accept_quorum();
+    }
+
+    fn on_vote(
+        &mut self,
+        from: ReplicaId,
+        kind: VoteKind,
+        regency: Regency,
+        cid: SeqNo,
+        digest: Digest,
+        tag: AuthTag,
+    ) -> Result<(), PeerFault> {
+        if regency > self.regency || cid > self.open.cid {
+            self.note_behind(from);
+            return Ok(());
+        }
+        if regency < self.regency || cid < self.open.cid || cid < self.sync_cid {
+            return Ok(());
+        }
+        let set = match kind {
+            VoteKind::Write => &mut self.open.writes,
+            VoteKind::Accept => &mut self.open.accepts,
+        };
+        if let Some((d, _)) = set.get(&from) {
+            return if *d == digest { Ok(()) } else { Err(PeerFault::Equivocation) };
+        }
+        set.insert(from, (digest, tag));
+        match kind {
+            VoteKind::Write => self.check_write_quorum(),
+            VoteKind::Accept => self.check_accept_quorum(),
+        }
+        Ok(())
+    }
+
+    fn votes_for(set: &BTreeMap<ReplicaId, (Digest, AuthTag)>, digest: Digest) -> Vec<Vote> {
+        set.iter()
+            .filter(|(_, (d, _))| *d == digest)
+            .map(|(r, (_, t))| Vote { signer: *r, tag: *t })
+            .collect()
+    }
+
+    fn check_write_quorum(&mut self) {
+        let Some((r, digest, batch)) = &self.open.proposal else { return };
+        if *r != self.regency {
+            return;
+        }
+        let (digest, regency) = (*digest, *r);
+        let votes = Self::votes_for(&self.open.writes, digest);
+        if votes.len() < self.quorum() {
+            return;
+        }
+        let already = self.open.vote.accepted.is_some_and(|(ar, _)| ar >= regency);
+        if already || self.stop_target != self.regency {
+            return;
+        }
+        let cert = Certificate { kind: VoteKind::Write, regency, cid: self.open.cid, digest, votes };
+        debug_assert!(cert.verify(&self.config, &self.auth));
+        self.open.vote.cid = self.open.cid;
+        self.open.vote.written = Some((cert, batch.clone()));
+        self.open.vote.accepted = Some((regency, digest));
+        self.persist(PersistEntry::Vote(self.open.vote.clone()));
+        let body = ReplicaBody::Accept { regency, cid: self.open.cid, digest };
+        let tag = self.auth.sign(&body.signing_payload());
+        self.open.accepts.insert(self.id, (digest, tag));
+        self.broadcast_after_persist(body);
+        self.check_accept_quorum();
+    }
+
+    fn known_batch(&self, digest: Digest) -> Option<&Batch> {
+        if let Some((_, d, b)) = &self.open.proposal {
+            if *d == digest {
+                return Some(b);
+            }
+        }
+        match &self.open.vote.written {
+            Some((c, b)) if c.digest == digest => Some(b),
+            _ => None,
+        }
+    }
+
+    fn check_accept_quorum(&mut self) {
+        let mut counts: BTreeMap<Digest, usize> = BTreeMap::new();
+        for (d, _) in self.open.accepts.values() {
+            *counts.entry(*d).or_default() += 1;
+        }
+        let q = self.quorum();
+        let Some(digest) = counts.into_iter().find(|(_, c)| *c >= q).map(|(d, _)| d) else {
+            return;
+        };
+        let Some(batch) = self.known_batch(digest).cloned() else { return };
+        let votes = Self::votes_for(&self.open.accepts, digest);
+        let proof = Certificate {
+            kind: VoteKind::Accept,
+            regency: self.regency,
+            cid: self.open.cid,
+            digest,
+            votes,
+        };
+        self.decide(Decision { batch, proof }, true);
+    }
+
+    // ----- decision and execution -----
+
+    fn decide(&mut self, d: Decision, reply: bool) {
+        assert_eq!(d.cid(), self.open.cid, "decisions are taken in order");
+        assert_eq!(d.cid(), self.last_decided.next());
+        if !self.recovering {
+            self.persist(PersistEntry::Decision(d.clone()));
+        }
+        let cid = d.cid();
+        let d_regency = d.proof.regency;
+        let ctx = BatchContext { cid, timestamp: d.batch.timestamp };
+        let mut to_run: Vec<&Request> = Vec::new();
+        for r in &d.batch.requests {
+            match self.sessions.get(&r.client) {
+                Some(s) if s.seq >= r.seq => self.stats.duplicates_suppressed += 1,
+                None if self.sessions.len() >= self.config.clients_max => {
+                    self.stats.sessions_full_refusals += 1;
+                }
+                _ => to_run.push(r),
+            }
+        }
+        let ops: Vec<&[u8]> = to_run.iter().map(|r| r.op.as_slice()).collect();
+        let results = self.app.execute_batch(&ctx, &ops);
+        assert_eq!(results.len(), ops.len(), "Application must return one result per op");
+        let executed: Vec<(ClientId, RequestSeq)> =
+            to_run.iter().map(|r| (r.client, r.seq)).collect();
+        for ((client, seq), result) in executed.into_iter().zip(results) {
+            let result = self.bounded_result(result);
+            self.stats.executed += 1;
+            if self.pending.get(&client).is_some_and(|(p, _)| p.seq <= seq) {
+                self.pending.remove(&client);
+            }
+            if reply {
+                let body = ReplicaBody::Reply { client, seq, read_only: false, result: result.clone() };
+                let msg = self.sign(body);
+                self.after_persist(Output::Reply { client, msg });
+            }
+            self.sessions.insert(client, Session { seq, reply: result });
+        }
+        self.stats.decided += 1;
+        self.event(Output::Decided {
+            cid,
+            regency: d.proof.regency,
+            digest: d.proof.digest,
+            requests: d.batch.requests.len(),
+        });
+        self.last_decided = cid;
+        self.last_timestamp = self.last_timestamp.max(d.batch.timestamp);
+        self.last_proof = Some(d.proof.clone());
+        self.log.push_back(d);
+        self.open = Open { cid: cid.next(), ..Open::default() };
+        self.failed_regencies = 0;
+        if !self.recovering && d_regency == self.regency && !self.syncing {
+            // The regency makes progress: a STOP we sent is stale (e.g. we were cut off).
+            self.withdraw_stop();
+        }
+        if cid.0 % self.config.checkpoint_interval == 0 {
+            self.take_checkpoint();
+        }
+        if let Some(sync) = self.pending_sync.take() {
+            let _ = self.on_sync(sync, true);
+        }
+        self.try_propose();
+    }
+
+    fn take_checkpoint(&mut self) {
+        let state = CheckpointState {
+            cid: self.last_decided,
+            timestamp: self.last_timestamp,
+            app: self.app.snapshot(),
+            sessions: self.sessions.iter().map(|(c, s)| (*c, s.seq, s.reply.clone())).collect(),
+        };
+        let blob = state.encode();
+        let digest = Digest::of("rampart-bft checkpoint v1", &[&blob]);
+        let rec = CheckpointRecord { cid: self.last_decided, digest, blob };
+        self.persist(PersistEntry::Checkpoint(rec.clone()));
+        self.checkpoints.retain(|c| c.cid < rec.cid);
+        self.checkpoints.push(rec);
+        while self.checkpoints.len() > crate::storage::CHECKPOINTS_KEPT {
+            self.checkpoints.remove(0);
+        }
+        if self.checkpoints.len() == crate::storage::CHECKPOINTS_KEPT {
+            let through = self.checkpoints[0].cid;
+            self.log.retain(|d| d.cid() > through);
+            self.persist(PersistEntry::TruncateLog { through });
+        }
+        self.event(Output::Checkpoint { cid: self.last_decided, digest });
+    }
+
+    fn install_checkpoint_state(&mut self, state: CheckpointState) -> Result<(), Error> {
+        self.app.restore(&state.app)?;
+        self.sessions = state
+            .sessions
+            .into_iter()
+            .map(|(c, seq, reply)| (c, Session { seq, reply }))
+            .collect();
+        self.last_decided = state.cid;
+        self.last_timestamp = state.timestamp;
+        self.last_proof = None;
+        self.open = Open { cid: state.cid.next(), ..Open::default() };
+        let sessions = &self.sessions;
+        self.pending.retain(|c, (r, _)| sessions.get(c).is_none_or(|s| s.seq < r.seq));
+        Ok(())
+    }
+
+    // ----- leader change -----
+
+    /// Take back a pending STOP. Safe: only STOPDATA carries a promise not to vote in
+    /// lower regencies, and it is sent only on installing a regency.
+    fn withdraw_stop(&mut self) {
+        if self.stop_target > self.regency {
+            self.stop_target = self.regency;
+            self.stop_deadline = None;
+            self.persist(PersistEntry::Regency(RegencyRecord {
+                regency: self.regency,
+                stop_target: self.stop_target,
+            }));
+        }
+    }
+
+    fn start_stop(&mut self, target: Regency) {
+        if target <= self.stop_target {
+            return;
+        }
+        self.stop_target = target;
+        self.failed_regencies = self.failed_regencies.saturating_add(1);
+        self.stats.stops_sent += 1;
+        self.persist(PersistEntry::Regency(RegencyRecord {
+            regency: self.regency,
+            stop_target: self.stop_target,
+        }));
+        self.broadcast_after_persist(ReplicaBody::Stop { regency: target });
+        self.stops.entry(target).or_default().insert(self.id);
+        self.stop_deadline = Some(self.now.add(self.current_timeout()));
+        self.check_stops(target);
+    }
+
+    fn on_stop(&mut self, from: ReplicaId, target: Regency) {
+        if target <= self.regency || target.0 > self.regency.0.saturating_add(STOP_WINDOW_MAX) {
+            return;
+        }
+        self.stops.entry(target).or_default().insert(from);
+        self.check_stops(target);
+    }
+
+    fn check_stops(&mut self, target: Regency) {
+        let count = self.stops.get(&target).map_or(0, BTreeSet::len);
+        if count > self.config.f() && self.stop_target < target {
+            self.start_stop(target);
+            return;
+        }
+        if count >= self.quorum() && self.regency < target {
+            self.install_regency(target);
+        }
+    }
+
+    fn enter_regency(&mut self, target: Regency) {
+        assert!(target > self.regency);
+        self.regency = target;
+        self.stop_target = self.stop_target.max(target);
+        self.open.writes.clear();
+        self.open.accepts.clear();
+        self.open.proposal = None;
+        self.stops = self.stops.split_off(&target.next());
+        self.stopdatas.clear();
+        self.sync_sent = false;
+        self.pending_sync = None;
+        self.regency_proof = None;
+        // Until the SYNC arrives nothing is proposed in this regency.
+        self.sync_cid = SeqNo(u64::MAX);
+        self.stats.regencies_installed += 1;
+        self.persist(PersistEntry::Regency(RegencyRecord {
+            regency: self.regency,
+            stop_target: self.stop_target,
+        }));
+    }
+
+    fn install_regency(&mut self, target: Regency) {
+        self.enter_regency(target);
+        self.syncing = true;
+        self.stop_deadline = Some(self.now.add(self.current_timeout()));
+        self.send_stopdata();
+    }
+
+    fn my_stopdata(&self) -> StopData {
+        let written = match &self.open.vote.written {
+            Some((c, b)) if c.cid == self.open.cid => Some((c.clone(), b.clone())),
+            _ => None,
+        };
+        StopData { regency: self.regency, last_decided: self.last_proof.clone(), written }
+    }
+
+    fn send_stopdata(&mut self) {
+        let leader = self.config.leader(self.regency);
+        let body = ReplicaBody::StopData(self.my_stopdata());
+        let signed = SignedMessage::new(&self.auth, self.id, body);
+        if leader == self.id {
+            self.stopdatas.insert(self.id, signed);
+            self.maybe_send_sync();
+        } else {
+            self.after_persist(Output::Send { to: leader, msg: Message::Replica(signed) });
+        }
+    }
+
+    fn validate_stopdata(&self, sd: &StopData, regency: Regency) -> bool {
+        if sd.regency != regency {
+            return false;
+        }
+        if let Some(c) = &sd.last_decided {
+            if c.kind != VoteKind::Accept || !c.verify(&self.config, &self.auth) {
+                return false;
+            }
+        }
+        if let Some((c, b)) = &sd.written {
+            if c.kind != VoteKind::Write
+                || c.regency >= regency
+                || c.digest != b.digest()
+                || !c.verify(&self.config, &self.auth)
+            {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn on_stopdata(&mut self, m: SignedMessage) -> Result<(), PeerFault> {
+        let ReplicaBody::StopData(sd) = &m.body else { return Err(PeerFault::Unexpected) };
+        if sd.regency != self.regency
+            || self.config.leader(self.regency) != self.id
+            || !self.syncing
+            || self.sync_sent
+        {
+            return Ok(());
+        }
+        if !self.validate_stopdata(sd, self.regency) {
+            return Err(PeerFault::InvalidStopData);
+        }
+        self.stopdatas.insert(m.from, m);
+        self.maybe_send_sync();
+        Ok(())
+    }
+
+    /// The deterministic choice every replica recomputes from a quorum of STOPDATAs: the
+    /// next instance is one above the highest proven decided instance; if any STOPDATA holds
+    /// a write certificate for it, the value of the highest-regency certificate is forced.
+    fn choose(proofs: &[SignedMessage]) -> (SeqNo, Option<Digest>, Option<Batch>) {
+        let mut h = SeqNo(0);
+        for p in proofs {
+            if let ReplicaBody::StopData(sd) = &p.body {
+                h = h.max(sd.last_cid());
+            }
+        }
+        let mut best: Option<(Regency, Digest, &Batch)> = None;
+        for p in proofs {
+            if let ReplicaBody::StopData(sd) = &p.body {
+                if let Some((c, b)) = &sd.written {
+                    if c.cid == h.next() && best.is_none_or(|(r, _, _)| c.regency > r) {
+                        best = Some((c.regency, c.digest, b));
+                    }
+                }
+            }
+        }
+        (h, best.map(|(_, d, _)| d), best.map(|(_, _, b)| b.clone()))
+    }
+
+    fn maybe_send_sync(&mut self) {
+        if self.stopdatas.len() < self.quorum() || self.sync_sent {
+            return;
+        }
+        let proofs: Vec<SignedMessage> =
+            self.stopdatas.values().take(self.quorum()).cloned().collect();
+        let (h, _, forced) = Self::choose(&proofs);
+        let batch = match forced {
+            Some(b) => b,
+            None => self.cut_batch(),
+        };
+        let sync = Sync { regency: self.regency, cid: h.next(), batch, proofs };
+        let signed = SignedMessage::new(&self.auth, self.id, ReplicaBody::Sync(sync));
+        self.sync_sent = true;
+        self.after_persist(Output::Broadcast { msg: Message::Replica(signed.clone()) });
+        let _ = self.on_sync(signed, true);
+    }
+
+    fn on_sync(&mut self, m: SignedMessage, trusted: bool) -> Result<(), PeerFault> {
+        let ReplicaBody::Sync(s) = &m.body else { return Err(PeerFault::Unexpected) };
+        if m.from != self.config.leader(s.regency) {
+            return Err(PeerFault::NotLeader);
+        }
+        if s.regency < self.regency || (s.regency == self.regency && !self.syncing && !trusted) {
+            return Ok(());
+        }
+        if !trusted {
+            self.validate_sync(s)?;
+        }
+        if s.regency > self.regency {
+            self.enter_regency(s.regency);
+            self.syncing = true;
+        }
+        if self.syncing {
+            self.syncing = false;
+            self.sync_cid = s.cid;
+            self.withdraw_stop();
+            self.stop_deadline = None;
+            self.regency_proof = Some(m.clone());
+            let now = self.now;
+            for (_, t) in self.pending.values_mut() {
+                *t = now;
+            }
+            self.event(Output::RegencyInstalled {
+                regency: self.regency,
+                leader: self.config.leader(self.regency),
+            });
+        }
+        if s.cid == self.open.cid {
+            let check_time = Self::choose(&s.proofs).1.is_none();
+            if check_time && s.batch.timestamp < self.last_timestamp {
+                return Err(PeerFault::InvalidSync);
+            }
+            if self.open.proposal.as_ref().is_none_or(|(r, _, _)| *r < self.regency) {
+                self.set_proposal(self.regency, s.batch.clone());
+            }
+        } else if s.cid > self.open.cid {
+            self.pending_sync = Some(m.clone());
+            self.note_behind(m.from);
+        }
+        self.try_propose();
+        Ok(())
+    }
+
+    fn validate_sync(&self, s: &Sync) -> Result<(), PeerFault> {
+        if s.proofs.len() < self.quorum() {
+            return Err(PeerFault::InvalidSync);
+        }
+        let mut seen = BTreeSet::new();
+        for p in &s.proofs {
+            let ReplicaBody::StopData(sd) = &p.body else { return Err(PeerFault::InvalidSync) };
+            if !seen.insert(p.from) || !p.verify(&self.auth) || !self.validate_stopdata(sd, s.regency)
+            {
+                return Err(PeerFault::InvalidSync);
+            }
+        }
+        let (h, forced, _) = Self::choose(&s.proofs);
+        if s.cid != h.next() {
+            return Err(PeerFault::InvalidSync);
+        }
+        let skip = self.config.danger_test_mutation == Some(DangerTestMutation::SkipSyncCheck);
+        match forced {
+            Some(d) if !skip => {
+                if s.batch.digest() != d {
+                    return Err(PeerFault::InvalidSync);
+                }
+            }
+            _ => self.validate_batch(&s.batch, false)?,
+        }
+        Ok(())
+    }
+
+    // ----- catch-up -----
+
+    fn note_behind(&mut self, peer: ReplicaId) {
+        self.behind = true;
+        if self.fetch_deadline.is_none() && self.st.is_none() {
+            self.start_fetch(peer);
+        }
+    }
+
+    fn start_fetch(&mut self, peer: ReplicaId) {
+        self.fetch_peer = Some(peer);
+        self.fetch_deadline = Some(self.now.add(self.config.fetch_timeout));
+        self.stats.fetches_sent += 1;
+        self.send_now(peer, ReplicaBody::Fetch { from_cid: self.last_decided.next() });
+    }
+
+    fn on_fetch(&mut self, from: ReplicaId, from_cid: SeqNo) {
+        let decisions: Vec<Decision> = self
+            .log
+            .iter()
+            .filter(|d| d.cid() >= from_cid)
+            .take(self.config.decisions_per_fetch_max)
+            .cloned()
+            .collect();
+        let in_log = self.log.front().is_some_and(|d| d.cid() <= from_cid);
+        let checkpoint = match self.checkpoints.last() {
+            Some(c) if !in_log && from_cid <= c.cid => Some(c.cid),
+            _ => None,
+        };
+        let regency_proof = if self.syncing { None } else { self.regency_proof.clone().map(Box::new) };
+        let decisions = if checkpoint.is_some() { Vec::new() } else { decisions };
+        self.send_now(from, ReplicaBody::Decisions { decisions, checkpoint, regency_proof });
+    }
+
+    fn on_decisions(
+        &mut self,
+        from: ReplicaId,
+        decisions: Vec<Decision>,
+        checkpoint: Option<SeqNo>,
+        regency_proof: Option<Box<SignedMessage>>,
+    ) -> Result<(), PeerFault> {
+        if self.fetch_peer == Some(from) {
+            self.fetch_deadline = None;
+            self.fetch_peer = None;
+        }
+        let full = decisions.len() >= self.config.decisions_per_fetch_max;
+        let mut fault = None;
+        for d in decisions {
+            if d.cid() != self.open.cid {
+                continue;
+            }
+            if !d.verify(&self.config, &self.auth) {
+                fault = Some(PeerFault::InvalidCertificate);
+                break;
+            }
+            self.decide(d, true);
+        }
+        if let Some(p) = regency_proof {
+            let p = *p;
+            let newer = match &p.body {
+                ReplicaBody::Sync(s) => {
+                    s.regency > self.regency || (s.regency == self.regency && self.syncing)
+                }
+                _ => false,
+            };
+            if newer && p.from != self.id {
+                if !p.verify(&self.auth) {
+                    return Err(PeerFault::BadSignature);
+                }
+                self.on_sync(p, false)?;
+            }
+        }
+        if let Some(f) = fault {
+            return Err(f);
+        }
+        if checkpoint.is_some_and(|c| c > self.last_decided) && self.st.is_none() {
+            self.start_state_transfer();
+        } else if full {
+            self.start_fetch(from);
+        } else {
+            self.behind = self.pending_sync.is_some();
+        }
+        Ok(())
+    }
+
+    // ----- state transfer -----
+
+    fn start_state_transfer(&mut self) {
+        self.st = Some(StateTransfer {
+            digests: BTreeMap::new(),
+            chosen: None,
+            provider: 0,
+            received: Vec::new(),
+            next_index: 0,
+            attempts: 0,
+        });
+        self.fetch_deadline = Some(self.now.add(self.config.fetch_timeout));
+        let msg = self.sign(ReplicaBody::StateRequest);
+        self.outputs.push_back(Output::Broadcast { msg });
+    }
+
+    fn retry_state_transfer(&mut self) {
+        let Some(st) = &mut self.st else { return };
+        st.received.clear();
+        st.next_index = 0;
+        let next = match &st.chosen {
+            Some((cid, _, _, providers)) if !providers.is_empty() => {
+                st.provider = (st.provider + 1) % providers.len();
+                Some((providers[st.provider], *cid))
+            }
+            _ => None,
+        };
+        self.fetch_deadline = Some(self.now.add(self.config.fetch_timeout));
+        match next {
+            Some((p, cid)) => self.send_now(p, ReplicaBody::ChunkRequest { cid, index: 0 }),
+            None => {
+                st.attempts += 1;
+                if st.attempts >= ST_ATTEMPTS_MAX {
+                    self.st = None;
+                    self.fetch_deadline = None;
+                    return;
+                }
+                let msg = self.sign(ReplicaBody::StateRequest);
+                self.outputs.push_back(Output::Broadcast { msg });
+            }
+        }
+    }
+
+    fn chunk_count(&self, len: usize) -> u32 {
+        let cs = self.config.state_chunk_bytes_max;
+        u32::try_from(len.div_ceil(cs).max(1)).unwrap_or(u32::MAX)
+    }
+
+    fn on_state_request(&mut self, from: ReplicaId) {
+        let checkpoints = self
+            .checkpoints
+            .iter()
+            .map(|c| (c.cid, c.digest, self.chunk_count(c.blob.len())))
+            .collect();
+        self.send_now(from, ReplicaBody::StateDigests { checkpoints });
+    }
+
+    fn on_state_digests(&mut self, from: ReplicaId, list: Vec<(SeqNo, Digest, u32)>) {
+        let f = self.config.f();
+        let last = self.last_decided;
+        let Some(st) = &mut self.st else { return };
+        if st.chosen.is_some() {
+            return;
+        }
+        st.digests.insert(from, list);
+        let mut votes: BTreeMap<(SeqNo, Digest, u32), Vec<ReplicaId>> = BTreeMap::new();
+        for (r, l) in &st.digests {
+            for e in l {
+                votes.entry(*e).or_default().push(*r);
+            }
+        }
+        let best = votes
+            .into_iter()
+            .filter(|((cid, _, _), rs)| *cid > last && rs.len() > f)
+            .max_by_key(|((cid, _, _), _)| *cid);
+        if let Some(((cid, digest, total), providers)) = best {
+            let p = providers[0];
+            st.chosen = Some((cid, digest, total, providers));
+            st.provider = 0;
+            self.fetch_deadline = Some(self.now.add(self.config.fetch_timeout));
+            self.send_now(p, ReplicaBody::ChunkRequest { cid, index: 0 });
+        }
+    }
+
+    fn on_chunk_request(&mut self, from: ReplicaId, cid: SeqNo, index: u32) {
+        let Some(c) = self.checkpoints.iter().find(|c| c.cid == cid) else { return };
+        let cs = self.config.state_chunk_bytes_max;
+        let total = self.chunk_count(c.blob.len());
+        if index >= total {
+            return;
+        }
+        let start = (index as usize) * cs;
+        let end = (start + cs).min(c.blob.len());
+        let data = c.blob.get(start..end).unwrap_or_default().to_vec();
+        self.send_now(from, ReplicaBody::Chunk { cid, index, total, data });
+    }
+
+    fn on_chunk(
+        &mut self,
+        from: ReplicaId,
+        cid: SeqNo,
+        index: u32,
+        total: u32,
+        data: Vec<u8>,
+    ) -> Result<(), PeerFault> {
+        let state_max = self.config.state_bytes_max;
+        let Some(st) = &mut self.st else { return Ok(()) };
+        let Some((ccid, digest, ctotal, providers)) = &st.chosen else { return Ok(()) };
+        if providers.get(st.provider) != Some(&from) || cid != *ccid || index != st.next_index {
+            return Ok(());
+        }
+        if total != *ctotal || st.received.len() + data.len() > state_max + 16 {
+            self.retry_state_transfer();
+            return Err(PeerFault::InvalidState);
+        }
+        let digest = *digest;
+        st.received.extend_from_slice(&data);
+        st.next_index += 1;
+        if st.next_index < total {
+            let next = st.next_index;
+            self.fetch_deadline = Some(self.now.add(self.config.fetch_timeout));
+            self.send_now(from, ReplicaBody::ChunkRequest { cid, index: next });
+            return Ok(());
+        }
+        let blob = std::mem::take(&mut st.received);
+        if Digest::of("rampart-bft checkpoint v1", &[&blob]) != digest {
+            self.retry_state_transfer();
+            return Err(PeerFault::InvalidState);
+        }
+        let Ok(state) = CheckpointState::decode(&blob, &self.config) else {
+            self.retry_state_transfer();
+            return Err(PeerFault::InvalidState);
+        };
+        self.st = None;
+        self.fetch_deadline = None;
+        if state.cid <= self.last_decided || state.cid != cid {
+            return Ok(());
+        }
+        if self.install_checkpoint_state(state).is_err() {
+            // f+1 replicas vouched for this digest, so the bytes are what a correct replica
+            // checkpointed; a restore failure is a local application fault. Retry later.
+            return Ok(());
+        }
+        self.log.clear();
+        let rec = CheckpointRecord { cid, digest, blob };
+        self.persist(PersistEntry::Checkpoint(rec.clone()));
+        self.persist(PersistEntry::TruncateLog { through: cid });
+        self.checkpoints = vec![rec];
+        self.stats.state_transfers += 1;
+        self.event(Output::StateInstalled { cid, digest });
+        self.start_fetch(from);
+        Ok(())
+    }
+
+    // ----- retransmission -----
+
+    fn retransmit(&mut self) {
+        if self.stop_target > self.regency {
+            let msg = self.sign(ReplicaBody::Stop { regency: self.stop_target });
+            self.after_persist(Output::Broadcast { msg });
+        }
+        if self.syncing {
+            if self.config.leader(self.regency) != self.id {
+                self.send_stopdata();
+            }
+            return;
+        }
+        let regency = self.regency;
+        let cid = self.open.cid;
+        if self.config.leader(regency) == self.id {
+            if let Some((r, _, batch)) = &self.open.proposal {
+                if *r == regency {
+                    let sync_instance = self.regency_proof.as_ref().is_some_and(|p| {
+                        matches!(&p.body, ReplicaBody::Sync(s) if s.cid == cid)
+                    });
+                    let msg = if sync_instance {
+                        self.regency_proof.clone().map(Message::Replica)
+                    } else {
+                        let body = ReplicaBody::Propose { regency, cid, batch: batch.clone() };
+                        Some(self.sign(body))
+                    };
+                    if let Some(msg) = msg {
+                        self.after_persist(Output::Broadcast { msg });
+                    }
+                }
+            }
+        }
+        if let Some((r, d)) = self.open.vote.wrote {
+            if r == regency && self.open.vote.cid == cid {
+                self.broadcast_after_persist(ReplicaBody::Write { regency, cid, digest: d });
+            }
+        }
+        if let Some((r, d)) = self.open.vote.accepted {
+            if r == regency && self.open.vote.cid == cid {
+                self.broadcast_after_persist(ReplicaBody::Accept { regency, cid, digest: d });
+            }
+        }
+    }
+
+    // ----- invariants -----
+
+    fn invariants(&self) {
+        assert_eq!(self.open.cid, self.last_decided.next());
+        assert!(self.regency <= self.stop_target);
+        assert!(self.log.len() as u64 <= 2 * self.config.checkpoint_interval + 1);
+        assert!(self.pending.len() <= self.config.pending_requests_max);
+        assert!(self.sessions.len() <= self.config.clients_max);
+        assert!(self.checkpoints.len() <= crate::storage::CHECKPOINTS_KEPT);
+        assert!(self.checkpoints.last().is_none_or(|c| c.cid <= self.last_decided));
+        assert!(self.persisted_token < self.next_token);
+        assert!(self.stops.keys().all(|r| *r > self.regency));
+        assert!(self.stopdatas.len() <= self.config.replicas);
+        assert!(self.outputs.len() <= OUTPUTS_MAX, "driver is not draining poll_output");
+        if let Some((r, _)) = self.open.vote.wrote {
+            if self.open.vote.cid == self.open.cid {
+                assert!(r <= self.regency, "wrote in a regency above the installed one");
+            }
+        }
+        if let Some((r, _, _)) = &self.open.proposal {
+            assert!(*r <= self.regency);
+            if *r == self.regency && self.regency > Regency(0) {
+                assert!(self.open.cid >= self.sync_cid, "proposal below the regency's SYNC");
+            }
+        }
+        assert!(self.log.back().is_none_or(|d| d.cid() == self.last_decided));
+    }
+}

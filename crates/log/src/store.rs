@@ -99,7 +99,29 @@ pub struct InclusionProof {
     pub path: Vec<Hash>,
 }
 
+fn b64(h: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(h)
+}
+
 impl InclusionProof {
+    /// Text form: a header line, `index`, `size`, `root`, `entry` (base64 of the sealed
+    /// entry), then one base64 hash per line of the audit path.
+    pub fn to_text(&self, root: &Hash) -> String {
+        let mut s = format!(
+            "rampart-log inclusion proof v1\nindex {}\nsize {}\nroot {}\nentry {}\n",
+            self.index,
+            self.tree_size,
+            b64(&root.0),
+            b64(&self.entry)
+        );
+        for h in &self.path {
+            s.push_str(&b64(&h.0));
+            s.push('\n');
+        }
+        s
+    }
+
     /// Checks the proof against a tree root.
     pub fn verify(&self, root: &Hash) -> Result<(), Error> {
         tlog_tiles::check_record(&self.path, self.tree_size, *root, self.index, leaf_hash(&self.entry))
@@ -119,6 +141,19 @@ pub struct ConsistencyProof {
 }
 
 impl ConsistencyProof {
+    /// Text form: a header line, `old`, `size`, then one base64 hash per line.
+    pub fn to_text(&self) -> String {
+        let mut s = format!(
+            "rampart-log consistency proof v1\nold {}\nsize {}\n",
+            self.old_size, self.new_size
+        );
+        for h in &self.path {
+            s.push_str(&b64(&h.0));
+            s.push('\n');
+        }
+        s
+    }
+
     /// Checks the proof between two roots.
     pub fn verify(&self, old_root: &Hash, new_root: &Hash) -> Result<(), Error> {
         if self.old_size == 0 || self.old_size == self.new_size {

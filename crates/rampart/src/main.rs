@@ -23,12 +23,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Secure log: forward-integrity sealed, Merkle-tree, signed-checkpoint audit trail.
+    Log(cmd::log::LogArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     let result = match cli.command {
+        Command::Log(args) => cmd::log::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,1 +1,2 @@
 //! Subcommand implementations, one module per subsystem.
+pub mod log;

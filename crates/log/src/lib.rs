@@ -117,39 +117,53 @@ pub mod fuzzing {
         let _ = crate::checkpoint::verify_checkpoint(data, FUZZ_VKEY, &crate::WitnessPolicy::none());
     }
 
-    /// Writes `data` as a segment file in a fresh directory and runs recovery and
-    /// verification over it. Must never panic.
+    /// Reads `data` as a segment body (after the magic) frame by frame, delivered in reads of
+    /// uneven sizes chosen by the first byte, to exercise the reader's buffer refills. Must
+    /// never panic, and must consume the input exactly.
     pub fn segment(data: &[u8]) {
-        let Ok(tmp) = tempdir() else { return };
-        let dir = tmp.join("seg");
-        if std::fs::create_dir_all(&dir).is_err() {
-            return;
-        }
+        let step = usize::from(data.first().copied().unwrap_or(1)).max(1);
         let mut bytes = crate::entry::SEGMENT_MAGIC.to_vec();
         bytes.extend_from_slice(data);
-        if std::fs::write(dir.join(crate::segment::segment_name(0)), &bytes).is_err() {
-            return;
-        }
-        if let Ok(Some(mut r)) = crate::segment::FrameReader::open(&dir.join(crate::segment::segment_name(0))) {
-            for _ in 0..100_000 {
-                match r.next_frame() {
-                    Ok(crate::segment::Next::Frame(e, _, _)) => {
-                        let _ = crate::entry::EntryRef::decode(e);
-                    }
-                    _ => break,
+        let reader = Chunked { data: &bytes, pos: 0, step };
+        let Ok(Some(mut r)) = crate::segment::FrameReader::from_reader(reader) else {
+            panic!("the magic is present, so the reader must open");
+        };
+        let mut consumed = crate::entry::SEGMENT_MAGIC.len() as u64;
+        loop {
+            match r.next_frame() {
+                Ok(crate::segment::Next::Frame(e, leaf, offset)) => {
+                    assert_eq!(offset, consumed, "frames are contiguous");
+                    assert_eq!(leaf, crate::merkle::leaf_hash(e));
+                    let _ = crate::entry::EntryRef::decode(e);
+                    consumed += (e.len() + crate::entry::FRAME_OVERHEAD) as u64;
                 }
+                Ok(crate::segment::Next::End) => {
+                    assert_eq!(consumed, bytes.len() as u64, "end only at the end");
+                    break;
+                }
+                Ok(crate::segment::Next::Bad(_, offset)) => {
+                    assert_eq!(offset, consumed, "bad bytes reported where they start");
+                    break;
+                }
+                Err(_) => break,
             }
         }
-        let _ = std::fs::remove_dir_all(&tmp);
     }
 
-    fn tempdir() -> std::io::Result<std::path::PathBuf> {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static N: AtomicU64 = AtomicU64::new(0);
-        let p = std::env::temp_dir()
-            .join(format!("rampart-log-fuzz-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed)));
-        std::fs::create_dir_all(&p)?;
-        Ok(p)
+    /// A reader that hands out at most `step` bytes per call.
+    struct Chunked<'a> {
+        data: &'a [u8],
+        pos: usize,
+        step: usize,
+    }
+
+    impl std::io::Read for Chunked<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.step).min(self.data.len() - self.pos);
+            buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
     }
 
     const FUZZ_VKEY: &str = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW";

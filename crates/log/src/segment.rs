@@ -58,8 +58,8 @@ pub(crate) enum Next<'a> {
 }
 
 /// Reads frames from one segment file with a fixed-size buffer.
-pub(crate) struct FrameReader {
-    file: File,
+pub(crate) struct FrameReader<R = File> {
+    file: R,
     buf: Vec<u8>,
     pos: usize,
     filled: usize,
@@ -68,11 +68,17 @@ pub(crate) struct FrameReader {
     eof: bool,
 }
 
-impl FrameReader {
+impl FrameReader<File> {
     /// Opens a segment and checks its magic. `Ok(None)`: the file is shorter than the magic
     /// (a segment torn at creation).
     pub(crate) fn open(path: &Path) -> io::Result<Option<Self>> {
-        let mut file = File::open(path)?;
+        Self::from_reader(File::open(path)?)
+    }
+}
+
+impl<R: Read> FrameReader<R> {
+    /// Reads a segment from any byte source, checking its magic first.
+    pub(crate) fn from_reader(mut file: R) -> io::Result<Option<Self>> {
         let mut magic = [0u8; 8];
         let mut got = 0;
         while got < magic.len() {

@@ -102,7 +102,12 @@ impl AuditEvent<'_> {
     /// with `%`, tab, CR and LF percent-escaped and an absent version as an empty field.
     pub fn encode(&self) -> Vec<u8> {
         let mut s = String::from(AUDIT_PREFIX);
-        for field in [self.actor_key_id, self.action, self.object, self.version.unwrap_or("")] {
+        for field in [
+            self.actor_key_id,
+            self.action,
+            self.object,
+            self.version.unwrap_or(""),
+        ] {
             s.push('\t');
             escape(field, &mut s);
         }
@@ -173,7 +178,9 @@ impl LogAuditSink {
         if let Some((entry, bytes)) = recovery.truncated {
             tracing::warn!(entry, bytes, "audit log: torn tail truncated on open");
         }
-        Ok(LogAuditSink { log: Mutex::new(log) })
+        Ok(LogAuditSink {
+            log: Mutex::new(log),
+        })
     }
 
     /// Signs a checkpoint of everything recorded so far and returns it.
@@ -184,7 +191,9 @@ impl LogAuditSink {
     fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
         // A panic while holding the lock cannot leave a half-appended entry on disk (commit
         // writes whole batches), so the log is still usable.
-        self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -217,8 +226,14 @@ mod tests {
         assert_eq!(r.object, "a\nb");
         assert_eq!(r.version, None);
         assert_eq!(r.outcome, Outcome::Denied);
-        assert_eq!(AuditRecord::decode(b"rampart-audit/v1\ta\tb\tc\td\tmaybe"), None);
-        assert_eq!(AuditRecord::decode(b"rampart-audit/v1\t%zz\tb\tc\td\tfailed"), None);
+        assert_eq!(
+            AuditRecord::decode(b"rampart-audit/v1\ta\tb\tc\td\tmaybe"),
+            None
+        );
+        assert_eq!(
+            AuditRecord::decode(b"rampart-audit/v1\t%zz\tb\tc\td\tfailed"),
+            None
+        );
     }
 
     #[test]
@@ -249,7 +264,10 @@ mod tests {
         let proof = crate::store::prove_inclusion(
             &dir,
             3,
-            &crate::read_checkpoint(&dir, &opts.secret.as_ref().unwrap().vkey).unwrap().1.root,
+            &crate::read_checkpoint(&dir, &opts.secret.as_ref().unwrap().vkey)
+                .unwrap()
+                .1
+                .root,
             2,
         )
         .unwrap();

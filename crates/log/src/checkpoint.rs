@@ -68,7 +68,9 @@ pub struct NoteSigner {
 
 impl std::fmt::Debug for NoteSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NoteSigner").field("name", &self.inner.name()).finish_non_exhaustive()
+        f.debug_struct("NoteSigner")
+            .field("name", &self.inner.name())
+            .finish_non_exhaustive()
     }
 }
 
@@ -106,7 +108,8 @@ impl NoteSigner {
             .map_err(|_| CheckpointError::MalformedBody)?;
         let mut note =
             Note::new(&body.to_bytes(), &[]).map_err(|_| CheckpointError::MalformedBody)?;
-        note.add_sigs(&[&self.inner]).map_err(|_| CheckpointError::BadKey)?;
+        note.add_sigs(&[&self.inner])
+            .map_err(|_| CheckpointError::BadKey)?;
         Ok(note.to_bytes())
     }
 
@@ -118,7 +121,8 @@ impl NoteSigner {
         }
         let mut note =
             Note::from_bytes(signed_note_bytes).map_err(|_| CheckpointError::MalformedNote)?;
-        note.add_sigs(&[&self.inner]).map_err(|_| CheckpointError::BadKey)?;
+        note.add_sigs(&[&self.inner])
+            .map_err(|_| CheckpointError::BadKey)?;
         Ok(note.to_bytes())
     }
 }
@@ -149,7 +153,10 @@ impl WitnessPolicy {
                 return Err(CheckpointError::BadKey);
             }
         }
-        Ok(WitnessPolicy { witnesses, threshold })
+        Ok(WitnessPolicy {
+            witnesses,
+            threshold,
+        })
     }
 }
 
@@ -178,7 +185,10 @@ pub fn verify_checkpoint(
     let (verified, _unknown) = note
         .verify(&VerifierList::new(verifiers))
         .map_err(|_| CheckpointError::BadSignature)?;
-    if !verified.iter().any(|s| s.name() == log_name && s.id() == log_id) {
+    if !verified
+        .iter()
+        .any(|s| s.name() == log_name && s.id() == log_id)
+    {
         return Err(CheckpointError::BadSignature);
     }
     let body = tlog_tiles::Checkpoint::from_bytes(note.text())
@@ -203,7 +213,12 @@ pub fn verify_checkpoint(
             need: policy.threshold,
         });
     }
-    Ok(Checkpoint { origin: log_name, size: body.size(), root: *body.hash(), witnesses })
+    Ok(Checkpoint {
+        origin: log_name,
+        size: body.size(),
+        root: *body.hash(),
+        witnesses,
+    })
 }
 
 #[cfg(test)]
@@ -238,8 +253,7 @@ mod tests {
         let ws: Vec<_> = (0..3)
             .map(|i| NoteSigner::generate(&mut OsRng, &format!("witness{i}")).unwrap())
             .collect();
-        let policy =
-            WitnessPolicy::new(ws.iter().map(|w| w.2.clone()).collect(), 2).unwrap();
+        let policy = WitnessPolicy::new(ws.iter().map(|w| w.2.clone()).collect(), 2).unwrap();
         let mut cp = s.sign_checkpoint(1, &root(1)).unwrap();
         assert!(matches!(
             verify_checkpoint(&cp, &vk, &policy),
@@ -258,7 +272,10 @@ mod tests {
         assert!(verify_checkpoint(&with_stranger, &vk, &policy).is_err());
         cp = ws[2].0.cosign(&cp).unwrap();
         let got = verify_checkpoint(&cp, &vk, &policy).unwrap();
-        assert_eq!(got.witnesses, vec!["witness0".to_owned(), "witness2".to_owned()]);
+        assert_eq!(
+            got.witnesses,
+            vec!["witness0".to_owned(), "witness2".to_owned()]
+        );
     }
 
     /// Interop: the signed note from Go's golang.org/x/mod/sumdb/note tests (not written by
@@ -272,7 +289,10 @@ mod tests {
                    — PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n";
         let v = StandardVerifier::new(vkey).unwrap();
         let note = Note::from_bytes(msg.as_bytes()).unwrap();
-        assert!(note.verify(&VerifierList::new(vec![Box::new(v.clone())])).is_ok());
+        assert!(
+            note.verify(&VerifierList::new(vec![Box::new(v.clone())]))
+                .is_ok()
+        );
         let bad = Note::from_bytes(msg.replace("cryptography", "cryptographY").as_bytes()).unwrap();
         assert!(bad.verify(&VerifierList::new(vec![Box::new(v)])).is_err());
         // Not a checkpoint body, so the checkpoint verifier rejects it cleanly.
@@ -285,7 +305,8 @@ mod tests {
     /// Interop: the example checkpoint body from the C2SP tlog-checkpoint spec parses.
     #[test]
     fn c2sp_example_checkpoint_body_parses() {
-        let body = "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n";
+        let body =
+            "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n";
         let c = tlog_tiles::Checkpoint::from_bytes(body.as_bytes()).unwrap();
         assert_eq!(c.size(), 20_852_163);
         assert_eq!(c.to_bytes(), body.as_bytes());
@@ -294,11 +315,21 @@ mod tests {
     #[test]
     fn garbage_never_panics() {
         let (_, _, vk) = NoteSigner::generate(&mut OsRng, "log").unwrap();
-        for s in ["", "\n\n", "log\n1\n\n— log AAAA\n", "x\n\n— \n", "— — —\n\n\n"] {
+        for s in [
+            "",
+            "\n\n",
+            "log\n1\n\n— log AAAA\n",
+            "x\n\n— \n",
+            "— — —\n\n\n",
+        ] {
             assert!(verify_checkpoint(s.as_bytes(), &vk, &WitnessPolicy::none()).is_err());
         }
         assert!(matches!(
-            verify_checkpoint(&vec![b'a'; CHECKPOINT_BYTES_MAX + 1], &vk, &WitnessPolicy::none()),
+            verify_checkpoint(
+                &vec![b'a'; CHECKPOINT_BYTES_MAX + 1],
+                &vk,
+                &WitnessPolicy::none()
+            ),
             Err(CheckpointError::TooLarge)
         ));
     }

@@ -104,7 +104,10 @@ impl<'a> EntryRef<'a> {
 
     /// Appends the encoding of this entry to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        assert!(self.data.len() <= ENTRY_DATA_MAX, "caller bounds the data length");
+        assert!(
+            self.data.len() <= ENTRY_DATA_MAX,
+            "caller bounds the data length"
+        );
         out.reserve(ENTRY_HEADER_LEN + self.data.len());
         out.push(ENTRY_VERSION);
         out.extend_from_slice(&self.seq.to_be_bytes());
@@ -135,8 +138,14 @@ pub struct Frame<'a> {
 
 /// Appends a frame holding `entry` (whose leaf hash is `leaf`) to `out`.
 pub fn encode_frame(entry: &[u8], leaf: &Hash, out: &mut Vec<u8>) {
-    assert!(entry.len() <= ENTRY_BYTES_MAX, "caller bounds the entry length");
-    assert!(entry.len() >= ENTRY_HEADER_LEN, "caller passes a sealed entry");
+    assert!(
+        entry.len() <= ENTRY_BYTES_MAX,
+        "caller bounds the entry length"
+    );
+    assert!(
+        entry.len() >= ENTRY_HEADER_LEN,
+        "caller passes a sealed entry"
+    );
     // The assert above bounds the length well below u32::MAX.
     out.extend_from_slice(&(entry.len() as u32).to_le_bytes());
     out.extend_from_slice(entry);
@@ -168,7 +177,11 @@ pub fn decode_frame(buf: &[u8]) -> Result<Option<Frame<'_>>, DecodeError> {
     if check != &leaf.0[..FRAME_CHECK_LEN] {
         return Err(DecodeError::Check);
     }
-    Ok(Some(Frame { entry, leaf, len: total }))
+    Ok(Some(Frame {
+        entry,
+        leaf,
+        len: total,
+    }))
 }
 
 /// Copies a slice of known length into an array. Callers slice exact ranges.
@@ -184,7 +197,14 @@ mod tests {
     use proptest::prelude::*;
 
     fn sample(data: &[u8]) -> Vec<u8> {
-        EntryRef { seq: 7, epoch: 3, prev_hash: [1; 32], mac: [2; 32], data }.encode()
+        EntryRef {
+            seq: 7,
+            epoch: 3,
+            prev_hash: [1; 32],
+            mac: [2; 32],
+            data,
+        }
+        .encode()
     }
 
     #[test]
@@ -200,7 +220,10 @@ mod tests {
     #[test]
     fn decode_rejects_bad_lengths_and_versions() {
         assert_eq!(EntryRef::decode(&[1; 80]), Err(DecodeError::TooShort));
-        assert_eq!(EntryRef::decode(&vec![1; ENTRY_BYTES_MAX + 1]), Err(DecodeError::TooLong));
+        assert_eq!(
+            EntryRef::decode(&vec![1; ENTRY_BYTES_MAX + 1]),
+            Err(DecodeError::TooLong)
+        );
         let mut e = sample(b"x");
         e[0] = 9;
         assert_eq!(EntryRef::decode(&e), Err(DecodeError::Version(9)));
@@ -212,7 +235,11 @@ mod tests {
         let mut buf = Vec::new();
         encode_frame(&e, &leaf_hash(&e), &mut buf);
         for cut in 1..buf.len() {
-            assert_eq!(decode_frame(&buf[..cut]), Err(DecodeError::Truncated), "cut {cut}");
+            assert_eq!(
+                decode_frame(&buf[..cut]),
+                Err(DecodeError::Truncated),
+                "cut {cut}"
+            );
         }
         for i in 4..buf.len() {
             let mut b = buf.clone();
@@ -223,7 +250,10 @@ mod tests {
         assert_eq!(f.entry, &e[..]);
         assert_eq!(f.len, buf.len());
         assert_eq!(decode_frame(&[]), Ok(None));
-        assert_eq!(decode_frame(&[0xff; 12]), Err(DecodeError::FrameLength(u32::MAX)));
+        assert_eq!(
+            decode_frame(&[0xff; 12]),
+            Err(DecodeError::FrameLength(u32::MAX))
+        );
     }
 
     proptest! {

@@ -109,7 +109,9 @@ pub enum ProblemKind {
     },
     /// The entry is sealed in a later epoch than the authentic entry after it: it was
     /// re-sealed with a key stolen later.
-    #[error("sealed in epoch {epoch} but the next entry is from epoch {next_epoch} (re-sealed with a later key)")]
+    #[error(
+        "sealed in epoch {epoch} but the next entry is from epoch {next_epoch} (re-sealed with a later key)"
+    )]
     Resealed {
         /// This entry's epoch.
         epoch: u64,
@@ -126,7 +128,9 @@ pub enum ProblemKind {
     #[error("does not match the hash sealed into the next entry (modified or replaced)")]
     BrokenLink,
     /// The log holds fewer entries than a checkpoint covers.
-    #[error("missing: the log holds {log_size} entries but a {which} checkpoint covers {checkpoint_size} (truncated or rolled back)")]
+    #[error(
+        "missing: the log holds {log_size} entries but a {which} checkpoint covers {checkpoint_size} (truncated or rolled back)"
+    )]
     Missing {
         /// Entries found.
         log_size: u64,
@@ -136,7 +140,9 @@ pub enum ProblemKind {
         which: &'static str,
     },
     /// The stored checkpoint is older than a trusted one (the log directory was rolled back).
-    #[error("rollback: the stored checkpoint (size {stored}) is older than the trusted checkpoint (size {trusted})")]
+    #[error(
+        "rollback: the stored checkpoint (size {stored}) is older than the trusted checkpoint (size {trusted})"
+    )]
     CheckpointRollback {
         /// Size of the checkpoint in the directory.
         stored: u64,
@@ -153,7 +159,9 @@ pub enum ProblemKind {
         which: &'static str,
     },
     /// The entries differ from a checkpoint and the tiles cannot locate the first difference.
-    #[error("the tree of size {checkpoint_size} does not match the {which} checkpoint (rewritten log)")]
+    #[error(
+        "the tree of size {checkpoint_size} does not match the {which} checkpoint (rewritten log)"
+    )]
     RootMismatch {
         /// Size of the checkpoint.
         checkpoint_size: u64,

@@ -54,12 +54,18 @@ pub(crate) fn read_bounded(path: &Path, max: usize) -> io::Result<Vec<u8>> {
     let f = File::open(path)?;
     let len = f.metadata()?.len();
     if len > max as u64 {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "file larger than allowed"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "file larger than allowed",
+        ));
     }
     let mut buf = Vec::with_capacity(len as usize);
     f.take(max as u64 + 1).read_to_end(&mut buf)?;
     if buf.len() > max {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "file larger than allowed"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "file larger than allowed",
+        ));
     }
     Ok(buf)
 }

@@ -42,7 +42,9 @@ pub struct ServeState {
 
 impl std::fmt::Debug for ServeState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServeState").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("ServeState")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -50,21 +52,32 @@ impl ServeState {
     /// Wraps an open log; `token` authorises appends.
     pub fn new(dir: PathBuf, log: Log, token: &str) -> Self {
         let token_hash = Zeroizing::new(Sha256::digest(token.as_bytes()).into());
-        ServeState { dir, log: Mutex::new(log), token_hash }
+        ServeState {
+            dir,
+            log: Mutex::new(log),
+            token_hash,
+        }
     }
 
     fn authorised(&self, headers: &HeaderMap) -> bool {
-        let Some(v) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        let Some(v) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+        else {
             return false;
         };
-        let Some(presented) = v.strip_prefix("Bearer ") else { return false };
+        let Some(presented) = v.strip_prefix("Bearer ") else {
+            return false;
+        };
         // Hash both sides so the comparison is constant-time whatever the lengths.
         let h: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         h.ct_eq(&*self.token_hash).into()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
-        self.log.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -82,7 +95,12 @@ pub fn router(state: Arc<ServeState>) -> Router {
 }
 
 fn text(status: StatusCode, body: impl Into<String>) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body.into()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body.into(),
+    )
+        .into_response()
 }
 
 async fn blocking<F>(f: F) -> Response
@@ -97,14 +115,27 @@ where
 
 fn serve_file(path: PathBuf, max: usize) -> Response {
     match crate::fsutil::read_bounded(&path, max) {
-        Ok(b) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/octet-stream")], b).into_response(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => text(StatusCode::NOT_FOUND, "not found\n"),
+        Ok(b) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            b,
+        )
+            .into_response(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            text(StatusCode::NOT_FOUND, "not found\n")
+        }
         Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "cannot read\n"),
     }
 }
 
 async fn checkpoint(State(s): State<Arc<ServeState>>) -> Response {
-    blocking(move || serve_file(s.dir.join(layout::CHECKPOINT), crate::checkpoint::CHECKPOINT_BYTES_MAX)).await
+    blocking(move || {
+        serve_file(
+            s.dir.join(layout::CHECKPOINT),
+            crate::checkpoint::CHECKPOINT_BYTES_MAX,
+        )
+    })
+    .await
 }
 
 async fn vkey(State(s): State<Arc<ServeState>>) -> Response {
@@ -128,7 +159,9 @@ async fn inclusion(State(s): State<Arc<ServeState>>, UrlPath(index): UrlPath<Str
         let (_, root) = log.checkpoint_head();
         match log.prove_inclusion(index) {
             Ok(p) => text(StatusCode::OK, p.to_text(&root)),
-            Err(e @ crate::Error::NotInTree { .. }) => text(StatusCode::NOT_FOUND, format!("{e}\n")),
+            Err(e @ crate::Error::NotInTree { .. }) => {
+                text(StatusCode::NOT_FOUND, format!("{e}\n"))
+            }
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
         }
     })
@@ -143,7 +176,9 @@ async fn consistency(State(s): State<Arc<ServeState>>, UrlPath(old): UrlPath<Str
         let log = s.lock();
         match log.prove_consistency(old) {
             Ok(p) => text(StatusCode::OK, p.to_text()),
-            Err(e @ crate::Error::NotInTree { .. }) => text(StatusCode::NOT_FOUND, format!("{e}\n")),
+            Err(e @ crate::Error::NotInTree { .. }) => {
+                text(StatusCode::NOT_FOUND, format!("{e}\n"))
+            }
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
         }
     })
@@ -157,7 +192,10 @@ async fn add(State(s): State<Arc<ServeState>>, headers: HeaderMap, body: Bytes) 
     // Validate the whole request before appending anything: all or nothing.
     let body = body.strip_suffix(b"\n").unwrap_or(&body).to_vec();
     if body.is_empty() {
-        return text(StatusCode::BAD_REQUEST, "empty body: send one entry per line\n");
+        return text(
+            StatusCode::BAD_REQUEST,
+            "empty body: send one entry per line\n",
+        );
     }
     let lines: Vec<&[u8]> = body.split(|&b| b == b'\n').collect();
     if lines.len() > APPEND_LINES_MAX {
@@ -167,7 +205,10 @@ async fn add(State(s): State<Arc<ServeState>>, headers: HeaderMap, body: Bytes) 
         );
     }
     if let Some(i) = lines.iter().position(|l| l.len() > ENTRY_DATA_MAX) {
-        return text(StatusCode::PAYLOAD_TOO_LARGE, format!("line {} exceeds {ENTRY_DATA_MAX} bytes\n", i + 1));
+        return text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("line {} exceeds {ENTRY_DATA_MAX} bytes\n", i + 1),
+        );
     }
     let owned: Vec<Vec<u8>> = lines.iter().map(|l| l.to_vec()).collect();
     blocking(move || {
@@ -182,7 +223,10 @@ async fn add(State(s): State<Arc<ServeState>>, headers: HeaderMap, body: Bytes) 
             tracing::error!(error = %e, "checkpoint after append failed");
             return text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"));
         }
-        text(StatusCode::OK, format!("{first} {} {}\n", owned.len(), log.size()))
+        text(
+            StatusCode::OK,
+            format!("{first} {} {}\n", owned.len(), log.size()),
+        )
     })
     .await
 }
@@ -193,5 +237,7 @@ pub async fn serve(
     state: Arc<ServeState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

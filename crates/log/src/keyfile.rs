@@ -72,7 +72,10 @@ impl KeyFile {
     pub(crate) fn load(path: &Path) -> io::Result<(KeyFile, EpochKey, u64)> {
         let mut file = OpenOptions::new().read(true).write(true).open(path)?;
         if file.metadata()?.len() != 2 * SLOT_LEN as u64 {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "key file has wrong size"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "key file has wrong size",
+            ));
         }
         let mut bytes = [0u8; 2 * SLOT_LEN];
         file.read_exact(&mut bytes)?;
@@ -82,20 +85,28 @@ impl KeyFile {
         let mut kf = KeyFile { file };
         let (key, committed) = match (a, b) {
             (Some(a), Some(b)) => {
-                let (new, old) = if a.0.epoch() >= b.0.epoch() { (a, b) } else { (b, a) };
+                let (new, old) = if a.0.epoch() >= b.0.epoch() {
+                    (a, b)
+                } else {
+                    (b, a)
+                };
                 kf.erase_slot(old.0.epoch())?;
                 new
             }
             (Some(a), None) | (None, Some(a)) => a,
             (None, None) => {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "no valid key slot"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "no valid key slot",
+                ));
             }
         };
         Ok((kf, key, committed))
     }
 
     fn write_slot(&mut self, epoch: u64, bytes: &[u8; SLOT_LEN]) -> io::Result<()> {
-        self.file.seek(SeekFrom::Start((epoch % 2) * SLOT_LEN as u64))?;
+        self.file
+            .seek(SeekFrom::Start((epoch % 2) * SLOT_LEN as u64))?;
         self.file.write_all(bytes)?;
         self.file.sync_data()
     }
@@ -106,7 +117,12 @@ impl KeyFile {
 
     /// Persists the evolution from `old_epoch` to `new` (already evolved in memory): new slot
     /// first, then erase the old.
-    pub(crate) fn evolve(&mut self, old_epoch: u64, new: &EpochKey, committed: u64) -> io::Result<()> {
+    pub(crate) fn evolve(
+        &mut self,
+        old_epoch: u64,
+        new: &EpochKey,
+        committed: u64,
+    ) -> io::Result<()> {
         assert_eq!(new.epoch(), old_epoch + 1, "one epoch at a time");
         let mut enc = encode_slot(new, committed);
         let r = self.write_slot(new.epoch(), &enc);
@@ -132,7 +148,10 @@ mod tests {
         kf.evolve(0, &k, 10).unwrap();
         let raw = std::fs::read(&p).unwrap();
         assert_eq!(&raw[..SLOT_LEN], &[0u8; SLOT_LEN], "old slot erased");
-        assert!(!raw.windows(32).any(|w| w == [5u8; 32]), "K(0) no longer on disk");
+        assert!(
+            !raw.windows(32).any(|w| w == [5u8; 32]),
+            "K(0) no longer on disk"
+        );
         let (_, loaded, committed) = KeyFile::load(&p).unwrap();
         assert_eq!((loaded.epoch(), committed), (1, 10));
         assert_eq!(loaded.danger_bytes(), k.danger_bytes());

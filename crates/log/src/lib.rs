@@ -114,7 +114,8 @@ pub mod fuzzing {
             let _ = crate::audit::AuditRecord::decode(data);
         }
         let _ = crate::merkle::tile_hashes(data);
-        let _ = crate::checkpoint::verify_checkpoint(data, FUZZ_VKEY, &crate::WitnessPolicy::none());
+        let _ =
+            crate::checkpoint::verify_checkpoint(data, FUZZ_VKEY, &crate::WitnessPolicy::none());
     }
 
     /// Reads `data` as a segment body (after the magic) frame by frame, delivered in reads of
@@ -124,7 +125,11 @@ pub mod fuzzing {
         let step = usize::from(data.first().copied().unwrap_or(1)).max(1);
         let mut bytes = crate::entry::SEGMENT_MAGIC.to_vec();
         bytes.extend_from_slice(data);
-        let reader = Chunked { data: &bytes, pos: 0, step };
+        let reader = Chunked {
+            data: &bytes,
+            pos: 0,
+            step,
+        };
         let Ok(Some(mut r)) = crate::segment::FrameReader::from_reader(reader) else {
             panic!("the magic is present, so the reader must open");
         };

@@ -92,7 +92,11 @@ impl TreeBuilder {
     /// Width of the incomplete level-`level` tile of a tree of `size` leaves.
     pub fn edge_width(size: u64, level: u8) -> usize {
         let shift = u32::from(level) * u32::from(TILE_HEIGHT);
-        if shift >= 64 { 0 } else { ((size >> shift) % TILE_WIDTH as u64) as usize }
+        if shift >= 64 {
+            0
+        } else {
+            ((size >> shift) % TILE_WIDTH as u64) as usize
+        }
     }
 
     /// Index of the incomplete level-`level` tile of a tree of `size` leaves.
@@ -125,7 +129,11 @@ impl TreeBuilder {
                 break;
             }
             let index = Self::edge_index(self.size, level as u8);
-            on_full(FullTile { level: level as u8, index, hashes: tile });
+            on_full(FullTile {
+                level: level as u8,
+                index,
+                hashes: tile,
+            });
             carry = perfect_subtree_hash(tile);
             tile.clear();
             level += 1;
@@ -188,7 +196,7 @@ pub fn tile_bytes(hashes: &[Hash]) -> Vec<u8> {
 /// Splits tile bytes into hashes; `None` unless the length is a multiple of 32 and at most a
 /// full tile.
 pub fn tile_hashes(bytes: &[u8]) -> Option<Vec<Hash>> {
-    if bytes.len() % HASH_SIZE != 0 || bytes.len() > TILE_WIDTH * HASH_SIZE {
+    if !bytes.len().is_multiple_of(HASH_SIZE) || bytes.len() > TILE_WIDTH * HASH_SIZE {
         return None;
     }
     Some(
@@ -352,9 +360,17 @@ mod tests {
 
     #[test]
     fn tile_paths_match_c2sp_examples() {
-        let t = TilePath { kind: TileKind::Hashes(0), index: 1_234_067, width: 256 };
+        let t = TilePath {
+            kind: TileKind::Hashes(0),
+            index: 1_234_067,
+            width: 256,
+        };
         assert_eq!(t.path(), "tile/0/x001/x234/067");
-        let t = TilePath { kind: TileKind::Entries, index: 5, width: 17 };
+        let t = TilePath {
+            kind: TileKind::Entries,
+            index: 5,
+            width: 17,
+        };
         assert_eq!(t.path(), "tile/entries/005.p/17");
         for bad in [
             "tile/0/1234",
@@ -378,12 +394,18 @@ mod tests {
         let mut b = TreeBuilder::new();
         let mut seen = Vec::new();
         for i in 0..(256 * 256 + 300u32) {
-            b.push(h(&i.to_be_bytes()), |t| seen.push((t.level, t.index, t.hashes.len())));
+            b.push(h(&i.to_be_bytes()), |t| {
+                seen.push((t.level, t.index, t.hashes.len()))
+            });
         }
         assert_eq!(seen.iter().filter(|t| t.0 == 0).count(), 257);
         assert_eq!(seen.iter().filter(|t| t.0 == 1).count(), 1);
         assert!(seen.iter().all(|t| t.2 == 256));
-        assert_eq!(seen[256], (1, 0, 256), "level-1 tile follows the level-0 tile completing it");
+        assert_eq!(
+            seen[256],
+            (1, 0, 256),
+            "level-1 tile follows the level-0 tile completing it"
+        );
     }
 
     proptest! {

@@ -32,15 +32,22 @@ pub(crate) fn list_segments(dir: &Path) -> io::Result<Vec<SegmentInfo>> {
         let ent = ent?;
         let name = ent.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some(num) = name.strip_suffix(".seg") else { continue };
+        let Some(num) = name.strip_suffix(".seg") else {
+            continue;
+        };
         if num.len() != 20 || !num.bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
-        let Ok(start) = num.parse::<u64>() else { continue };
+        let Ok(start) = num.parse::<u64>() else {
+            continue;
+        };
         if out.len() >= SEGMENTS_MAX {
             return Err(io::Error::other("too many segment files"));
         }
-        out.push(SegmentInfo { start, path: ent.path() });
+        out.push(SegmentInfo {
+            start,
+            path: ent.path(),
+        });
     }
     out.sort_by_key(|s| s.start);
     Ok(out)
@@ -89,7 +96,10 @@ impl<R: Read> FrameReader<R> {
             got += n;
         }
         if &magic != SEGMENT_MAGIC {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "not a segment file"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a segment file",
+            ));
         }
         Ok(Some(FrameReader {
             file,

@@ -15,14 +15,12 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
 
 use zeroize::Zeroizing;
 
 use crate::checkpoint::{CHECKPOINT_BYTES_MAX, NoteSigner, WitnessPolicy, verify_checkpoint};
-use crate::entry::{
-    ENTRY_BYTES_MAX, ENTRY_DATA_MAX, EntryRef, SEGMENT_MAGIC, encode_frame,
-};
+use crate::entry::{ENTRY_BYTES_MAX, ENTRY_DATA_MAX, EntryRef, SEGMENT_MAGIC, encode_frame};
 use crate::error::{Error, Problem, ProblemKind};
 use crate::keyfile::KeyFile;
 use crate::mac::EpochKey;
@@ -64,7 +62,11 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { batch_entries_max: 4096, batch_bytes_max: 8 << 20, segment_bytes_max: 64 << 20 }
+        Config {
+            batch_entries_max: 4096,
+            batch_bytes_max: 8 << 20,
+            segment_bytes_max: 64 << 20,
+        }
     }
 }
 
@@ -124,8 +126,14 @@ impl InclusionProof {
 
     /// Checks the proof against a tree root.
     pub fn verify(&self, root: &Hash) -> Result<(), Error> {
-        tlog_tiles::check_record(&self.path, self.tree_size, *root, self.index, leaf_hash(&self.entry))
-            .map_err(|_| Error::BadProof)
+        tlog_tiles::check_record(
+            &self.path,
+            self.tree_size,
+            *root,
+            self.index,
+            leaf_hash(&self.entry),
+        )
+        .map_err(|_| Error::BadProof)
     }
 }
 
@@ -162,8 +170,14 @@ impl ConsistencyProof {
                     || self.old_size == self.new_size && old_root == new_root);
             return if ok { Ok(()) } else { Err(Error::BadProof) };
         }
-        tlog_tiles::check_tree(&self.path, self.new_size, *new_root, self.old_size, *old_root)
-            .map_err(|_| Error::BadProof)
+        tlog_tiles::check_tree(
+            &self.path,
+            self.new_size,
+            *new_root,
+            self.old_size,
+            *old_root,
+        )
+        .map_err(|_| Error::BadProof)
     }
 }
 
@@ -177,7 +191,9 @@ pub struct VerifierSecret {
 
 impl std::fmt::Debug for VerifierSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VerifierSecret").field("vkey", &self.vkey).finish_non_exhaustive()
+        f.debug_struct("VerifierSecret")
+            .field("vkey", &self.vkey)
+            .finish_non_exhaustive()
     }
 }
 
@@ -194,80 +210,140 @@ impl VerifierSecret {
 
     /// Reads a verifier secret file written by [`Log::init`].
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let bytes = Zeroizing::new(crate::fsutil::read_bounded(path, 4096).map_err(Error::io(path))?);
+        let bytes =
+            Zeroizing::new(crate::fsutil::read_bounded(path, 4096).map_err(Error::io(path))?);
         let bad = || Error::BadKeyFile(path.to_owned());
         let text = std::str::from_utf8(&bytes).map_err(|_| bad())?;
         let mut lines = text.lines();
         if lines.next() != Some(SECRET_HEADER) {
             return Err(bad());
         }
-        let vkey = lines.next().and_then(|l| l.strip_prefix("vkey ")).ok_or_else(bad)?;
-        let k0 = lines.next().and_then(|l| l.strip_prefix("k0 ")).ok_or_else(bad)?;
+        let vkey = lines
+            .next()
+            .and_then(|l| l.strip_prefix("vkey "))
+            .ok_or_else(bad)?;
+        let k0 = lines
+            .next()
+            .and_then(|l| l.strip_prefix("k0 "))
+            .ok_or_else(bad)?;
         let mut key = Zeroizing::new([0u8; 32]);
         hex::decode_to_slice(k0, key.as_mut()).map_err(|_| bad())?;
         signed_note::StandardVerifier::new(vkey).map_err(|_| bad())?;
-        Ok(VerifierSecret { vkey: vkey.to_owned(), key: EpochKey::new(0, *key) })
+        Ok(VerifierSecret {
+            vkey: vkey.to_owned(),
+            key: EpochKey::new(0, *key),
+        })
     }
 }
 
-/// Messages to the tile syncer thread.
-enum SyncMsg {
-    File(PathBuf),
-    Barrier(mpsc::SyncSender<Option<std::io::Error>>),
+/// Fsyncs tile files off the append path, on several threads so the file system can group
+/// the fsyncs into shared journal commits. Bounded: at most [`TILE_SYNC_QUEUE_MAX`] files
+/// wait; appends block rather than queue without limit.
+struct TileSyncer {
+    shared: Arc<SyncShared>,
+    handles: Vec<std::thread::JoinHandle<()>>,
 }
 
-/// Fsyncs tile files off the append path. Bounded queue: appends slow down rather than
-/// queueing without limit.
-struct TileSyncer {
-    tx: mpsc::SyncSender<SyncMsg>,
-    handle: Option<std::thread::JoinHandle<()>>,
+struct SyncShared {
+    state: Mutex<SyncState>,
+    /// Signalled when work arrives, when work completes, and on shutdown.
+    cond: Condvar,
+}
+
+#[derive(Default)]
+struct SyncState {
+    queue: std::collections::VecDeque<PathBuf>,
+    /// Files queued or being synced.
+    outstanding: usize,
+    first_err: Option<std::io::Error>,
+    shutdown: bool,
 }
 
 const TILE_SYNC_QUEUE_MAX: usize = 1024;
+const TILE_SYNC_THREADS: usize = 8;
 
 impl TileSyncer {
     fn start() -> Self {
-        let (tx, rx) = mpsc::sync_channel::<SyncMsg>(TILE_SYNC_QUEUE_MAX);
-        let handle = std::thread::spawn(move || {
-            let mut first_err: Option<std::io::Error> = None;
-            for msg in rx {
-                match msg {
-                    SyncMsg::File(p) => {
-                        if let Err(e) = File::open(&p).and_then(|f| f.sync_all()) {
-                            first_err.get_or_insert(e);
-                        }
-                    }
-                    SyncMsg::Barrier(reply) => {
-                        let _ = reply.send(first_err.take());
-                    }
-                }
-            }
+        let shared = Arc::new(SyncShared {
+            state: Mutex::default(),
+            cond: Condvar::new(),
         });
-        TileSyncer { tx, handle: Some(handle) }
+        let handles = (0..TILE_SYNC_THREADS)
+            .map(|_| {
+                let sh = Arc::clone(&shared);
+                std::thread::spawn(move || sh.work())
+            })
+            .collect();
+        TileSyncer { shared, handles }
     }
 
     fn sync(&self, p: PathBuf) {
-        // The thread only exits when `tx` drops, so send cannot fail while `self` lives.
-        let _ = self.tx.send(SyncMsg::File(p));
+        let mut st = self.shared.lock();
+        while st.queue.len() >= TILE_SYNC_QUEUE_MAX {
+            st = self.shared.wait(st);
+        }
+        st.queue.push_back(p);
+        st.outstanding += 1;
+        self.shared.cond.notify_all();
     }
 
+    /// Waits until every queued file is synced; reports the first failure since last time.
     fn barrier(&self) -> std::io::Result<()> {
-        let (rtx, rrx) = mpsc::sync_channel(1);
-        self.tx.send(SyncMsg::Barrier(rtx)).map_err(|_| std::io::Error::other("tile syncer gone"))?;
-        match rrx.recv() {
-            Ok(None) => Ok(()),
-            Ok(Some(e)) => Err(e),
-            Err(_) => Err(std::io::Error::other("tile syncer gone")),
+        let mut st = self.shared.lock();
+        while st.outstanding > 0 {
+            st = self.shared.wait(st);
+        }
+        match st.first_err.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl SyncShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SyncState> {
+        // Workers never panic while holding the lock; recover the state if one did.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn wait<'a>(
+        &self,
+        g: std::sync::MutexGuard<'a, SyncState>,
+    ) -> std::sync::MutexGuard<'a, SyncState> {
+        self.cond
+            .wait(g)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn work(&self) {
+        let mut st = self.lock();
+        loop {
+            if let Some(p) = st.queue.pop_front() {
+                self.cond.notify_all(); // room in the queue
+                drop(st);
+                let r = File::open(&p).and_then(|f| f.sync_all());
+                st = self.lock();
+                if let Err(e) = r {
+                    st.first_err.get_or_insert(e);
+                }
+                st.outstanding -= 1;
+                self.cond.notify_all();
+            } else if st.shutdown {
+                return;
+            } else {
+                st = self.wait(st);
+            }
         }
     }
 }
 
 impl Drop for TileSyncer {
     fn drop(&mut self) {
-        let (tx, _) = mpsc::sync_channel(1);
-        // Replace the sender so the thread's receive loop ends, then wait for it.
-        drop(std::mem::replace(&mut self.tx, tx));
-        if let Some(h) = self.handle.take() {
+        self.shared.lock().shutdown = true;
+        self.shared.cond.notify_all();
+        for h in self.handles.drain(..) {
             let _ = h.join();
         }
     }
@@ -336,8 +412,12 @@ fn lock_dir(dir: &Path) -> Result<File, Error> {
 /// Reads a tile for a tree of at least the size it was written for: the full tile's prefix if
 /// the full tile exists, else the partial tile of exactly `width`.
 pub(crate) fn read_tile(dir: &Path, kind: TileKind, index: u64, width: usize) -> Option<Vec<u8>> {
-    assert!(width >= 1 && width <= TILE_WIDTH);
-    let full = TilePath { kind, index, width: TILE_WIDTH as u16 };
+    assert!((1..=TILE_WIDTH).contains(&width));
+    let full = TilePath {
+        kind,
+        index,
+        width: TILE_WIDTH as u16,
+    };
     let max = match kind {
         TileKind::Hashes(_) => TILE_WIDTH * 32,
         TileKind::Entries => TILE_WIDTH * (2 + ENTRY_BYTES_MAX),
@@ -351,7 +431,11 @@ pub(crate) fn read_tile(dir: &Path, kind: TileKind, index: u64, width: usize) ->
     if width == TILE_WIDTH {
         return None;
     }
-    let partial = TilePath { kind, index, width: width as u16 };
+    let partial = TilePath {
+        kind,
+        index,
+        width: width as u16,
+    };
     let b = crate::fsutil::read_bounded(&dir.join(partial.path()), max).ok()?;
     match kind {
         TileKind::Hashes(_) => (b.len() == width * 32).then_some(b),
@@ -406,8 +490,13 @@ impl tlog_tiles::TileReader for DiskTiles<'_> {
                 if t.height() != crate::merkle::TILE_HEIGHT || t.is_data() || t.width() == 0 {
                     return Err(tlog_tiles::Error::InvalidTile);
                 }
-                read_tile(self.dir, TileKind::Hashes(t.level()), t.level_index(), t.width() as usize)
-                    .ok_or(tlog_tiles::Error::InvalidTile)
+                read_tile(
+                    self.dir,
+                    TileKind::Hashes(t.level()),
+                    t.level_index(),
+                    t.width() as usize,
+                )
+                .ok_or(tlog_tiles::Error::InvalidTile)
             })
             .collect()
     }
@@ -434,7 +523,10 @@ impl Log {
         }
         let (signer, skey, vkey) = NoteSigner::generate(rng, origin)?;
         let k0 = EpochKey::generate(rng);
-        let secret = VerifierSecret { vkey: vkey.clone(), key: k0.clone() };
+        let secret = VerifierSecret {
+            vkey: vkey.clone(),
+            key: k0.clone(),
+        };
         // The verifier's copy first: if it cannot be written, no log exists without it.
         crate::fsutil::create_private(secret_out, secret.encode().as_bytes())
             .map_err(Error::io(secret_out))?;
@@ -451,7 +543,10 @@ impl Log {
         let p = dir.join(layout::CHECKPOINT);
         crate::fsutil::write_atomic(&p, &cp).map_err(Error::io(&p))?;
         tracing::info!(origin, "initialised secure log");
-        Ok(InitReport { origin: origin.to_owned(), vkey })
+        Ok(InitReport {
+            origin: origin.to_owned(),
+            vkey,
+        })
     }
 
     /// Opens a log for appending, recovering from a crash: replays the entries after the last
@@ -531,7 +626,12 @@ impl Log {
         let bundle = if w == 0 {
             Vec::new()
         } else {
-            read_tile(&self.dir, TileKind::Entries, TreeBuilder::edge_index(size, 0), w)?
+            read_tile(
+                &self.dir,
+                TileKind::Entries,
+                TreeBuilder::edge_index(size, 0),
+                w,
+            )?
         };
         self.tree = tree;
         self.bundle = bundle;
@@ -540,11 +640,19 @@ impl Log {
 
     /// Replays segment entries from `start` (where the tree state already stands), checking
     /// them as the verifier would. Entries before `start` are read only to find the last leaf.
-    fn replay(&mut self, start: u64, committed_at_epoch: u64, cp_size: u64) -> Result<Recovery, Error> {
+    fn replay(
+        &mut self,
+        start: u64,
+        committed_at_epoch: u64,
+        cp_size: u64,
+    ) -> Result<Recovery, Error> {
         let seg_dir = self.dir.join(layout::SEGMENTS);
         let segments = list_segments(&seg_dir).map_err(Error::io(&seg_dir))?;
         let first_needed = start.saturating_sub(1);
-        let first_seg = segments.iter().rposition(|s| s.start <= first_needed).unwrap_or(0);
+        let first_seg = segments
+            .iter()
+            .rposition(|s| s.start <= first_needed)
+            .unwrap_or(0);
         let mut recovery = Recovery::default();
         let mut expect = segments.get(first_seg).map_or(0, |s| s.start);
         if expect > first_needed && start > 0 {
@@ -570,7 +678,10 @@ impl Log {
                         }
                         Next::Frame(e, l, o) => (e, l, o),
                     };
-                let problem = |kind| Problem { entry: Some(expect), kind };
+                let problem = |kind| Problem {
+                    entry: Some(expect),
+                    kind,
+                };
                 let e = match EntryRef::decode(entry_bytes) {
                     Ok(e) => e,
                     Err(d) => {
@@ -584,7 +695,9 @@ impl Log {
                 if start > 0 && expect + 1 < start {
                     // Skipping entries already covered by the tiles.
                     if e.seq != expect {
-                        return Err(Error::Corrupt(problem(ProblemKind::Sequence { found: e.seq })));
+                        return Err(Error::Corrupt(problem(ProblemKind::Sequence {
+                            found: e.seq,
+                        })));
                     }
                     expect += 1;
                     continue;
@@ -592,7 +705,9 @@ impl Log {
                 if start > 0 && expect + 1 == start {
                     // The entry just before the resume point: only its hash is needed.
                     if e.seq != expect {
-                        return Err(Error::Corrupt(problem(ProblemKind::Sequence { found: e.seq })));
+                        return Err(Error::Corrupt(problem(ProblemKind::Sequence {
+                            found: e.seq,
+                        })));
                     }
                     self.last_leaf = leaf.0;
                     last_epoch = e.epoch;
@@ -647,7 +762,10 @@ impl Log {
         }
         if let Some((si, offset, entry)) = cut {
             recovery.truncated = Some((entry, self.truncate_at(&segments, si, offset)?));
-            tracing::warn!(entry, "torn tail after a crash: truncated to the last sealed entry");
+            tracing::warn!(
+                entry,
+                "torn tail after a crash: truncated to the last sealed entry"
+            );
         }
         // Tiles derived during replay go to disk now, like a commit's.
         self.flush_tiles()?;
@@ -655,14 +773,22 @@ impl Log {
     }
 
     /// Cuts segment `si` at `offset` and deletes later segments. Returns bytes removed.
-    fn truncate_at(&mut self, segments: &[crate::segment::SegmentInfo], si: usize, offset: u64) -> Result<u64, Error> {
+    fn truncate_at(
+        &mut self,
+        segments: &[crate::segment::SegmentInfo],
+        si: usize,
+        offset: u64,
+    ) -> Result<u64, Error> {
         let mut removed = 0u64;
         for later in &segments[si + 1..] {
             removed += fs::metadata(&later.path).map(|m| m.len()).unwrap_or(0);
             fs::remove_file(&later.path).map_err(Error::io(&later.path))?;
         }
         let p = &segments[si].path;
-        let f = OpenOptions::new().write(true).open(p).map_err(Error::io(p))?;
+        let f = OpenOptions::new()
+            .write(true)
+            .open(p)
+            .map_err(Error::io(p))?;
         let len = f.metadata().map_err(Error::io(p))?.len();
         let keep = if offset == 0 { 0 } else { offset };
         if keep == 0 {
@@ -714,7 +840,13 @@ impl Log {
         }
         let seq = self.tree.size();
         let mac = self.key.seal(seq, &self.last_leaf, data);
-        let entry = EntryRef { seq, epoch: self.key.epoch(), prev_hash: self.last_leaf, mac, data };
+        let entry = EntryRef {
+            seq,
+            epoch: self.key.epoch(),
+            prev_hash: self.last_leaf,
+            mac,
+            data,
+        };
         let mut bytes = Vec::with_capacity(crate::entry::ENTRY_HEADER_LEN + data.len());
         entry.encode_into(&mut bytes);
         let leaf = leaf_hash(&bytes);
@@ -732,18 +864,27 @@ impl Log {
         debug_assert_eq!(EntryRef::decode(bytes).map(|e| e.seq), Ok(self.tree.size()));
         encode_frame(bytes, &leaf, &mut self.pending);
         self.pending_entries += 1;
-        self.bundle.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+        self.bundle
+            .extend_from_slice(&(bytes.len() as u16).to_be_bytes());
         self.bundle.extend_from_slice(bytes);
         let dir = &self.dir;
         let tiles = &mut self.pending_tiles;
         let size_before = self.tree.size();
         self.tree.push(leaf, |t: FullTile<'_>| {
-            let path = TilePath { kind: TileKind::Hashes(t.level), index: t.index, width: 256 };
+            let path = TilePath {
+                kind: TileKind::Hashes(t.level),
+                index: t.index,
+                width: 256,
+            };
             tiles.push((dir.join(path.path()), tile_bytes(t.hashes)));
         });
-        if self.tree.size() % TILE_WIDTH as u64 == 0 {
+        if self.tree.size().is_multiple_of(TILE_WIDTH as u64) {
             let index = size_before / TILE_WIDTH as u64;
-            let path = TilePath { kind: TileKind::Entries, index, width: 256 };
+            let path = TilePath {
+                kind: TileKind::Entries,
+                index,
+                width: 256,
+            };
             tiles.push((self.dir.join(path.path()), std::mem::take(&mut self.bundle)));
         }
         self.last_leaf = leaf.0;
@@ -756,11 +897,17 @@ impl Log {
             return Ok(());
         }
         // Segment file: roll over when large, then one write and one fsync for the batch.
-        if self.segment.as_ref().is_none_or(|s| s.len >= self.config.segment_bytes_max) {
+        if self
+            .segment
+            .as_ref()
+            .is_none_or(|s| s.len >= self.config.segment_bytes_max)
+        {
             self.open_segment(self.committed)?;
         }
         let seg = self.segment.as_mut().expect("opened above");
-        seg.file.write_all(&self.pending).map_err(Error::io(&seg.path))?;
+        seg.file
+            .write_all(&self.pending)
+            .map_err(Error::io(&seg.path))?;
         seg.file.sync_data().map_err(Error::io(&seg.path))?;
         seg.len += self.pending.len() as u64;
         self.pending.clear();
@@ -771,7 +918,9 @@ impl Log {
         let old = self.key.epoch();
         self.key.evolve();
         let p = self.dir.join(layout::MAC_KEY);
-        self.key_file.evolve(old, &self.key, self.committed).map_err(Error::io(p))?;
+        self.key_file
+            .evolve(old, &self.key, self.committed)
+            .map_err(Error::io(p))?;
         self.invariants();
         Ok(())
     }
@@ -790,13 +939,19 @@ impl Log {
         if self.segment.is_none() {
             let segs = list_segments(&seg_dir).map_err(Error::io(&seg_dir))?;
             if let Some(last) = segs.last() {
-                let len = fs::metadata(&last.path).map_err(Error::io(&last.path))?.len();
+                let len = fs::metadata(&last.path)
+                    .map_err(Error::io(&last.path))?
+                    .len();
                 if len < self.config.segment_bytes_max {
                     let file = OpenOptions::new()
                         .append(true)
                         .open(&last.path)
                         .map_err(Error::io(&last.path))?;
-                    self.segment = Some(SegmentWriter { file, path: last.path.clone(), len });
+                    self.segment = Some(SegmentWriter {
+                        file,
+                        path: last.path.clone(),
+                        len,
+                    });
                     return Ok(());
                 }
             }
@@ -810,7 +965,11 @@ impl Log {
         file.write_all(SEGMENT_MAGIC).map_err(Error::io(&path))?;
         file.sync_all().map_err(Error::io(&path))?;
         crate::fsutil::sync_parent(&path).map_err(Error::io(&path))?;
-        self.segment = Some(SegmentWriter { file, path, len: SEGMENT_MAGIC.len() as u64 });
+        self.segment = Some(SegmentWriter {
+            file,
+            path,
+            len: SEGMENT_MAGIC.len() as u64,
+        });
         Ok(())
     }
 
@@ -825,7 +984,9 @@ impl Log {
             assert_eq!(root, self.checkpoint_root, "same size, same root");
             return crate::fsutil::read_bounded(&p, CHECKPOINT_BYTES_MAX).map_err(Error::io(&p));
         }
-        self.syncer.barrier().map_err(Error::io(self.dir.join(layout::TILE)))?;
+        self.syncer
+            .barrier()
+            .map_err(Error::io(self.dir.join(layout::TILE)))?;
         let old_partials = partial_paths(self.checkpoint_size);
         let new_partials = partial_paths(size);
         for (level, tile) in self.tree.right_edge().iter().enumerate() {
@@ -865,7 +1026,9 @@ impl Log {
     fn write_synced(&self, t: &TilePath, bytes: &[u8]) -> Result<(), Error> {
         let path = self.dir.join(t.path());
         crate::fsutil::write_file(&path, bytes).map_err(Error::io(&path))?;
-        File::open(&path).and_then(|f| f.sync_all()).map_err(Error::io(&path))?;
+        File::open(&path)
+            .and_then(|f| f.sync_all())
+            .map_err(Error::io(&path))?;
         crate::fsutil::sync_parent(&path).map_err(Error::io(&path))
     }
 
@@ -876,29 +1039,45 @@ impl Log {
 
     /// Proves entry `index` is in the latest checkpoint's tree.
     pub fn prove_inclusion(&self, index: u64) -> Result<InclusionProof, Error> {
-        prove_inclusion(&self.dir, self.checkpoint_size, &self.checkpoint_root, index)
+        prove_inclusion(
+            &self.dir,
+            self.checkpoint_size,
+            &self.checkpoint_root,
+            index,
+        )
     }
 
     /// Proves the tree of `old_size` is a prefix of the latest checkpoint's tree.
     pub fn prove_consistency(&self, old_size: u64) -> Result<ConsistencyProof, Error> {
-        prove_consistency(&self.dir, self.checkpoint_size, &self.checkpoint_root, old_size)
+        prove_consistency(
+            &self.dir,
+            self.checkpoint_size,
+            &self.checkpoint_root,
+            old_size,
+        )
     }
 
     fn invariants(&self) {
         assert!(self.committed <= self.tree.size());
         assert!(self.checkpoint_size <= self.committed);
-        assert_eq!(self.committed + self.pending_entries as u64, self.tree.size());
-        assert!(self.key.epoch() <= self.committed, "epoch never passes the entry count");
+        assert_eq!(
+            self.committed + self.pending_entries as u64,
+            self.tree.size()
+        );
+        assert!(
+            self.key.epoch() <= self.committed,
+            "epoch never passes the entry count"
+        );
     }
 }
 
 impl Drop for Log {
     fn drop(&mut self) {
         // Best effort: a dropped log loses nothing it promised (only commit() promises).
-        if self.pending_entries > 0 {
-            if let Err(e) = self.commit() {
-                tracing::error!(error = %e, "commit on drop failed");
-            }
+        if self.pending_entries > 0
+            && let Err(e) = self.commit()
+        {
+            tracing::error!(error = %e, "commit on drop failed");
         }
     }
 }
@@ -909,9 +1088,23 @@ fn partial_paths(size: u64) -> std::collections::BTreeSet<String> {
         let w = TreeBuilder::edge_width(size, level);
         if w > 0 {
             let index = TreeBuilder::edge_index(size, level);
-            out.insert(TilePath { kind: TileKind::Hashes(level), index, width: w as u16 }.path());
+            out.insert(
+                TilePath {
+                    kind: TileKind::Hashes(level),
+                    index,
+                    width: w as u16,
+                }
+                .path(),
+            );
             if level == 0 {
-                out.insert(TilePath { kind: TileKind::Entries, index, width: w as u16 }.path());
+                out.insert(
+                    TilePath {
+                        kind: TileKind::Entries,
+                        index,
+                        width: w as u16,
+                    }
+                    .path(),
+                );
             }
         }
     }
@@ -920,7 +1113,12 @@ fn partial_paths(size: u64) -> std::collections::BTreeSet<String> {
 
 /// Proves entry `index` is in the tree (`size`, `root`) using the tiles in `dir`. The tiles
 /// are authenticated against `root` by `tlog_tiles` before use.
-pub fn prove_inclusion(dir: &Path, size: u64, root: &Hash, index: u64) -> Result<InclusionProof, Error> {
+pub fn prove_inclusion(
+    dir: &Path,
+    size: u64,
+    root: &Hash,
+    index: u64,
+) -> Result<InclusionProof, Error> {
     if index >= size {
         return Err(Error::NotInTree { index, size });
     }
@@ -937,24 +1135,45 @@ pub fn prove_inclusion(dir: &Path, size: u64, root: &Hash, index: u64) -> Result
     let bundle = read_tile(dir, TileKind::Entries, tile_index, width).ok_or(Error::Tile)?;
     let entries = bundle_entries(&bundle).ok_or(Error::Tile)?;
     let entry = entries.get(in_tile).ok_or(Error::Tile)?.to_vec();
-    let proof = InclusionProof { index, tree_size: size, entry, path };
+    let proof = InclusionProof {
+        index,
+        tree_size: size,
+        entry,
+        path,
+    };
     // Paired check: never hand out a proof that does not verify.
     proof.verify(root).map_err(|_| Error::Tile)?;
     Ok(proof)
 }
 
 /// Proves the tree of `old_size` is a prefix of the tree (`size`, `root`).
-pub fn prove_consistency(dir: &Path, size: u64, root: &Hash, old_size: u64) -> Result<ConsistencyProof, Error> {
+pub fn prove_consistency(
+    dir: &Path,
+    size: u64,
+    root: &Hash,
+    old_size: u64,
+) -> Result<ConsistencyProof, Error> {
     if old_size > size {
-        return Err(Error::NotInTree { index: old_size, size });
+        return Err(Error::NotInTree {
+            index: old_size,
+            size,
+        });
     }
     if old_size == 0 || old_size == size {
-        return Ok(ConsistencyProof { old_size, new_size: size, path: Vec::new() });
+        return Ok(ConsistencyProof {
+            old_size,
+            new_size: size,
+            path: Vec::new(),
+        });
     }
     let reader = DiskTiles { dir };
     let hr = tlog_tiles::TileHashReader::new(size, *root, &reader);
     let path = tlog_tiles::prove_tree(size, old_size, &hr).map_err(|_| Error::Tile)?;
-    Ok(ConsistencyProof { old_size, new_size: size, path })
+    Ok(ConsistencyProof {
+        old_size,
+        new_size: size,
+        path,
+    })
 }
 
 /// Reads and verifies a log directory's stored checkpoint with the given verifier key.
@@ -969,5 +1188,8 @@ pub fn read_checkpoint(dir: &Path, vkey: &str) -> Result<(Vec<u8>, crate::Checkp
 pub fn read_vkey(dir: &Path) -> Result<String, Error> {
     let p = dir.join(layout::VKEY);
     let b = crate::fsutil::read_bounded(&p, 1024).map_err(Error::io(&p))?;
-    Ok(std::str::from_utf8(&b).map_err(|_| Error::BadKeyFile(p.clone()))?.trim_end().to_owned())
+    Ok(std::str::from_utf8(&b)
+        .map_err(|_| Error::BadKeyFile(p.clone()))?
+        .trim_end()
+        .to_owned())
 }

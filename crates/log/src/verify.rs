@@ -7,11 +7,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::mpsc;
 
 use crate::checkpoint::{WitnessPolicy, verify_checkpoint};
 use crate::entry::{DecodeError, EntryRef};
 use crate::error::{Error, Problem, ProblemKind};
-use crate::mac::EpochKey;
+use crate::mac::{EpochKey, EpochVerifier};
 use crate::merkle::{Hash, TILE_WIDTH, TileKind, TreeBuilder, tile_hashes};
 use crate::segment::{FrameReader, Next, list_segments};
 use crate::store::{VerifierSecret, layout, read_tile, read_vkey};
@@ -64,43 +65,73 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Result<VerifyReport, P
             Err(_) => {
                 return Ok(Err(Problem {
                     entry: None,
-                    kind: ProblemKind::Checkpoint("the stored checkpoint's signature does not verify"),
+                    kind: ProblemKind::Checkpoint(
+                        "the stored checkpoint's signature does not verify",
+                    ),
                 }));
             }
         },
         Err(e) => return Err(Error::io(p)(e)),
     };
     let mut targets: BTreeMap<u64, Vec<Target>> = BTreeMap::new();
-    targets.entry(stored.size).or_default().push(Target { root: stored.root, which: "stored" });
+    targets.entry(stored.size).or_default().push(Target {
+        root: stored.root,
+        which: "stored",
+    });
     let mut trusted_max = 0;
     for t in &opts.trusted {
         let c = verify_checkpoint(t, &vkey, &opts.policy)?;
         trusted_max = trusted_max.max(c.size);
-        targets.entry(c.size).or_default().push(Target { root: c.root, which: "trusted" });
+        targets.entry(c.size).or_default().push(Target {
+            root: c.root,
+            which: "trusted",
+        });
     }
 
     let mut problems: Vec<Problem> = Vec::new();
-    let stream = stream(dir, opts.secret.as_ref().map(|s| &s.key), &targets, &mut problems)?;
+    let stream = stream(
+        dir,
+        opts.secret.as_ref().map(|s| &s.key),
+        &targets,
+        &mut problems,
+    )?;
     let (size, last_epoch) = match stream {
         Ok(v) => v,
-        Err(p) => return Ok(Err(p)),
+        Err(p) => {
+            // An entry-level problem; a located rewrite before it (from the tree) wins.
+            problems.push(p);
+            let first = problems
+                .into_iter()
+                .min_by_key(|p| p.entry.unwrap_or(u64::MAX));
+            return Ok(Err(first.expect("just pushed")));
+        }
     };
     for (&tsize, ts) in targets.range(size + 1..) {
         for t in ts {
             problems.push(Problem {
                 entry: Some(size),
-                kind: ProblemKind::Missing { log_size: size, checkpoint_size: tsize, which: t.which },
+                kind: ProblemKind::Missing {
+                    log_size: size,
+                    checkpoint_size: tsize,
+                    which: t.which,
+                },
             });
         }
     }
     if stored.size < trusted_max && problems.is_empty() {
         problems.push(Problem {
             entry: None,
-            kind: ProblemKind::CheckpointRollback { stored: stored.size, trusted: trusted_max },
+            kind: ProblemKind::CheckpointRollback {
+                stored: stored.size,
+                trusted: trusted_max,
+            },
         });
     }
     // Report the earliest position; problems without a position last.
-    if let Some(p) = problems.into_iter().min_by_key(|p| p.entry.unwrap_or(u64::MAX)) {
+    if let Some(p) = problems
+        .into_iter()
+        .min_by_key(|p| p.entry.unwrap_or(u64::MAX))
+    {
         return Ok(Err(p));
     }
     Ok(Ok(VerifyReport {
@@ -111,8 +142,99 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Result<VerifyReport, P
     }))
 }
 
+/// What the reader thread hands to the checking thread, in order.
+enum Msg {
+    /// Complete frames: their entry bytes back to back, and (length, leaf hash) of each.
+    Frames(Vec<u8>, Vec<(usize, Hash)>),
+    /// A segment file shorter than its magic.
+    Empty,
+    /// Undecodable bytes; `true` if in the last segment.
+    Bad(DecodeError, bool),
+    /// A file that is not a segment.
+    NotSegment(std::path::PathBuf),
+    /// An I/O error.
+    Io(std::path::PathBuf, std::io::Error),
+}
+
+/// Bytes of entries per message; with [`PIPELINE_DEPTH`] it bounds the pipeline's memory.
+const CHUNK_BYTES: usize = 1 << 20;
+const PIPELINE_DEPTH: usize = 4;
+
+/// Reader thread: reads segments, checks frames (computing leaf hashes), sends chunks. Stops
+/// when the checker hangs up.
+/// Also grows the Merkle tree and checks its root at every checkpoint size; root mismatches
+/// go to `problems`.
+fn read_segments(
+    dir: &Path,
+    segments: &[crate::segment::SegmentInfo],
+    targets: &BTreeMap<u64, Vec<Target>>,
+    problems: &mut Vec<Problem>,
+    tx: &mpsc::SyncSender<Msg>,
+) -> Result<(), Error> {
+    let mut tree = TreeBuilder::new();
+    if let Some(ts) = targets.get(&0) {
+        check_targets(dir, 0, &tree, ts, problems)?;
+    }
+    for (si, seg) in segments.iter().enumerate() {
+        let last = si + 1 == segments.len();
+        let mut r = match FrameReader::open(&seg.path) {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                let _ = tx.send(Msg::Empty);
+                return Ok(());
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                let _ = tx.send(Msg::NotSegment(seg.path.clone()));
+                return Ok(());
+            }
+            Err(e) => {
+                let _ = tx.send(Msg::Io(seg.path.clone(), e));
+                return Ok(());
+            }
+        };
+        let mut buf = Vec::with_capacity(CHUNK_BYTES + crate::entry::ENTRY_BYTES_MAX);
+        let mut items = Vec::new();
+        loop {
+            let stop = match r.next_frame() {
+                Ok(Next::Frame(e, leaf, _)) => {
+                    buf.extend_from_slice(e);
+                    items.push((e.len(), leaf));
+                    tree.push(leaf, |_| {});
+                    if let Some(ts) = targets.get(&tree.size()) {
+                        check_targets(dir, tree.size(), &tree, ts, problems)?;
+                    }
+                    None
+                }
+                Ok(Next::End) => Some(None),
+                Ok(Next::Bad(d, _)) => Some(Some(Msg::Bad(d, last))),
+                Err(e) => Some(Some(Msg::Io(seg.path.clone(), e))),
+            };
+            if buf.len() >= CHUNK_BYTES || stop.is_some() {
+                let full = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK_BYTES));
+                if !items.is_empty()
+                    && tx
+                        .send(Msg::Frames(full, std::mem::take(&mut items)))
+                        .is_err()
+                {
+                    return Ok(());
+                }
+            }
+            match stop {
+                None => {}
+                Some(None) => break,
+                Some(Some(m)) => {
+                    let _ = tx.send(m);
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Streams all entries. Returns the size and last epoch, or the first entry-level problem.
 /// Root mismatches at checkpoint sizes are pushed to `problems` (located when possible).
+/// Two threads: one reads and hashes frames, this one checks MACs, links and the tree.
 fn stream(
     dir: &Path,
     k0: Option<&EpochKey>,
@@ -121,33 +243,54 @@ fn stream(
 ) -> Result<Result<(u64, u64), Problem>, Error> {
     let seg_dir = dir.join(layout::SEGMENTS);
     let segments = list_segments(&seg_dir).map_err(Error::io(&seg_dir))?;
-    let mut key = k0.cloned();
-    let mut tree = TreeBuilder::new();
+    let (tx, rx) = mpsc::sync_channel::<Msg>(PIPELINE_DEPTH);
+    std::thread::scope(|scope| {
+        let segs = &segments;
+        let reader = scope.spawn(move || {
+            let mut found = Vec::new();
+            read_segments(dir, segs, targets, &mut found, &tx).map(|()| found)
+        });
+        let r = check_stream(k0, &rx);
+        drop(rx); // stops the reader if we returned early
+        match reader.join() {
+            Ok(Ok(found)) => problems.extend(found),
+            Ok(Err(e)) => return Err(e),
+            Err(p) => std::panic::resume_unwind(p),
+        }
+        r
+    })
+}
+
+/// Checking thread: sequence numbers, epochs, MACs and the hash chain.
+fn check_stream(
+    k0: Option<&EpochKey>,
+    rx: &mpsc::Receiver<Msg>,
+) -> Result<Result<(u64, u64), Problem>, Error> {
+    let k0v = k0.map(|k| EpochVerifier::new(k.clone()));
+    let mut key = k0v.clone();
     let mut last_leaf = [0u8; 32];
     let mut last_epoch = 0u64;
     let mut expect = 0u64;
-    let bad = |entry: u64, kind| Ok(Err(Problem { entry: Some(entry), kind }));
-    if let Some(ts) = targets.get(&0) {
-        check_targets(dir, 0, &tree, ts, problems)?;
-    }
-    for (si, seg) in segments.iter().enumerate() {
-        let last_segment = si + 1 == segments.len();
-        let Some(mut r) = FrameReader::open(&seg.path).map_err(Error::io(&seg.path))? else {
-            return bad(expect, ProblemKind::TornTail);
+    let bad = |entry: u64, kind| {
+        Ok(Err(Problem {
+            entry: Some(entry),
+            kind,
+        }))
+    };
+    for msg in rx {
+        let (buf, items) = match msg {
+            Msg::Frames(b, i) => (b, i),
+            Msg::Empty | Msg::Bad(DecodeError::Truncated, true) => {
+                return bad(expect, ProblemKind::TornTail);
+            }
+            Msg::Bad(e, _) => return bad(expect, ProblemKind::Malformed(e)),
+            Msg::NotSegment(p) => return bad(expect, ProblemKind::BadSegment(p)),
+            Msg::Io(p, e) => return Err(Error::io(p)(e)),
         };
-        loop {
-            let (bytes, leaf) = match r.next_frame() {
-                Ok(Next::End) => break,
-                Ok(Next::Frame(b, l, _)) => (b, l),
-                Ok(Next::Bad(DecodeError::Truncated, _)) if last_segment => {
-                    return bad(expect, ProblemKind::TornTail);
-                }
-                Ok(Next::Bad(e, _)) => return bad(expect, ProblemKind::Malformed(e)),
-                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                    return bad(expect, ProblemKind::BadSegment(seg.path.clone()));
-                }
-                Err(e) => return Err(Error::io(&seg.path)(e)),
-            };
+        let mut pos = 0usize;
+        for (len, leaf) in items {
+            let bytes = &buf[pos..pos + len];
+            pos += len;
             let e = match EntryRef::decode(bytes) {
                 Ok(e) => e,
                 Err(d) => return bad(expect, ProblemKind::Malformed(d)),
@@ -158,29 +301,37 @@ fn stream(
             if e.epoch > e.seq {
                 return bad(expect, ProblemKind::EpochTooLarge { epoch: e.epoch });
             }
-            if let (Some(k), Some(k0)) = (key.as_mut(), k0) {
+            if let (Some(k), Some(k0v)) = (key.as_mut(), k0v.as_ref()) {
                 if e.epoch >= k.epoch() {
-                    let mut next = k.clone();
-                    next.evolve_to(e.epoch);
-                    if !next.verify(e.seq, &e.prev_hash, e.data, &e.mac) {
+                    if e.epoch > k.epoch() {
+                        *k = k.advanced_to(e.epoch);
+                    }
+                    if !k.verify(e.seq, &e.prev_hash, e.data, &e.mac) {
                         return bad(expect, ProblemKind::BadMac { epoch: e.epoch });
                     }
-                    *k = next;
                 } else {
                     // Epoch went backwards. If this entry is authentic (its MAC verifies under
                     // its own, older key), the previous entry was re-sealed with a later key.
-                    let mut old = k0.clone();
-                    old.evolve_to(e.epoch);
+                    let old = k0v.advanced_to(e.epoch);
                     if !old.verify(e.seq, &e.prev_hash, e.data, &e.mac) {
                         return bad(expect, ProblemKind::BadMac { epoch: e.epoch });
                     }
                     return bad(
                         expect - 1,
-                        ProblemKind::Resealed { epoch: last_epoch, next_epoch: e.epoch },
+                        ProblemKind::Resealed {
+                            epoch: last_epoch,
+                            next_epoch: e.epoch,
+                        },
                     );
                 }
             } else if e.epoch < last_epoch {
-                return bad(expect - 1, ProblemKind::Resealed { epoch: last_epoch, next_epoch: e.epoch });
+                return bad(
+                    expect - 1,
+                    ProblemKind::Resealed {
+                        epoch: last_epoch,
+                        next_epoch: e.epoch,
+                    },
+                );
             }
             if e.prev_hash != last_leaf {
                 // This entry is intact (frame check, and MAC if checked), so the link it seals
@@ -189,11 +340,7 @@ fn stream(
             }
             last_leaf = leaf.0;
             last_epoch = e.epoch;
-            tree.push(leaf, |_| {});
             expect += 1;
-            if let Some(ts) = targets.get(&expect) {
-                check_targets(dir, expect, &tree, ts, problems)?;
-            }
         }
     }
     Ok(Ok((expect, last_epoch)))
@@ -213,11 +360,17 @@ fn check_targets(
             problems.push(match located {
                 Some(entry) => Problem {
                     entry: Some(entry),
-                    kind: ProblemKind::Rewritten { checkpoint_size: size, which: t.which },
+                    kind: ProblemKind::Rewritten {
+                        checkpoint_size: size,
+                        which: t.which,
+                    },
                 },
                 None => Problem {
                     entry: None,
-                    kind: ProblemKind::RootMismatch { checkpoint_size: size, which: t.which },
+                    kind: ProblemKind::RootMismatch {
+                        checkpoint_size: size,
+                        which: t.which,
+                    },
                 },
             });
         }
@@ -231,7 +384,7 @@ fn check_targets(
 fn locate(dir: &Path, size: u64, root: &Hash) -> Result<Option<u64>, Error> {
     let tiles = size.div_ceil(TILE_WIDTH as u64);
     let width_of = |t: u64| {
-        if t + 1 < tiles || size % TILE_WIDTH as u64 == 0 {
+        if t + 1 < tiles || size.is_multiple_of(TILE_WIDTH as u64) {
             TILE_WIDTH
         } else {
             (size % TILE_WIDTH as u64) as usize
@@ -240,7 +393,8 @@ fn locate(dir: &Path, size: u64, root: &Hash) -> Result<Option<u64>, Error> {
     // Pass 1: authenticate the tiles.
     let mut tree = TreeBuilder::new();
     for t in 0..tiles {
-        let Some(hashes) = read_tile(dir, TileKind::Hashes(0), t, width_of(t)).and_then(|b| tile_hashes(&b))
+        let Some(hashes) =
+            read_tile(dir, TileKind::Hashes(0), t, width_of(t)).and_then(|b| tile_hashes(&b))
         else {
             return Ok(None);
         };

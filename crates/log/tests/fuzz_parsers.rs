@@ -1,23 +1,35 @@
 //! Random and mutated bytes against every parser of untrusted input, so CI exercises the
 //! fuzz harnesses (`fuzz/fuzz_targets/log_*.rs`) without nightly. Seeded: failures reproduce.
 
+use rampart_log::{Config, Log, fuzzing};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rampart_log::{Config, Log, fuzzing};
 
 /// Valid inputs to mutate: a segment body, an entry bundle, a checkpoint, tile paths.
 fn corpus() -> Vec<Vec<u8>> {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
-    Log::init(&dir, "fuzz.corpus", &tmp.path().join("s"), &mut rand_core::OsRng).unwrap();
+    Log::init(
+        &dir,
+        "fuzz.corpus",
+        &tmp.path().join("s"),
+        &mut rand_core::OsRng,
+    )
+    .unwrap();
     let (mut log, _) = Log::open(&dir, Config::default()).unwrap();
     for i in 0..300u32 {
-        log.append(format!("entry {i} {}", "z".repeat((i % 40) as usize)).as_bytes()).unwrap();
+        log.append(format!("entry {i} {}", "z".repeat((i % 40) as usize)).as_bytes())
+            .unwrap();
     }
     let cp = log.checkpoint().unwrap();
     drop(log);
     let seg_dir = dir.join("segments");
-    let seg = std::fs::read_dir(&seg_dir).unwrap().next().unwrap().unwrap().path();
+    let seg = std::fs::read_dir(&seg_dir)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     let seg = std::fs::read(seg).unwrap()[8..].to_vec();
     let bundle = std::fs::read(dir.join("tile/entries/000")).unwrap();
     vec![

@@ -20,11 +20,26 @@ fn model_root(leaves: &[Hash]) -> Hash {
 fn proofs_at_many_sizes_match_the_model() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
-    Log::init(&dir, "proofs.test", &tmp.path().join("s"), &mut rand_core::OsRng).unwrap();
-    let (mut log, _) = Log::open(&dir, Config { batch_entries_max: 100, ..Config::default() }).unwrap();
+    Log::init(
+        &dir,
+        "proofs.test",
+        &tmp.path().join("s"),
+        &mut rand_core::OsRng,
+    )
+    .unwrap();
+    let (mut log, _) = Log::open(
+        &dir,
+        Config {
+            batch_entries_max: 100,
+            ..Config::default()
+        },
+    )
+    .unwrap();
     let mut heads: Vec<(u64, Hash)> = vec![(0, model_root(&[]))];
     // Sizes around tile boundaries, including a level-1 tile (65536 leaves).
-    let sizes = [1u64, 2, 3, 7, 255, 256, 257, 511, 512, 1000, 65_535, 65_536, 65_537, 66_000];
+    let sizes = [
+        1u64, 2, 3, 7, 255, 256, 257, 511, 512, 1000, 65_535, 65_536, 65_537, 66_000,
+    ];
     for &size in &sizes {
         while log.size() < size {
             log.append(format!("e{}", log.size()).as_bytes()).unwrap();
@@ -50,7 +65,10 @@ fn proofs_at_many_sizes_match_the_model() {
             let p = log.prove_consistency(old).unwrap();
             p.verify(&old_root, &cp.root).unwrap();
             if old > 0 && old < size {
-                assert!(p.verify(&cp.root, &cp.root).is_err(), "proof bound to the old root");
+                assert!(
+                    p.verify(&cp.root, &cp.root).is_err(),
+                    "proof bound to the old root"
+                );
             }
         }
         heads.push((size, cp.root));
@@ -64,7 +82,13 @@ fn proofs_at_many_sizes_match_the_model() {
 fn tampered_tiles_do_not_yield_proofs() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("log");
-    Log::init(&dir, "tiles.test", &tmp.path().join("s"), &mut rand_core::OsRng).unwrap();
+    Log::init(
+        &dir,
+        "tiles.test",
+        &tmp.path().join("s"),
+        &mut rand_core::OsRng,
+    )
+    .unwrap();
     let (mut log, _) = Log::open(&dir, Config::default()).unwrap();
     for i in 0..600u32 {
         log.append(&i.to_be_bytes()).unwrap();
@@ -74,7 +98,10 @@ fn tampered_tiles_do_not_yield_proofs() {
     let mut b = std::fs::read(&tile).unwrap();
     b[40] ^= 1;
     std::fs::write(&tile, &b).unwrap();
-    assert!(log.prove_inclusion(300).is_err(), "tile authenticated against the checkpoint");
+    assert!(
+        log.prove_inclusion(300).is_err(),
+        "tile authenticated against the checkpoint"
+    );
     drop(log);
     // The segments are intact, so verify passes: tiles are a derived, checked cache.
     assert!(verify(&dir, &VerifyOptions::default()).unwrap().is_ok());
@@ -84,7 +111,11 @@ fn tampered_tiles_do_not_yield_proofs() {
 fn leaves_from_bundles(dir: &std::path::Path, size: u64) -> Vec<Hash> {
     let mut out = Vec::new();
     for t in 0..size.div_ceil(256) {
-        let full = TilePath { kind: TileKind::Entries, index: t, width: 256 };
+        let full = TilePath {
+            kind: TileKind::Entries,
+            index: t,
+            width: 256,
+        };
         let bytes = std::fs::read(dir.join(full.path())).unwrap_or_else(|_| {
             let w = (size % 256) as u16;
             std::fs::read(dir.join(TilePath { width: w, ..full }.path())).unwrap()

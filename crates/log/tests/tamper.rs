@@ -23,26 +23,39 @@ fn build(n: u64) -> Fixture {
     let dir = tmp.path().join("log");
     let secret = tmp.path().join("verifier.secret");
     Log::init(&dir, "tamper.test", &secret, &mut rand_core::OsRng).unwrap();
-    let cfg = Config { batch_entries_max: BATCH, ..Config::default() };
+    let cfg = Config {
+        batch_entries_max: BATCH,
+        ..Config::default()
+    };
     let (mut log, _) = Log::open(&dir, cfg).unwrap();
     for i in 0..n {
         log.append(format!("event {i}").as_bytes()).unwrap();
     }
     log.checkpoint().unwrap();
     assert!(log.epoch() > 40, "many epochs: {}", log.epoch());
-    Fixture { _tmp: tmp, dir, secret }
+    Fixture {
+        _tmp: tmp,
+        dir,
+        secret,
+    }
 }
 
 impl Fixture {
     fn opts(&self) -> VerifyOptions {
-        VerifyOptions { secret: Some(VerifierSecret::load(&self.secret).unwrap()), ..Default::default() }
+        VerifyOptions {
+            secret: Some(VerifierSecret::load(&self.secret).unwrap()),
+            ..Default::default()
+        }
     }
     fn verify(&self) -> Result<u64, Problem> {
         verify(&self.dir, &self.opts()).unwrap().map(|r| r.entries)
     }
     fn segment(&self) -> PathBuf {
         let d = self.dir.join(layout::SEGMENTS);
-        let mut segs: Vec<_> = std::fs::read_dir(&d).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut segs: Vec<_> = std::fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         segs.sort();
         assert_eq!(segs.len(), 1);
         segs.pop().unwrap()
@@ -92,7 +105,10 @@ fn flipped_byte_is_named() {
     let fr = frames(&seg)[150];
     seg[fr.0 + fr.1 - 10] ^= 0x01; // last data byte of entry 150
     std::fs::write(&seg_path, &seg).unwrap();
-    assert!(matches!(at(f.verify()), (Some(150), ProblemKind::Malformed(_))));
+    assert!(matches!(
+        at(f.verify()),
+        (Some(150), ProblemKind::Malformed(_))
+    ));
 }
 
 #[test]
@@ -108,7 +124,10 @@ fn modified_entry_with_fixed_frame_check_fails_its_mac() {
     out.extend(frame(&entry));
     out.extend_from_slice(&seg[fr.0 + fr.1..]);
     std::fs::write(&seg_path, &out).unwrap();
-    assert!(matches!(at(f.verify()), (Some(123), ProblemKind::BadMac { .. })));
+    assert!(matches!(
+        at(f.verify()),
+        (Some(123), ProblemKind::BadMac { .. })
+    ));
 }
 
 #[test]
@@ -120,7 +139,10 @@ fn deleted_entry_is_named() {
     let mut out = seg[..fr.0].to_vec();
     out.extend_from_slice(&seg[fr.0 + fr.1..]);
     std::fs::write(&seg_path, &out).unwrap();
-    assert_eq!(at(f.verify()), (Some(77), ProblemKind::Sequence { found: 78 }));
+    assert_eq!(
+        at(f.verify()),
+        (Some(77), ProblemKind::Sequence { found: 78 })
+    );
 }
 
 #[test]
@@ -135,7 +157,10 @@ fn inserted_entries_are_named() {
     out.extend_from_slice(&seg[copy.0..copy.0 + copy.1]);
     out.extend_from_slice(&seg[target.0..]);
     std::fs::write(&seg_path, &out).unwrap();
-    assert_eq!(at(f.verify()), (Some(200), ProblemKind::Sequence { found: 10 }));
+    assert_eq!(
+        at(f.verify()),
+        (Some(200), ProblemKind::Sequence { found: 10 })
+    );
 
     // A forged entry with the right sequence number and link, but no key to seal it.
     let f = build(N);
@@ -143,13 +168,22 @@ fn inserted_entries_are_named() {
     let seg = std::fs::read(&seg_path).unwrap();
     let frs = frames(&seg);
     let prev = leaf_hash(&entry_of(&seg, frs[199]));
-    let forged =
-        EntryRef { seq: 200, epoch: 40, prev_hash: prev.0, mac: [0; 32], data: b"forged" }.encode();
+    let forged = EntryRef {
+        seq: 200,
+        epoch: 40,
+        prev_hash: prev.0,
+        mac: [0; 32],
+        data: b"forged",
+    }
+    .encode();
     let mut out = seg[..frs[200].0].to_vec();
     out.extend(frame(&forged));
     out.extend_from_slice(&seg[frs[200].0..]);
     std::fs::write(&seg_path, &out).unwrap();
-    assert_eq!(at(f.verify()), (Some(200), ProblemKind::BadMac { epoch: 40 }));
+    assert_eq!(
+        at(f.verify()),
+        (Some(200), ProblemKind::BadMac { epoch: 40 })
+    );
 }
 
 #[test]
@@ -164,7 +198,10 @@ fn reordered_entries_are_named() {
     out.extend_from_slice(&seg[a.0..a.0 + a.1]);
     out.extend_from_slice(&seg[b.0 + b.1..]);
     std::fs::write(&seg_path, &out).unwrap();
-    assert_eq!(at(f.verify()), (Some(42), ProblemKind::Sequence { found: 43 }));
+    assert_eq!(
+        at(f.verify()),
+        (Some(42), ProblemKind::Sequence { found: 43 })
+    );
 }
 
 #[test]
@@ -178,7 +215,11 @@ fn truncation_is_named() {
         at(f.verify()),
         (
             Some(250),
-            ProblemKind::Missing { log_size: 250, checkpoint_size: N, which: "stored" }
+            ProblemKind::Missing {
+                log_size: 250,
+                checkpoint_size: N,
+                which: "stored"
+            }
         )
     );
 }
@@ -213,13 +254,20 @@ fn rollback_to_older_valid_state_is_caught_by_an_earlier_checkpoint() {
     std::fs::remove_dir_all(&f.dir).unwrap();
     copy_dir(&old, &f.dir);
     assert_eq!(f.verify(), Ok(N), "the old state alone is valid");
-    let opts = VerifyOptions { trusted: vec![seen], ..f.opts() };
+    let opts = VerifyOptions {
+        trusted: vec![seen],
+        ..f.opts()
+    };
     let p = verify(&f.dir, &opts).unwrap().unwrap_err();
     assert_eq!(
         (p.entry, p.kind),
         (
             Some(N),
-            ProblemKind::Missing { log_size: N, checkpoint_size: N + 100, which: "trusted" }
+            ProblemKind::Missing {
+                log_size: N,
+                checkpoint_size: N + 100,
+                which: "trusted"
+            }
         )
     );
 }
@@ -244,14 +292,26 @@ fn resealing_an_old_entry_with_a_later_key_is_named() {
     assert!(e.epoch < 40);
     let data = b"alice never read record 17";
     let mac = k.seal(e.seq, &e.prev_hash, data);
-    let resealed = EntryRef { epoch: 40, mac, data, ..e }.encode();
+    let resealed = EntryRef {
+        epoch: 40,
+        mac,
+        data,
+        ..e
+    }
+    .encode();
     let mut out = seg[..frs[victim].0].to_vec();
     out.extend(frame(&resealed));
     out.extend_from_slice(&seg[frs[victim].0 + frs[victim].1..]);
     std::fs::write(&seg_path, &out).unwrap();
     assert_eq!(
         at(f.verify()),
-        (Some(100), ProblemKind::Resealed { epoch: 40, next_epoch: e.epoch })
+        (
+            Some(100),
+            ProblemKind::Resealed {
+                epoch: 40,
+                next_epoch: e.epoch
+            }
+        )
     );
 }
 
@@ -270,7 +330,14 @@ fn resealing_the_whole_tail_consistently_is_caught_by_the_checkpoint() {
         let e = EntryRef::decode(&old).unwrap();
         let data = format!("rewritten {i}");
         let mac = k.seal(e.seq, &prev, data.as_bytes());
-        let new = EntryRef { epoch: 40, prev_hash: prev, mac, data: data.as_bytes(), ..e }.encode();
+        let new = EntryRef {
+            epoch: 40,
+            prev_hash: prev,
+            mac,
+            data: data.as_bytes(),
+            ..e
+        }
+        .encode();
         prev = leaf_hash(&new).0;
         out.extend(frame(&new));
     }
@@ -279,7 +346,13 @@ fn resealing_the_whole_tail_consistently_is_caught_by_the_checkpoint() {
     // original tree, and the authenticated tiles locate the first rewritten entry.
     assert_eq!(
         at(f.verify()),
-        (Some(250), ProblemKind::Rewritten { checkpoint_size: N, which: "stored" })
+        (
+            Some(250),
+            ProblemKind::Rewritten {
+                checkpoint_size: N,
+                which: "stored"
+            }
+        )
     );
 }
 
@@ -290,7 +363,16 @@ fn torn_tail_is_reported_then_truncated_on_open() {
     let mut seg = std::fs::read(&seg_path).unwrap();
     let good_len = seg.len();
     // A crash in the middle of writing entry N: half a frame at the end.
-    let half = frame(&EntryRef { seq: N, epoch: 0, prev_hash: [0; 32], mac: [0; 32], data: b"xx" }.encode());
+    let half = frame(
+        &EntryRef {
+            seq: N,
+            epoch: 0,
+            prev_hash: [0; 32],
+            mac: [0; 32],
+            data: b"xx",
+        }
+        .encode(),
+    );
     seg.extend_from_slice(&half[..half.len() / 2]);
     std::fs::write(&seg_path, &seg).unwrap();
     assert_eq!(at(f.verify()), (Some(N), ProblemKind::TornTail));
@@ -307,7 +389,14 @@ fn torn_tail_is_reported_then_truncated_on_open() {
 fn unsealed_tail_after_crash_is_recovered_and_kept() {
     // Entries written but not checkpointed (crash after the segment fsync) are replayed.
     let f = build(N);
-    let (mut log, _) = Log::open(&f.dir, Config { batch_entries_max: 1000, ..Config::default() }).unwrap();
+    let (mut log, _) = Log::open(
+        &f.dir,
+        Config {
+            batch_entries_max: 1000,
+            ..Config::default()
+        },
+    )
+    .unwrap();
     for i in 0..50 {
         log.append(format!("tail {i}").as_bytes()).unwrap();
     }

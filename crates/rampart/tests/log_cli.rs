@@ -24,14 +24,16 @@ fn ok(out: &Output) -> String {
 
 /// Asserts failure with a one-line `rampart: error:` message; returns it.
 fn fails(out: &Output) -> String {
-    assert!(!out.status.success(), "expected failure: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "expected failure: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    let line = err
-        .lines()
+    err.lines()
         .find(|l| l.starts_with("rampart: error:"))
         .unwrap_or_else(|| panic!("no error line in {err:?}"))
-        .to_owned();
-    line
+        .to_owned()
 }
 
 struct Setup {
@@ -54,7 +56,11 @@ fn init() -> Setup {
         secret.to_str().unwrap(),
     ]));
     assert!(out.contains("verifier key: cli.test/log+"), "{out}");
-    Setup { _tmp: tmp, dir, secret }
+    Setup {
+        _tmp: tmp,
+        dir,
+        secret,
+    }
 }
 
 fn append_stdin(dir: &Path, input: &[u8]) -> Output {
@@ -70,8 +76,10 @@ fn append_stdin(dir: &Path, input: &[u8]) -> Output {
 }
 
 fn segment(dir: &Path) -> PathBuf {
-    let mut segs: Vec<_> =
-        std::fs::read_dir(dir.join("segments")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut segs: Vec<_> = std::fs::read_dir(dir.join("segments"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     segs.sort();
     assert_eq!(segs.len(), 1, "one segment");
     segs.pop().unwrap()
@@ -96,7 +104,9 @@ fn done_when_append_100k_flip_byte_truncate() {
     let s = init();
     let d = s.dir.to_str().unwrap();
     let key = s.secret.to_str().unwrap();
-    let input: String = (0..100_000).map(|i| format!("event {i} door opened\n")).collect();
+    let input: String = (0..100_000)
+        .map(|i| format!("event {i} door opened\n"))
+        .collect();
     let out = ok(&append_stdin(&s.dir, input.as_bytes()));
     assert!(out.contains("log size 100000"), "{out}");
     let out = ok(&run(&["log", "verify", d, "--key", key]));
@@ -112,7 +122,10 @@ fn done_when_append_100k_flip_byte_truncate() {
     let original = std::fs::read(&seg_path).unwrap();
     let mid = original.len() / 2;
     let frs = frames(&original);
-    let victim = frs.iter().position(|&(o, l)| o <= mid && mid < o + l).unwrap();
+    let victim = frs
+        .iter()
+        .position(|&(o, l)| o <= mid && mid < o + l)
+        .unwrap();
     let mut flipped = original.clone();
     flipped[mid] ^= 0x04;
     std::fs::write(&seg_path, &flipped).unwrap();
@@ -133,7 +146,10 @@ fn done_when_append_100k_flip_byte_truncate() {
         cp.to_str().unwrap(),
     ]));
     assert!(err.contains("entry 99000:"), "{err}");
-    assert!(err.contains("99000 entries") && err.contains("covers 100000"), "{err}");
+    assert!(
+        err.contains("99000 entries") && err.contains("covers 100000"),
+        "{err}"
+    );
     assert!(err.contains("rolled back"), "{err}");
 }
 
@@ -143,12 +159,27 @@ fn append_args_prove_and_checkpoint() {
     let d = s.dir.to_str().unwrap();
     ok(&run(&["log", "append", d, "first", "second", "third"]));
     let proof = ok(&run(&["log", "prove", d, "1"]));
-    assert!(proof.starts_with("rampart-log inclusion proof v1\nindex 1\nsize 3\n"), "{proof}");
+    assert!(
+        proof.starts_with("rampart-log inclusion proof v1\nindex 1\nsize 3\n"),
+        "{proof}"
+    );
     let cons = ok(&run(&["log", "prove", d, "--consistency", "2"]));
-    assert!(cons.starts_with("rampart-log consistency proof v1\nold 2\nsize 3\n"), "{cons}");
+    assert!(
+        cons.starts_with("rampart-log consistency proof v1\nold 2\nsize 3\n"),
+        "{cons}"
+    );
     let err = fails(&run(&["log", "prove", d, "3"]));
-    assert!(err.contains("outside the checkpointed tree of size 3"), "{err}");
-    ok(&run(&["log", "verify", d, "--key", s.secret.to_str().unwrap()]));
+    assert!(
+        err.contains("outside the checkpointed tree of size 3"),
+        "{err}"
+    );
+    ok(&run(&[
+        "log",
+        "verify",
+        d,
+        "--key",
+        s.secret.to_str().unwrap(),
+    ]));
 }
 
 #[test]
@@ -161,7 +192,13 @@ fn witness_cosignatures_k_of_n() {
     let mut vkeys = Vec::new();
     for w in ["w1", "w2", "w3"] {
         let key = s._tmp.path().join(w);
-        let out = ok(&run(&["log", "witness-keygen", w, "--out", key.to_str().unwrap()]));
+        let out = ok(&run(&[
+            "log",
+            "witness-keygen",
+            w,
+            "--out",
+            key.to_str().unwrap(),
+        ]));
         vkeys.push(out.trim().to_owned());
     }
     let verify_2_of_3 = || {
@@ -176,10 +213,19 @@ fn witness_cosignatures_k_of_n() {
         rampart().args(&args).output().unwrap()
     };
     let err = fails(&verify_2_of_3());
-    assert!(err.contains("0 of the required 2 witness cosignatures"), "{err}");
+    assert!(
+        err.contains("0 of the required 2 witness cosignatures"),
+        "{err}"
+    );
     for w in ["w1", "w3"] {
         let key = s._tmp.path().join(w);
-        ok(&run(&["log", "cosign", cp.to_str().unwrap(), "--witness-key", key.to_str().unwrap()]));
+        ok(&run(&[
+            "log",
+            "cosign",
+            cp.to_str().unwrap(),
+            "--witness-key",
+            key.to_str().unwrap(),
+        ]));
     }
     ok(&verify_2_of_3());
 }
@@ -196,7 +242,13 @@ fn bad_input_gets_one_line_errors() {
     let long = "y".repeat(rampart_log::ENTRY_DATA_MAX + 1);
     let err = fails(&run(&["log", "append", d, "ok", &long]));
     assert!(err.contains("limit"), "{err}");
-    let out = ok(&run(&["log", "verify", d, "--key", s.secret.to_str().unwrap()]));
+    let out = ok(&run(&[
+        "log",
+        "verify",
+        d,
+        "--key",
+        s.secret.to_str().unwrap(),
+    ]));
     assert!(out.contains("ok: 0 entries"), "{out}");
     // A garbage key file.
     let junk = s._tmp.path().join("junk");
@@ -205,8 +257,17 @@ fn bad_input_gets_one_line_errors() {
     assert!(err.contains("malformed key file"), "{err}");
     // Another log's secret: the checkpoint signature does not verify under its key.
     let other = init();
-    let err = fails(&run(&["log", "verify", d, "--key", other.secret.to_str().unwrap()]));
-    assert!(err.contains("verification failed") && err.contains("signature"), "{err}");
+    let err = fails(&run(&[
+        "log",
+        "verify",
+        d,
+        "--key",
+        other.secret.to_str().unwrap(),
+    ]));
+    assert!(
+        err.contains("verification failed") && err.contains("signature"),
+        "{err}"
+    );
     // Secret file is private.
     #[cfg(unix)]
     {
@@ -252,13 +313,31 @@ fn kill_9_mid_append_then_recover() {
     let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
     f.write_all(&[200, 0, 0, 0, 1, 2, 3]).unwrap();
     drop(f);
-    let err = fails(&run(&["log", "verify", d, "--key", s.secret.to_str().unwrap()]));
+    let err = fails(&run(&[
+        "log",
+        "verify",
+        d,
+        "--key",
+        s.secret.to_str().unwrap(),
+    ]));
     // Usually "torn tail"; if the kill also tore a frame, the garbage reads as a bad frame.
-    assert!(err.contains("torn tail") || err.contains("malformed"), "{err}");
+    assert!(
+        err.contains("torn tail") || err.contains("malformed"),
+        "{err}"
+    );
     let out = run(&["log", "checkpoint", d]);
     ok(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("torn tail at entry") && stderr.contains("truncated"), "{stderr}");
-    let out = ok(&run(&["log", "verify", d, "--key", s.secret.to_str().unwrap()]));
+    assert!(
+        stderr.contains("torn tail at entry") && stderr.contains("truncated"),
+        "{stderr}"
+    );
+    let out = ok(&run(&[
+        "log",
+        "verify",
+        d,
+        "--key",
+        s.secret.to_str().unwrap(),
+    ]));
     assert!(out.contains("entries verified"), "{out}");
 }

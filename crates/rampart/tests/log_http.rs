@@ -29,7 +29,14 @@ fn start() -> Server {
     let dir = tmp.path().join("log");
     let secret = tmp.path().join("secret");
     let st = Command::new(env!("CARGO_BIN_EXE_rampart"))
-        .args(["log", "init", dir.to_str().unwrap(), "--origin", "http.test", "--secret-out"])
+        .args([
+            "log",
+            "init",
+            dir.to_str().unwrap(),
+            "--origin",
+            "http.test",
+            "--secret-out",
+        ])
         .arg(&secret)
         .output()
         .unwrap();
@@ -37,7 +44,14 @@ fn start() -> Server {
     let token_file = tmp.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_rampart"))
-        .args(["log", "serve", dir.to_str().unwrap(), "--listen", "127.0.0.1:0", "--token-file"])
+        .args([
+            "log",
+            "serve",
+            dir.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--token-file",
+        ])
         .arg(&token_file)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -61,14 +75,29 @@ fn start() -> Server {
             panic!("server not ready within 20 s");
         }
     };
-    Server { child, addr, _tmp: tmp, dir, secret }
+    Server {
+        child,
+        addr,
+        _tmp: tmp,
+        dir,
+        secret,
+    }
 }
 
 /// Minimal HTTP/1.1 client: returns (status, body).
-fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, Vec<u8>) {
+fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<u8>) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -79,8 +108,15 @@ fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body:
     let mut resp = Vec::new();
     let _ = s.read_to_end(&mut resp);
     let text = String::from_utf8_lossy(&resp);
-    let status: u16 = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let split = resp.windows(4).position(|w| w == b"\r\n\r\n").map_or(resp.len(), |p| p + 4);
+    let status: u16 = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(resp.len(), |p| p + 4);
     (status, resp[split..].to_vec())
 }
 
@@ -100,17 +136,30 @@ fn serves_checkpoints_tiles_proofs_and_authenticated_appends() {
 
     let (st, body) = get(a, "/checkpoint");
     assert_eq!(st, 200);
-    let cp = rampart_log::verify_checkpoint(&body, &vkey, &rampart_log::WitnessPolicy::none()).unwrap();
+    let cp =
+        rampart_log::verify_checkpoint(&body, &vkey, &rampart_log::WitnessPolicy::none()).unwrap();
     assert_eq!(cp.size, 0);
 
     // Authentication.
     assert_eq!(request(a, "POST", "/add", &[], b"x\n").0, 401);
     let wrong = bearer("correct-horse-battery-stapl3");
-    assert_eq!(request(a, "POST", "/add", &[("Authorization", &wrong)], b"x\n").0, 401);
+    assert_eq!(
+        request(a, "POST", "/add", &[("Authorization", &wrong)], b"x\n").0,
+        401
+    );
     let auth = bearer(TOKEN);
     let h = [("Authorization", auth.as_str())];
-    let (st, body) = request(a, "POST", "/add", &h, b"door 1 opened\nlight 7 dimmed\nrecord 9 read\n");
-    assert_eq!((st, String::from_utf8_lossy(&body).as_ref()), (200, "0 3 3\n"));
+    let (st, body) = request(
+        a,
+        "POST",
+        "/add",
+        &h,
+        b"door 1 opened\nlight 7 dimmed\nrecord 9 read\n",
+    );
+    assert_eq!(
+        (st, String::from_utf8_lossy(&body).as_ref()),
+        (200, "0 3 3\n")
+    );
 
     // Bounds: body size, entries per request, empty body. Nothing half-appended.
     let big = vec![b'a'; rampart_log::http::BODY_BYTES_MAX + 10];
@@ -121,7 +170,8 @@ fn serves_checkpoints_tiles_proofs_and_authenticated_appends() {
 
     let (st, body) = get(a, "/checkpoint");
     assert_eq!(st, 200);
-    let cp = rampart_log::verify_checkpoint(&body, &vkey, &rampart_log::WitnessPolicy::none()).unwrap();
+    let cp =
+        rampart_log::verify_checkpoint(&body, &vkey, &rampart_log::WitnessPolicy::none()).unwrap();
     assert_eq!(cp.size, 3, "rejected requests appended nothing");
 
     // Tiles as a static server would serve them.
@@ -130,8 +180,16 @@ fn serves_checkpoints_tiles_proofs_and_authenticated_appends() {
     let (st, bundle) = get(a, "/tile/entries/000.p/3");
     assert_eq!(st, 200);
     let entries = rampart_log::bundle_entries(&bundle).unwrap();
-    assert_eq!(rampart_log::EntryRef::decode(entries[2]).unwrap().data, b"record 9 read");
-    for bad in ["/tile/../signing.key", "/tile/0/..%2f..%2fsigning.key", "/tile/0/3", "/tile/x/000"] {
+    assert_eq!(
+        rampart_log::EntryRef::decode(entries[2]).unwrap().data,
+        b"record 9 read"
+    );
+    for bad in [
+        "/tile/../signing.key",
+        "/tile/0/..%2f..%2fsigning.key",
+        "/tile/0/3",
+        "/tile/x/000",
+    ] {
         let (st, _) = get(a, bad);
         assert!(st == 400 || st == 404, "{bad}: {st}");
     }
@@ -141,7 +199,10 @@ fn serves_checkpoints_tiles_proofs_and_authenticated_appends() {
     // Proofs.
     let (st, proof) = get(a, "/proof/inclusion/2");
     assert_eq!(st, 200);
-    assert!(String::from_utf8_lossy(&proof).starts_with("rampart-log inclusion proof v1\nindex 2\nsize 3\n"));
+    assert!(
+        String::from_utf8_lossy(&proof)
+            .starts_with("rampart-log inclusion proof v1\nindex 2\nsize 3\n")
+    );
     assert_eq!(get(a, "/proof/inclusion/3").0, 404);
     assert_eq!(get(a, "/proof/inclusion/-1").0, 400);
     assert_eq!(get(a, "/proof/consistency/1").0, 200);
@@ -152,9 +213,19 @@ fn serves_checkpoints_tiles_proofs_and_authenticated_appends() {
     srv.child.kill().unwrap();
     srv.child.wait().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_rampart"))
-        .args(["log", "verify", srv.dir.to_str().unwrap(), "--key", srv.secret.to_str().unwrap()])
+        .args([
+            "log",
+            "verify",
+            srv.dir.to_str().unwrap(),
+            "--key",
+            srv.secret.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok: 3 entries"));
 }

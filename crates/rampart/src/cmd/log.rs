@@ -114,12 +114,24 @@ enum LogCommand {
 /// Runs `rampart log`.
 pub fn run(args: LogArgs) -> Result<()> {
     match args.command {
-        LogCommand::Init { dir, origin, secret_out } => init(&dir, origin, secret_out),
+        LogCommand::Init {
+            dir,
+            origin,
+            secret_out,
+        } => init(&dir, origin, secret_out),
         LogCommand::Append { dir, text } => append(&dir, text),
-        LogCommand::Verify { dir, key, checkpoints, witnesses, witness_threshold } => {
-            verify(&dir, key, checkpoints, witnesses, witness_threshold)
-        }
-        LogCommand::Prove { dir, index, consistency } => prove(&dir, index, consistency),
+        LogCommand::Verify {
+            dir,
+            key,
+            checkpoints,
+            witnesses,
+            witness_threshold,
+        } => verify(&dir, key, checkpoints, witnesses, witness_threshold),
+        LogCommand::Prove {
+            dir,
+            index,
+            consistency,
+        } => prove(&dir, index, consistency),
         LogCommand::Checkpoint { dir } => {
             let note = open(&dir)?.checkpoint()?;
             std::io::stdout().write_all(&note)?;
@@ -131,7 +143,10 @@ pub fn run(args: LogArgs) -> Result<()> {
             println!("{vkey}");
             Ok(())
         }
-        LogCommand::Cosign { checkpoint, witness_key } => {
+        LogCommand::Cosign {
+            checkpoint,
+            witness_key,
+        } => {
             let skey = zeroize::Zeroizing::new(
                 std::fs::read_to_string(&witness_key)
                     .with_context(|| format!("reading {}", witness_key.display()))?,
@@ -144,8 +159,16 @@ pub fn run(args: LogArgs) -> Result<()> {
                 .with_context(|| format!("writing {}", checkpoint.display()))?;
             Ok(())
         }
-        LogCommand::Serve { dir, listen, token_file } => serve(&dir, &listen, token_file),
-        LogCommand::Bench { entries, entry_bytes, dir } => bench::run(entries, entry_bytes, dir),
+        LogCommand::Serve {
+            dir,
+            listen,
+            token_file,
+        } => serve(&dir, &listen, token_file),
+        LogCommand::Bench {
+            entries,
+            entry_bytes,
+            dir,
+        } => bench::run(entries, entry_bytes, dir),
     }
 }
 
@@ -157,15 +180,17 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
     f.write_all(bytes)?;
     f.sync_all()?;
     Ok(())
 }
 
 fn open(dir: &Path) -> Result<Log> {
-    let (log, recovery) =
-        Log::open(dir, Config::default()).with_context(|| format!("opening log {}", dir.display()))?;
+    let (log, recovery) = Log::open(dir, Config::default())
+        .with_context(|| format!("opening log {}", dir.display()))?;
     if let Some((entry, bytes)) = recovery.truncated {
         eprintln!(
             "rampart: recovered from a crash: torn tail at entry {entry} truncated ({bytes} bytes); \
@@ -195,7 +220,11 @@ fn init(dir: &Path, origin: Option<String>, secret_out: Option<PathBuf>) -> Resu
     };
     let report = Log::init(dir, &origin, &secret, &mut rand_core::OsRng)
         .with_context(|| format!("initialising log {}", dir.display()))?;
-    println!("initialised log {} (origin {})", dir.display(), report.origin);
+    println!(
+        "initialised log {} (origin {})",
+        dir.display(),
+        report.origin
+    );
     println!("verifier key: {}", report.vkey);
     println!(
         "verifier secret written to {} (mode 0600): move it off this host; \
@@ -211,8 +240,17 @@ const STDIN_BATCH_LINES_MAX: usize = 4096;
 fn append(dir: &Path, text: Vec<String>) -> Result<()> {
     if !text.is_empty() {
         // Arguments: all or nothing.
-        if let Some((i, t)) = text.iter().enumerate().find(|(_, t)| t.len() > rampart_log::ENTRY_DATA_MAX) {
-            bail!("argument {} is {} bytes; the limit is {}", i + 1, t.len(), rampart_log::ENTRY_DATA_MAX);
+        if let Some((i, t)) = text
+            .iter()
+            .enumerate()
+            .find(|(_, t)| t.len() > rampart_log::ENTRY_DATA_MAX)
+        {
+            bail!(
+                "argument {} is {} bytes; the limit is {}",
+                i + 1,
+                t.len(),
+                rampart_log::ENTRY_DATA_MAX
+            );
         }
         let mut log = open(dir)?;
         let first = log.size();
@@ -220,7 +258,11 @@ fn append(dir: &Path, text: Vec<String>) -> Result<()> {
             log.append(t.as_bytes())?;
         }
         log.checkpoint()?;
-        println!("appended entries {first}..{} ; log size {}", log.size(), log.size());
+        println!(
+            "appended entries {first}..{} ; log size {}",
+            log.size(),
+            log.size()
+        );
         return Ok(());
     }
     let mut log = open(dir)?;
@@ -266,7 +308,11 @@ fn append(dir: &Path, text: Vec<String>) -> Result<()> {
         log.append(&l)?;
     }
     log.checkpoint()?;
-    println!("appended entries {first}..{} ; log size {}", log.size(), log.size());
+    println!(
+        "appended entries {first}..{} ; log size {}",
+        log.size(),
+        log.size()
+    );
     Ok(())
 }
 
@@ -278,7 +324,9 @@ fn verify(
     witness_threshold: usize,
 ) -> Result<()> {
     let secret = match key {
-        Some(p) => Some(VerifierSecret::load(&p).with_context(|| format!("loading {}", p.display()))?),
+        Some(p) => {
+            Some(VerifierSecret::load(&p).with_context(|| format!("loading {}", p.display()))?)
+        }
         None => {
             eprintln!(
                 "rampart: warning: no --key: MACs are not checked and the log's own public key is trusted"
@@ -291,13 +339,21 @@ fn verify(
         trusted.push(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?);
     }
     let policy = WitnessPolicy::new(witnesses, witness_threshold).context("witness policy")?;
-    let opts = VerifyOptions { secret, trusted, policy };
+    let opts = VerifyOptions {
+        secret,
+        trusted,
+        policy,
+    };
     match rampart_log::verify(dir, &opts).with_context(|| format!("verifying {}", dir.display()))? {
         Ok(r) => {
             println!(
                 "ok: {} entries verified ({}); checkpoint covers {}; last epoch {}",
                 r.entries,
-                if r.macs_checked { "MACs, hash chain, Merkle root" } else { "hash chain, Merkle root" },
+                if r.macs_checked {
+                    "MACs, hash chain, Merkle root"
+                } else {
+                    "hash chain, Merkle root"
+                },
                 r.checkpoint_size,
                 r.last_epoch
             );
@@ -335,7 +391,11 @@ fn serve(dir: &Path, listen: &str, token_file: Option<PathBuf>) -> Result<()> {
         bail!("the bearer token must be at least 16 characters");
     }
     let log = open(dir)?;
-    let state = Arc::new(rampart_log::http::ServeState::new(dir.to_owned(), log, &token));
+    let state = Arc::new(rampart_log::http::ServeState::new(
+        dir.to_owned(),
+        log,
+        &token,
+    ));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -351,7 +411,9 @@ fn serve(dir: &Path, listen: &str, token_file: Option<PathBuf>) -> Result<()> {
         let shutdown = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        rampart_log::http::serve(listener, state, shutdown).await.context("serving")
+        rampart_log::http::serve(listener, state, shutdown)
+            .await
+            .context("serving")
     })
 }
 
@@ -414,15 +476,26 @@ mod bench {
             log.checkpoint()?;
         }
         let log_s = t.elapsed().as_secs_f64();
-        row("durable appends/s (sealed, tiles, checkpoint)", entries as f64 / log_s,
-            "raw framed appends/s, same fsync batching", entries as f64 / raw_s);
+        row(
+            "durable appends/s (sealed, tiles, checkpoint)",
+            entries as f64 / log_s,
+            "raw framed appends/s, same fsync batching",
+            entries as f64 / raw_s,
+        );
 
         // Verify throughput vs plain SHA-256 over the segment bytes.
-        let opts = VerifyOptions { secret: Some(VerifierSecret::load(&secret)?), ..Default::default() };
+        let opts = VerifyOptions {
+            secret: Some(VerifierSecret::load(&secret)?),
+            ..Default::default()
+        };
         let t = Instant::now();
         let report = rampart_log::verify(&dir, &opts)?.map_err(|p| anyhow::anyhow!("{p}"))?;
         let verify_s = t.elapsed().as_secs_f64();
-        anyhow::ensure!(report.entries == entries, "verified {} entries", report.entries);
+        anyhow::ensure!(
+            report.entries == entries,
+            "verified {} entries",
+            report.entries
+        );
         let mut seg_bytes = 0u64;
         let t = Instant::now();
         for e in std::fs::read_dir(dir.join("segments"))? {
@@ -431,8 +504,12 @@ mod bench {
             std::hint::black_box(sha2::Sha256::digest(&bytes));
         }
         let sha_s = t.elapsed().as_secs_f64();
-        row("verify entries/s (MAC + chain + root)", entries as f64 / verify_s,
-            "sha256 over segment bytes, entries/s", entries as f64 / sha_s);
+        row(
+            "verify entries/s (MAC + chain + root)",
+            entries as f64 / verify_s,
+            "sha256 over segment bytes, entries/s",
+            entries as f64 / sha_s,
+        );
         println!("  (segment bytes {seg_bytes})");
 
         // Proofs against the checkpoint.
@@ -451,18 +528,32 @@ mod bench {
             p.verify(&cp.root)?;
         }
         let ver_us = t.elapsed().as_secs_f64() * 1e6 / samples as f64;
-        println!("inclusion proof at size {}: generate {gen_us:.1} µs, verify {ver_us:.1} µs (mean of {samples})", cp.size);
+        println!(
+            "inclusion proof at size {}: generate {gen_us:.1} µs, verify {ver_us:.1} µs (mean of {samples})",
+            cp.size
+        );
         let mut cproofs = Vec::new();
         let t = Instant::now();
         for k in 1..=100u64 {
-            cproofs.push(rampart_log::prove_consistency(&dir, cp.size, &cp.root, (k * 9_973) % cp.size + 1)?);
+            cproofs.push(rampart_log::prove_consistency(
+                &dir,
+                cp.size,
+                &cp.root,
+                (k * 9_973) % cp.size + 1,
+            )?);
         }
         let cgen_us = t.elapsed().as_secs_f64() * 1e6 / 100.0;
-        println!("consistency proof at size {}: generate {cgen_us:.1} µs (mean of 100)", cp.size);
+        println!(
+            "consistency proof at size {}: generate {cgen_us:.1} µs (mean of 100)",
+            cp.size
+        );
         Ok(())
     }
 
     fn row(name: &str, value: f64, base_name: &str, base: f64) {
-        println!("{name}: {value:.0}   baseline {base_name}: {base:.0}   ratio {:.2}", value / base);
+        println!(
+            "{name}: {value:.0}   baseline {base_name}: {base:.0}   ratio {:.2}",
+            value / base
+        );
     }
 }

@@ -1,1 +1,213 @@
-//! Rampart cloud-of-clouds object store (under construction).
+//! Rampart's cloud-of-clouds object store: DepSky-A and DepSky-CA, modernised.
+//!
+//! An object store spread over `n ≥ 3f + 1` independent storage providers ("clouds")
+//! that keeps every object confidential, intact and available while up to `f` of them
+//! are down, slow, or malicious. There is no server: this crate is the whole client.
+//!
+//! # Protocol
+//!
+//! Each user key is a *data unit*. Its name is hidden from clouds: objects are named by
+//! `name_id = BLAKE3-keyed(namespace key, user key)`. Per cloud `i` the unit has:
+//!
+//! - `rampart/v1/m/<name_id>`: **metadata**, the list of versions newest first, signed
+//!   with Ed25519 by a trusted writer and bound to the store id and `name_id`;
+//! - `rampart/v1/b/<name_id>/<blob_id>/s<i>`: cloud `i`'s **shards** of an immutable blob
+//!   (for DepSky-CA preceded by cloud `i`'s Shamir share of the blob key);
+//! - `rampart/v1/b/<name_id>/<blob_id>/manifest`: the blob's **manifest** (digests of every
+//!   shard and share), unless it is small enough to sit inside the metadata.
+//!
+//! **Write** (`put`): read metadata from `n − f` clouds and take the highest valid version
+//! `v`; stream the data as segments through encrypt → erasure-code → hash → upload to all
+//! clouds and wait for `n − f` complete uploads; only then compare-and-swap the new
+//! metadata (version `v + 1`, naming this writer) onto every cloud and return after
+//! `n − f` succeed. Slower clouds finish in the background. Because data lands before
+//! metadata, metadata never points at data that fewer than `n − f` clouds hold.
+//!
+//! **Read** (`get`): read metadata from all clouds, use the first `n − f` answers, and
+//! take the highest validly signed version. Fetch each segment from the `k` fastest
+//! clouds, hedging to the next after a delay or on any error, and accept a shard only if
+//! its BLAKE3 digest matches the manifest bound by that signature.
+//!
+//! **DepSky-CA**: a fresh AES-256-GCM key per version; Reed–Solomon with `k = f + 1` of
+//! `n` shards; the key split with Shamir `k = f + 1`, so any `f` colluding clouds learn
+//! nothing. With `n = 4` the clouds store 2× the data. **DepSky-A** replicates plaintext
+//! to every cloud and is meant for public data.
+//!
+//! # Consistency
+//!
+//! Writers are serialised per key by compare-and-swap on each cloud's metadata (native
+//! conditional puts, or an OS file lock for local directories); a writer needs `n − f`
+//! successful swaps and otherwise retries with a higher version. Any two quorums of
+//! `n − f` share at least `f + 1` clouds, one of them correct, so:
+//!
+//! - a completed write is returned by every read that starts after it (or a newer one);
+//! - version numbers of completed writes strictly increase;
+//! - a read concurrent with a write may return the old or the new version (regular, not
+//!   atomic, semantics: reads do not write back);
+//! - a read never returns bytes that were not written by a trusted writer for that key.
+//!
+//! # Invariants the code keeps
+//!
+//! - Nothing read from a cloud is used before it is checked against a digest reachable
+//!   from a valid signature; decoders bound every length before allocating.
+//! - Blobs are write-once: a new version always gets a fresh random `blob_id`; repair
+//!   rewrites a shard only with bytes that match its manifest digest.
+//! - Memory is bounded by the segment size times the pipeline depth, whatever the object
+//!   size (see [`Tuning`]).
+//!
+//! # Fault model
+//!
+//! Up to `f` clouds may be arbitrarily faulty ([`faults`] injects the behaviours tested).
+//! Writers holding keys listed in `trusted_writers` are trusted. Clients' clocks are only
+//! used for informational timestamps and garbage-collection grace periods.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+// The client measures cloud latency and stamps versions with wall-clock time; this
+// crate is a runtime, not a sans-IO core.
+#![allow(clippy::disallowed_methods)]
+
+mod client;
+pub mod cloud;
+pub mod config;
+pub mod faults;
+pub mod meta;
+pub mod pipeline;
+mod wire;
+
+pub use client::{
+    Background, BackgroundReport, CloudHealth, CloudOfClouds, GcReport, GetReceipt, KeyReport,
+    ListEntry, MetaHealth, ObjectInfo, Progress, PutReceipt, ScrubReport, ShardHealth, Tuning,
+};
+pub use config::{StoreConfig, init_local};
+pub use meta::{Protocol, Version};
+
+use std::path::PathBuf;
+
+/// Errors from the store. Per-cloud failures are collected into the quorum errors;
+/// they only surface alone when a single cloud was addressed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The config file is missing something or has a bad value.
+    #[error("config {}: {reason}", path.display())]
+    Config {
+        /// Which file.
+        path: PathBuf,
+        /// What is wrong (one line).
+        reason: String,
+    },
+    /// A cloud entry could not be turned into a backend.
+    #[error("cloud {cloud:?}: {reason}")]
+    CloudConfig {
+        /// Cloud name.
+        cloud: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A local file operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A user key is not acceptable.
+    #[error("invalid key: {reason}")]
+    InvalidKey {
+        /// Why.
+        reason: &'static str,
+    },
+    /// No object is stored under this key.
+    #[error("no object named {key:?}")]
+    NotFound {
+        /// The key.
+        key: String,
+    },
+    /// Clouds returned metadata for the key, but none of it verifies (for example it is
+    /// signed by a key this client does not trust).
+    #[error("no valid metadata for {key:?} ({detail})")]
+    NoValidMetadata {
+        /// The key.
+        key: String,
+        /// Per-cloud reasons.
+        detail: String,
+    },
+    /// Fewer than `n − f` clouds answered, so no safe decision is possible.
+    #[error("{op}: only {answered} of {n} clouds answered, {needed} needed ({detail})")]
+    QuorumUnavailable {
+        /// The operation.
+        op: &'static str,
+        /// Clouds that answered.
+        answered: usize,
+        /// Clouds needed.
+        needed: usize,
+        /// Clouds configured.
+        n: usize,
+        /// Per-cloud failures, `name: reason; …`.
+        detail: String,
+    },
+    /// Fewer than `k` clouds returned valid shards for a segment: the read fails rather
+    /// than return anything unverified.
+    #[error("segment {segment}: only {valid} of {n} clouds returned valid shards, {needed} needed ({detail})")]
+    NotEnoughShards {
+        /// Segment index.
+        segment: u64,
+        /// Valid shards found.
+        valid: usize,
+        /// Shards needed.
+        needed: usize,
+        /// Clouds configured.
+        n: usize,
+        /// Per-cloud failures.
+        detail: String,
+    },
+    /// Concurrent writers kept winning on some clouds; the write did not take effect
+    /// (it may still become visible later as a concurrent write).
+    #[error("write to {key:?} conflicted with concurrent writers {attempts} times; try again")]
+    Conflict {
+        /// The key.
+        key: String,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// Data failed a check after passing per-shard checks (a writer bug or a forged
+    /// object by a trusted writer).
+    #[error("integrity check failed: {reason}")]
+    Integrity {
+        /// What failed.
+        reason: &'static str,
+    },
+    /// Bytes from a cloud could not be parsed.
+    #[error("malformed {what}: {reason}")]
+    Malformed {
+        /// What was being parsed.
+        what: &'static str,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// Metadata failed authentication.
+    #[error("forged metadata: {reason}")]
+    Forged {
+        /// What failed.
+        reason: &'static str,
+    },
+    /// An input exceeds a limit.
+    #[error("{what} exceeds the limit of {limit}")]
+    TooLarge {
+        /// What.
+        what: &'static str,
+        /// The limit.
+        limit: u64,
+    },
+    /// The input stream failed while reading.
+    #[error("reading input: {0}")]
+    Input(#[source] std::io::Error),
+    /// The output stream failed while writing.
+    #[error("writing output: {0}")]
+    Output(#[source] std::io::Error),
+    /// A cryptographic operation failed.
+    #[error(transparent)]
+    Crypto(rampart_crypto::CryptoError),
+}

@@ -1,0 +1,1925 @@
+//! The cloud-of-clouds client: the DepSky protocols over a set of [`Cloud`]s.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::stream::{self, FuturesUnordered, StreamExt, TryStreamExt};
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutPayload};
+use rampart_crypto::aead::{SealingKey, SegmentKey};
+use rampart_crypto::hash::{Digest, Hasher};
+use rampart_crypto::shamir::{self, Share};
+use rampart_crypto::sign::{SigningKey, VerifyingKey};
+use rand_core::{OsRng, RngCore};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::SendTimeoutError;
+use tokio::task::JoinHandle;
+use zeroize::Zeroizing;
+
+use crate::StoreError;
+use crate::cloud::{CasOutcome, CasToken, Cloud, CloudError};
+use crate::config::{Secrets, StoreConfig};
+use crate::meta::{
+    ATTRS_BYTES_MAX, KEY_BYTES_MAX, MANIFEST_BYTES_MAX, MANIFEST_INLINE_MAX, META_BYTES_MAX,
+    Manifest, Metadata, ObjectRef, Protocol, SEGMENTS_MAX, VERSIONS_MAX, Version, VersionEntry,
+};
+use crate::pipeline::{Codec, EncodedSegment, SegmentContext};
+
+/// Root of everything Rampart writes in a cloud; the format version is part of the path.
+const ROOT: &str = "rampart/v1";
+
+/// Knobs with safe defaults. Memory use of a transfer is bounded by roughly
+/// `segment_size × (read_window_segments + 3) + n × (write_queue_segments × shard size +
+/// upload_part_bytes × (upload_concurrency + 1))`, about 120 MiB for n = 4 and 4 MiB
+/// segments, whatever the object's size.
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    /// Smallest delay before a read asks one more cloud for a segment.
+    pub hedge_delay_min: Duration,
+    /// Segments fetched ahead while reading.
+    pub read_window_segments: usize,
+    /// Shards queued per cloud while writing.
+    pub write_queue_segments: usize,
+    /// A cloud that cannot take a shard for this long is dropped from a write (if
+    /// `n − f` others keep up); `scrub` repairs it later.
+    pub straggler_timeout: Duration,
+    /// Deadline for one small request (metadata, manifest, listing) to one cloud.
+    pub op_timeout: Duration,
+    /// After `n − f` metadata answers, how long a writer waits for the rest.
+    pub quorum_grace: Duration,
+    /// Attempts before a write gives up on concurrent writers.
+    pub cas_attempts_max: u32,
+    /// Multipart part size per cloud upload (S3 needs at least 5 MiB).
+    pub upload_part_bytes: usize,
+    /// Parts in flight per cloud upload.
+    pub upload_concurrency: usize,
+    /// Keys whose metadata is read concurrently by `list`, `scrub` and `gc`.
+    pub list_concurrency: usize,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            hedge_delay_min: Duration::from_millis(40),
+            read_window_segments: 4,
+            write_queue_segments: 4,
+            straggler_timeout: Duration::from_secs(20),
+            op_timeout: Duration::from_secs(30),
+            quorum_grace: Duration::from_millis(20),
+            cas_attempts_max: 12,
+            upload_part_bytes: 8 * 1024 * 1024,
+            upload_concurrency: 2,
+            list_concurrency: 16,
+        }
+    }
+}
+
+/// Callback told the number of bytes transferred so far.
+pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// A client of one cloud-of-clouds store. Cheap to clone.
+#[derive(Clone)]
+pub struct CloudOfClouds {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    clouds: Vec<Arc<Cloud>>,
+    f: usize,
+    store_id: [u8; 16],
+    protocol: Protocol,
+    segment_size: u32,
+    signing_key: SigningKey,
+    trusted: Vec<VerifyingKey>,
+    name_id_key: Zeroizing<[u8; 32]>,
+    name_seal: SealingKey,
+    tuning: Tuning,
+}
+
+impl fmt::Debug for CloudOfClouds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CloudOfClouds")
+            .field("n", &self.n())
+            .field("f", &self.f())
+            .field("protocol", &self.inner.protocol)
+            .field("clouds", &self.inner.clouds)
+            .finish()
+    }
+}
+
+/// What a successful `put` did.
+#[derive(Debug)]
+pub struct PutReceipt {
+    /// The new version.
+    pub version: Version,
+    /// Bytes stored.
+    pub size: u64,
+    /// Uploads to slower clouds still running; `wait` on it before exiting a process.
+    pub background: Background,
+}
+
+/// What a successful `get` returned.
+#[derive(Clone, Debug)]
+pub struct GetReceipt {
+    /// Version read.
+    pub version: Version,
+    /// Full object size.
+    pub size: u64,
+    /// Bytes written to the output (the range length for ranged reads).
+    pub bytes_written: u64,
+}
+
+/// The newest version of an object, from verified metadata.
+#[derive(Clone, Debug)]
+pub struct ObjectInfo {
+    /// User key.
+    pub key: String,
+    /// Newest version.
+    pub version: Version,
+    /// Size in bytes.
+    pub size: u64,
+    /// Writer's timestamp (ms since the Unix epoch).
+    pub created_ms: u64,
+    /// Protocol used.
+    pub protocol: Protocol,
+    /// BLAKE3 of the plaintext.
+    pub content_digest: Digest,
+    /// Opaque attributes stored with the version.
+    pub attrs: Vec<u8>,
+}
+
+/// One line of `list`.
+pub type ListEntry = ObjectInfo;
+
+/// Work that continues after an operation returned (stragglers).
+#[derive(Default)]
+pub struct Background {
+    tasks: Vec<(String, &'static str, JoinHandle<Result<(), String>>)>,
+}
+
+impl fmt::Debug for Background {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Background({} tasks)", self.tasks.len())
+    }
+}
+
+/// How background work ended.
+#[derive(Debug, Default)]
+pub struct BackgroundReport {
+    /// Tasks that finished successfully.
+    pub completed: usize,
+    /// `cloud: what failed` for tasks that failed.
+    pub failed: Vec<String>,
+    /// Tasks still running at the deadline (they keep running while the process lives).
+    pub unfinished: Vec<String>,
+}
+
+impl Background {
+    fn push(&mut self, cloud: &str, what: &'static str, h: JoinHandle<Result<(), String>>) {
+        self.tasks.push((cloud.to_owned(), what, h));
+    }
+
+    fn extend(&mut self, other: Background) {
+        self.tasks.extend(other.tasks);
+    }
+
+    /// True when nothing is left running.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.iter().all(|(_, _, h)| h.is_finished())
+    }
+
+    /// Waits for the stragglers, at most `deadline`.
+    pub async fn wait(self, deadline: Duration) -> BackgroundReport {
+        let until = tokio::time::Instant::now() + deadline;
+        let mut rep = BackgroundReport::default();
+        for (cloud, what, h) in self.tasks {
+            match tokio::time::timeout_at(until, h).await {
+                Ok(Ok(Ok(()))) => rep.completed += 1,
+                Ok(Ok(Err(e))) => rep.failed.push(format!("{cloud}: {what}: {e}")),
+                Ok(Err(e)) => rep.failed.push(format!("{cloud}: {what}: {e}")),
+                Err(_) => rep.unfinished.push(format!("{cloud}: {what}")),
+            }
+        }
+        rep
+    }
+}
+
+/// Health of one cloud's metadata for a key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetaHealth {
+    /// Holds the newest version.
+    Current,
+    /// Holds a valid but older version.
+    Stale {
+        /// The version it holds.
+        has: Version,
+    },
+    /// Holds nothing.
+    Missing,
+    /// Holds bytes that fail verification.
+    Invalid {
+        /// Why.
+        reason: String,
+    },
+    /// Did not answer.
+    Unreachable {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Health of one cloud's shards of the newest version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ShardHealth {
+    /// Every shard (and key share) matches the manifest.
+    Valid,
+    /// The blob is absent.
+    Missing,
+    /// A shard or the key share fails its digest.
+    Corrupt {
+        /// First bad segment, or `None` for the key share / header.
+        segment: Option<u64>,
+    },
+    /// Could not be read.
+    Unreachable {
+        /// Why.
+        reason: String,
+    },
+    /// The newest version is a deletion marker.
+    NotApplicable,
+}
+
+/// One cloud's state for one key.
+#[derive(Clone, Debug)]
+pub struct CloudHealth {
+    /// Cloud name.
+    pub cloud: String,
+    /// Metadata state.
+    pub metadata: MetaHealth,
+    /// Shard state.
+    pub shards: ShardHealth,
+}
+
+impl CloudHealth {
+    /// True when the cloud holds everything it should.
+    pub fn healthy(&self) -> bool {
+        self.metadata == MetaHealth::Current && matches!(self.shards, ShardHealth::Valid | ShardHealth::NotApplicable)
+    }
+}
+
+/// Everything known about one key across clouds (`rampart stat`).
+#[derive(Clone, Debug)]
+pub struct KeyReport {
+    /// User key.
+    pub key: String,
+    /// Versions listed by the newest valid metadata, newest first:
+    /// `(version, created_ms, size or None for a deletion)`.
+    pub versions: Vec<(Version, u64, Option<u64>)>,
+    /// Per cloud.
+    pub clouds: Vec<CloudHealth>,
+}
+
+/// Result of `scrub`.
+#[derive(Clone, Debug, Default)]
+pub struct ScrubReport {
+    /// Keys examined.
+    pub keys: usize,
+    /// `(cloud, key, problem)` for every problem found.
+    pub problems: Vec<(String, String, String)>,
+    /// `(cloud, key, what)` for every repair made.
+    pub repaired: Vec<(String, String, String)>,
+    /// `(key, why)` for keys that could not be repaired.
+    pub failed: Vec<(String, String)>,
+}
+
+impl ScrubReport {
+    /// Clouds that had at least one problem, with counts, most problems first.
+    pub fn misbehaving_clouds(&self) -> Vec<(String, usize)> {
+        let mut m: BTreeMap<&str, usize> = BTreeMap::new();
+        for (c, _, _) in &self.problems {
+            *m.entry(c).or_default() += 1;
+        }
+        let mut v: Vec<(String, usize)> = m.into_iter().map(|(c, n)| (c.to_owned(), n)).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        v
+    }
+}
+
+/// Result of `gc`.
+#[derive(Clone, Debug, Default)]
+pub struct GcReport {
+    /// Keys examined.
+    pub keys: usize,
+    /// Old versions dropped from metadata.
+    pub versions_dropped: usize,
+    /// Blob objects deleted across all clouds.
+    pub objects_deleted: usize,
+    /// Deleted keys whose metadata was removed entirely.
+    pub keys_purged: usize,
+    /// Problems that did not stop the collection.
+    pub warnings: Vec<String>,
+}
+
+// ---------------------------------------------------------------------------------------
+// Paths and small helpers.
+
+fn meta_prefix() -> Path {
+    Path::from(format!("{ROOT}/m"))
+}
+
+fn meta_path(name_id: &[u8; 32]) -> Path {
+    Path::from(format!("{ROOT}/m/{}", hex::encode(name_id)))
+}
+
+fn blobs_prefix(name_id: &[u8; 32]) -> Path {
+    Path::from(format!("{ROOT}/b/{}", hex::encode(name_id)))
+}
+
+fn blob_prefix(name_id: &[u8; 32], blob_id: &[u8; 16]) -> Path {
+    Path::from(format!("{ROOT}/b/{}/{}", hex::encode(name_id), hex::encode(blob_id)))
+}
+
+fn shard_path(name_id: &[u8; 32], blob_id: &[u8; 16], cloud: usize) -> Path {
+    blob_prefix(name_id, blob_id).join(format!("s{cloud}"))
+}
+
+fn manifest_path(name_id: &[u8; 32], blob_id: &[u8; 16]) -> Path {
+    blob_prefix(name_id, blob_id).join("manifest")
+}
+
+fn parse_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    let mut out = [0u8; N];
+    hex::decode_to_slice(s, &mut out).ok()?;
+    Some(out)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn one_line(e: &dyn fmt::Display) -> String {
+    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn join_failures(f: &[(String, String)]) -> String {
+    if f.is_empty() {
+        return "no errors reported".into();
+    }
+    f.iter().map(|(c, r)| format!("{c}: {r}")).collect::<Vec<_>>().join("; ")
+}
+
+// ---------------------------------------------------------------------------------------
+// Metadata quorum reads.
+
+#[derive(Clone)]
+enum MetaAnswer {
+    Unreachable(String),
+    Absent,
+    Invalid(String),
+    Valid(Box<Metadata>, Bytes),
+}
+
+struct CloudMeta {
+    answer: Option<MetaAnswer>,
+    token: Option<CasToken>,
+}
+
+struct MetaView {
+    clouds: Vec<CloudMeta>,
+    /// Index of a cloud holding the highest valid version.
+    best: Option<usize>,
+}
+
+impl MetaView {
+    fn best(&self) -> Option<(&Metadata, &Bytes)> {
+        match self.clouds[self.best?].answer.as_ref()? {
+            MetaAnswer::Valid(m, b) => Some((m, b)),
+            _ => None,
+        }
+    }
+
+    /// The newest valid metadata, or why there is none.
+    fn require(&self, key: &str, clouds: &[Arc<Cloud>]) -> Result<&Metadata, StoreError> {
+        if let Some((m, _)) = self.best() {
+            return Ok(m);
+        }
+        let invalid: Vec<(String, String)> = self
+            .clouds
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| match &c.answer {
+                Some(MetaAnswer::Invalid(r)) => Some((clouds[i].name.clone(), r.clone())),
+                _ => None,
+            })
+            .collect();
+        if invalid.is_empty() {
+            Err(StoreError::NotFound { key: key.to_owned() })
+        } else {
+            Err(StoreError::NoValidMetadata { key: key.to_owned(), detail: join_failures(&invalid) })
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Wait {
+    /// Return at `n − f` answers, after a grace period for the rest.
+    Quorum(Duration),
+    /// Wait for every cloud (up to the op timeout).
+    All,
+}
+
+/// Tasks running on several clouds, collected as they finish. Whatever has not finished
+/// when the caller has its quorum becomes [`Background`] work.
+struct Quorum<T> {
+    tx: mpsc::Sender<(usize, Result<T, String>)>,
+    rx: mpsc::Receiver<(usize, Result<T, String>)>,
+    handles: Vec<Option<(String, &'static str, JoinHandle<Result<(), String>>)>>,
+    outstanding: usize,
+}
+
+impl<T: Send + 'static> Quorum<T> {
+    fn new(n: usize) -> Self {
+        // Each task sends exactly once, so capacity n never blocks.
+        let (tx, rx) = mpsc::channel(n.max(1));
+        Self { tx, rx, handles: (0..n).map(|_| None).collect(), outstanding: 0 }
+    }
+
+    fn spawn<F>(&mut self, i: usize, cloud: &str, what: &'static str, fut: F)
+    where
+        F: std::future::Future<Output = Result<T, String>> + Send + 'static,
+    {
+        let tx = self.tx.clone();
+        let h = tokio::spawn(async move {
+            let r = fut.await;
+            let summary = r.as_ref().map(|_| ()).map_err(Clone::clone);
+            let _ = tx.send((i, r)).await;
+            summary
+        });
+        self.handles[i] = Some((cloud.to_owned(), what, h));
+        self.outstanding += 1;
+    }
+
+    /// The next task to finish, or `None` when all have.
+    async fn next(&mut self) -> Option<(usize, Result<T, String>)> {
+        if self.outstanding == 0 {
+            return None;
+        }
+        let r = self.rx.recv().await?;
+        self.handles[r.0] = None;
+        self.outstanding -= 1;
+        Some(r)
+    }
+
+    /// A finished task's result, if one is ready now.
+    fn try_next(&mut self) -> Option<(usize, Result<T, String>)> {
+        let r = self.rx.try_recv().ok()?;
+        self.handles[r.0] = None;
+        self.outstanding -= 1;
+        Some(r)
+    }
+
+    fn into_background(self) -> Background {
+        let mut bg = Background::default();
+        for (cloud, what, h) in self.handles.into_iter().flatten() {
+            bg.push(&cloud, what, h);
+        }
+        bg
+    }
+}
+
+/// Streams the shards of one blob to some clouds through bounded queues.
+struct Uploads {
+    clouds: Vec<Arc<Cloud>>,
+    senders: Vec<Option<mpsc::Sender<Bytes>>>,
+    aborts: Vec<Arc<AtomicBool>>,
+    tasks: Quorum<()>,
+    failures: Vec<(String, String)>,
+}
+
+impl Uploads {
+    /// Starts an upload of `shard_path(i)` for every cloud `i` in `which`.
+    fn start(client: &CloudOfClouds, name_id: &[u8; 32], blob_id: &[u8; 16], which: &[usize]) -> Self {
+        let n = client.n();
+        let tuning = &client.inner.tuning;
+        let mut up = Self {
+            clouds: client.inner.clouds.clone(),
+            senders: (0..n).map(|_| None).collect(),
+            aborts: (0..n).map(|_| Arc::new(AtomicBool::new(false))).collect(),
+            tasks: Quorum::new(n),
+            failures: Vec::new(),
+        };
+        for &i in which {
+            let cloud = client.inner.clouds[i].clone();
+            let (tx, mut rx) = mpsc::channel::<Bytes>(tuning.write_queue_segments.max(1));
+            let abort = up.aborts[i].clone();
+            let store = cloud.store().clone();
+            let path = shard_path(name_id, blob_id, i);
+            let (cap, conc) = (tuning.upload_part_bytes, tuning.upload_concurrency.max(1));
+            let task = async move {
+                let mut w = BufWriter::with_capacity(store, path, cap).with_max_concurrency(conc);
+                let mut res: Result<(), String> = Ok(());
+                while let Some(b) = rx.recv().await {
+                    if let Err(e) = w.put(b).await {
+                        res = Err(one_line(&e));
+                        break;
+                    }
+                }
+                if res.is_ok() && abort.load(Ordering::SeqCst) {
+                    res = Err("dropped from the write".into());
+                }
+                if res.is_err() {
+                    // Abort leaves nothing visible: multipart uploads are discarded.
+                    let _ = w.abort().await;
+                    return res;
+                }
+                w.shutdown().await.map_err(|e| one_line(&e))
+            };
+            up.tasks.spawn(i, &cloud.name, "data upload", task);
+            up.senders[i] = Some(tx);
+        }
+        up
+    }
+
+    fn live(&self) -> usize {
+        self.senders.iter().filter(|s| s.is_some()).count()
+    }
+
+    fn cancel(&mut self, i: usize, why: &str) {
+        if self.senders[i].take().is_some() {
+            tracing::warn!(cloud = %self.clouds[i].name, "dropping cloud from write: {why}");
+            self.failures.push((self.clouds[i].name.clone(), why.to_owned()));
+        }
+        self.aborts[i].store(true, Ordering::SeqCst);
+    }
+
+    fn cancel_all(&mut self, why: &str) {
+        for i in 0..self.senders.len() {
+            self.cancel(i, why);
+        }
+    }
+
+    /// Queues `shard` for cloud `i`. A cloud whose queue stays full for `timeout` is
+    /// dropped if more than `keep` clouds are still live; otherwise this waits.
+    async fn send(&mut self, i: usize, shard: Bytes, timeout: Duration, keep: usize) {
+        let mut shard = Some(shard);
+        while let (Some(tx), Some(s)) = (self.senders[i].as_ref(), shard.take()) {
+            match tx.send_timeout(s, timeout).await {
+                Ok(()) => return,
+                Err(SendTimeoutError::Closed(_)) => {
+                    let why = self.reason(i).unwrap_or_else(|| "upload failed".into());
+                    self.cancel(i, &why);
+                }
+                Err(SendTimeoutError::Timeout(s)) => {
+                    if self.live() > keep {
+                        self.cancel(i, "too slow");
+                    }
+                    shard = Some(s);
+                }
+            }
+        }
+    }
+
+    /// The failure of cloud `i`'s task, if it has finished with one.
+    fn reason(&mut self, i: usize) -> Option<String> {
+        while let Some((j, r)) = self.tasks.try_next() {
+            if let Err(e) = r {
+                self.failures.push((self.clouds[j].name.clone(), e));
+            }
+        }
+        self.failures.iter().rev().find(|(c, _)| *c == self.clouds[i].name).map(|(_, r)| r.clone())
+    }
+
+    /// Closes the queues and waits until `need` uploads completed; the rest continue as
+    /// background work.
+    async fn finish(mut self, op: &'static str, need: usize, n: usize) -> Result<Background, StoreError> {
+        for s in &mut self.senders {
+            *s = None;
+        }
+        let mut ok = 0;
+        while ok < need {
+            match self.tasks.next().await {
+                Some((_, Ok(()))) => ok += 1,
+                Some((j, Err(e))) => self.failures.push((self.clouds[j].name.clone(), e)),
+                None => break,
+            }
+        }
+        if ok < need {
+            self.failures.dedup();
+            return Err(StoreError::QuorumUnavailable { op, answered: ok, needed: need, n, detail: join_failures(&self.failures) });
+        }
+        Ok(self.tasks.into_background())
+    }
+}
+
+impl CloudOfClouds {
+    /// Opens the store described by a loaded config.
+    pub fn open(cfg: StoreConfig) -> Result<Self, StoreError> {
+        let clouds = cfg
+            .clouds
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Cloud::from_config(i, c))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::from_parts(cfg.store_id, cfg.protocol, cfg.segment_size, cfg.secrets, cfg.trusted_writers, clouds, Tuning::default())
+    }
+
+    /// Builds a client from parts (tests use this with in-memory or faulty clouds).
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_parts(
+        store_id: [u8; 16],
+        protocol: Protocol,
+        segment_size: u32,
+        secrets: Secrets,
+        mut trusted: Vec<VerifyingKey>,
+        clouds: Vec<Cloud>,
+        tuning: Tuning,
+    ) -> Result<Self, StoreError> {
+        let n = clouds.len();
+        if n < 4 || n > crate::meta::CLOUDS_MAX {
+            return Err(StoreError::CloudConfig { cloud: "*".into(), reason: format!("need 4..=16 clouds, got {n}") });
+        }
+        if segment_size == 0 || segment_size > crate::meta::SEGMENT_BYTES_MAX {
+            return Err(StoreError::TooLarge { what: "segment size", limit: crate::meta::SEGMENT_BYTES_MAX as u64 });
+        }
+        for (i, c) in clouds.iter().enumerate() {
+            assert_eq!(c.index, i, "cloud indexes must match their position");
+        }
+        let me = secrets.signing_key.verifying_key();
+        if !trusted.contains(&me) {
+            trusted.push(me);
+        }
+        let name_seal = SealingKey::new(&secrets.name_seal_key());
+        Ok(Self {
+            inner: Arc::new(Inner {
+                f: (n - 1) / 3,
+                clouds: clouds.into_iter().map(Arc::new).collect(),
+                store_id,
+                protocol,
+                segment_size,
+                name_id_key: secrets.name_id_key(),
+                signing_key: secrets.signing_key,
+                trusted,
+                name_seal,
+                tuning,
+            }),
+        })
+    }
+
+    /// Number of clouds.
+    pub fn n(&self) -> usize {
+        self.inner.clouds.len()
+    }
+
+    /// Faulty clouds tolerated.
+    pub fn f(&self) -> usize {
+        self.inner.f
+    }
+
+    /// The clouds, in shard order.
+    pub fn clouds(&self) -> &[Arc<Cloud>] {
+        &self.inner.clouds
+    }
+
+    fn quorum(&self) -> usize {
+        self.n() - self.f()
+    }
+
+    fn k(&self, protocol: Protocol) -> usize {
+        match protocol {
+            Protocol::Replicated => 1,
+            Protocol::Confidential => self.f() + 1,
+        }
+    }
+
+    fn name_id(&self, key: &str) -> Result<[u8; 32], StoreError> {
+        if key.is_empty() {
+            return Err(StoreError::InvalidKey { reason: "empty" });
+        }
+        if key.len() > KEY_BYTES_MAX {
+            return Err(StoreError::InvalidKey { reason: "longer than 1024 bytes" });
+        }
+        if key.chars().any(char::is_control) {
+            return Err(StoreError::InvalidKey { reason: "contains control characters" });
+        }
+        Ok(Digest::keyed(&self.inner.name_id_key, key.as_bytes()).0)
+    }
+
+    fn name_aad(&self, name_id: &[u8; 32]) -> Vec<u8> {
+        [&self.inner.store_id[..], &name_id[..]].concat()
+    }
+
+    fn decrypt_name(&self, name_id: &[u8; 32], entry: &VersionEntry) -> Option<String> {
+        let plain = self.inner.name_seal.open(&self.name_aad(name_id), &entry.encrypted_name).ok()?;
+        let name = String::from_utf8(plain).ok()?;
+        // The name must hash to the id it is filed under, or a writer lied.
+        (self.name_id(&name).ok()? == *name_id).then_some(name)
+    }
+
+    fn ranked(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.n()).collect();
+        order.sort_by_key(|&i| self.inner.clouds[i].rank());
+        order
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Metadata.
+
+    async fn read_meta(&self, name_id: &[u8; 32], wait: Wait) -> Result<MetaView, StoreError> {
+        let path = meta_path(name_id);
+        let timeout = self.inner.tuning.op_timeout;
+        let mut futs: FuturesUnordered<_> = self
+            .inner
+            .clouds
+            .iter()
+            .map(|c| {
+                let c = c.clone();
+                let path = path.clone();
+                async move {
+                    let t0 = Instant::now();
+                    let r = tokio::time::timeout(timeout, c.read_versioned(&path, META_BYTES_MAX)).await;
+                    c.observe(t0.elapsed());
+                    (c.index, r)
+                }
+            })
+            .collect();
+        let mut clouds: Vec<CloudMeta> = (0..self.n()).map(|_| CloudMeta { answer: None, token: None }).collect();
+        let mut answered = 0;
+        let mut deadline: Option<tokio::time::Instant> = None;
+        loop {
+            let next = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, futs.next()).await {
+                    Ok(x) => x,
+                    Err(_) => break,
+                },
+                None => futs.next().await,
+            };
+            let Some((i, r)) = next else { break };
+            let (answer, token) = match r {
+                Err(_) => (MetaAnswer::Unreachable("timed out".into()), None),
+                Ok(Err(CloudError::TooLarge { len })) => {
+                    (MetaAnswer::Invalid(format!("metadata of {len} bytes exceeds the limit")), None)
+                }
+                Ok(Err(e)) => (MetaAnswer::Unreachable(one_line(&e)), None),
+                Ok(Ok((None, tok))) => (MetaAnswer::Absent, Some(tok)),
+                Ok(Ok((Some(bytes), tok))) => {
+                    match Metadata::decode_verified(&bytes, &self.inner.store_id, name_id, &self.inner.trusted) {
+                        Ok(m) => (MetaAnswer::Valid(Box::new(m), bytes), Some(tok)),
+                        Err(e) => {
+                            self.inner.clouds[i].strike();
+                            (MetaAnswer::Invalid(one_line(&e)), Some(tok))
+                        }
+                    }
+                }
+            };
+            if !matches!(answer, MetaAnswer::Unreachable(_)) {
+                answered += 1;
+            }
+            clouds[i] = CloudMeta { answer: Some(answer), token };
+            if answered >= self.quorum() && deadline.is_none() {
+                match wait {
+                    Wait::Quorum(grace) if grace.is_zero() => break,
+                    Wait::Quorum(grace) => deadline = Some(tokio::time::Instant::now() + grace),
+                    Wait::All => {}
+                }
+            }
+        }
+        if answered < self.quorum() {
+            let failures: Vec<(String, String)> = clouds
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| match &c.answer {
+                    Some(MetaAnswer::Unreachable(r)) => Some((self.inner.clouds[i].name.clone(), r.clone())),
+                    None => Some((self.inner.clouds[i].name.clone(), "no answer".into())),
+                    _ => None,
+                })
+                .collect();
+            return Err(StoreError::QuorumUnavailable {
+                op: "reading metadata",
+                answered,
+                needed: self.quorum(),
+                n: self.n(),
+                detail: join_failures(&failures),
+            });
+        }
+        let best = clouds
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| match &c.answer {
+                Some(MetaAnswer::Valid(m, _)) => Some((m.latest().version, i)),
+                _ => None,
+            })
+            .max()
+            .map(|(_, i)| i);
+        Ok(MetaView { clouds, best })
+    }
+
+    /// Compare-and-swaps new metadata onto every cloud, built by `mutate` from the newest
+    /// valid metadata; returns once `n − f` clouds took it.
+    async fn update_meta<F>(&self, key: &str, name_id: &[u8; 32], mutate: F) -> Result<(Version, Background), StoreError>
+    where
+        F: Fn(Option<&Metadata>) -> Result<Vec<VersionEntry>, StoreError>,
+    {
+        let path = meta_path(name_id);
+        let tuning = &self.inner.tuning;
+        for attempt in 1..=tuning.cas_attempts_max {
+            let view = self.read_meta(name_id, Wait::Quorum(tuning.quorum_grace)).await?;
+            let entries = mutate(view.best().map(|(m, _)| m))?;
+            let version = entries[0].version;
+            let meta = Metadata {
+                store_id: self.inner.store_id,
+                name_id: *name_id,
+                entries,
+                signer: self.inner.signing_key.verifying_key(),
+            };
+            let bytes = Bytes::from(meta.sign(&self.inner.signing_key));
+
+            let mut background = Background::default();
+            let mut pending = Quorum::new(self.n());
+            let timeout = self.inner.tuning.op_timeout;
+            for (i, cm) in view.clouds.iter().enumerate() {
+                let cloud = self.inner.clouds[i].clone();
+                let (path, bytes) = (path.clone(), bytes.clone());
+                match cm.token.clone() {
+                    Some(tok) => pending.spawn(i, &cloud.name.clone(), "metadata", async move {
+                        match tokio::time::timeout(timeout, cloud.compare_and_swap(&path, bytes, &tok)).await {
+                            Ok(Ok(o)) => Ok(o),
+                            Ok(Err(e)) => Err(one_line(&e)),
+                            Err(_) => Err("timed out".to_string()),
+                        }
+                    }),
+                    None => {
+                        // No answer in the read round: bring it up to date in the background.
+                        let this = self.clone();
+                        let name_id = *name_id;
+                        let h = tokio::spawn(async move { this.late_meta_write(i, &name_id, bytes, version).await });
+                        background.push(&self.inner.clouds[i].name, "metadata", h);
+                    }
+                }
+            }
+            let mut done = 0;
+            let mut failures = Vec::new();
+            let mut conflicts = 0;
+            while done < self.quorum() {
+                let Some((i, r)) = pending.next().await else { break };
+                match r {
+                    Ok(CasOutcome::Done) => done += 1,
+                    Ok(CasOutcome::Conflict) => conflicts += 1,
+                    Err(e) => failures.push((self.inner.clouds[i].name.clone(), e)),
+                }
+            }
+            if done >= self.quorum() {
+                background.extend(pending.into_background());
+                return Ok((version, background));
+            }
+            if failures.len() > self.f() {
+                return Err(StoreError::QuorumUnavailable {
+                    op: "writing metadata",
+                    answered: done + conflicts,
+                    needed: self.quorum(),
+                    n: self.n(),
+                    detail: join_failures(&failures),
+                });
+            }
+            tracing::debug!(key, attempt, done, conflicts, "metadata compare-and-swap lost; retrying");
+            // Randomised exponential backoff so that racing writers spread out.
+            let base = 5u64 << attempt.min(8);
+            let jitter = OsRng.next_u64() % base;
+            tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+        }
+        Err(StoreError::Conflict { key: key.to_owned(), attempts: tuning.cas_attempts_max })
+    }
+
+    /// Brings one cloud that missed the quorum round up to `version`, unless it already
+    /// holds something newer.
+    async fn late_meta_write(&self, i: usize, name_id: &[u8; 32], bytes: Bytes, version: Version) -> Result<(), String> {
+        let cloud = &self.inner.clouds[i];
+        let path = meta_path(name_id);
+        let work = async {
+            for _ in 0..3 {
+                let (cur, tok) = cloud.read_versioned(&path, META_BYTES_MAX).await.map_err(|e| one_line(&e))?;
+                if let Some(cur) = cur {
+                    if let Ok(m) = Metadata::decode_verified(&cur, &self.inner.store_id, name_id, &self.inner.trusted) {
+                        if m.latest().version >= version {
+                            return Ok(());
+                        }
+                    }
+                }
+                match cloud.compare_and_swap(&path, bytes.clone(), &tok).await.map_err(|e| one_line(&e))? {
+                    CasOutcome::Done => return Ok(()),
+                    CasOutcome::Conflict => continue,
+                }
+            }
+            Err("kept conflicting".to_string())
+        };
+        tokio::time::timeout(self.inner.tuning.op_timeout * 2, work).await.map_err(|_| "timed out".to_string())?
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Put.
+
+    /// Stores everything `input` yields under `key` as a new version.
+    ///
+    /// Memory stays bounded whatever the input size (see [`Tuning`]). On any error
+    /// nothing becomes visible: uploads are aborted and no metadata is written.
+    pub async fn put<R: AsyncRead + Unpin + Send>(
+        &self,
+        key: &str,
+        input: R,
+        attrs: Vec<u8>,
+        progress: Option<Progress>,
+    ) -> Result<PutReceipt, StoreError> {
+        let name_id = self.name_id(key)?;
+        if attrs.len() > ATTRS_BYTES_MAX {
+            return Err(StoreError::TooLarge { what: "attributes", limit: ATTRS_BYTES_MAX as u64 });
+        }
+        let protocol = self.inner.protocol;
+        let (n, k) = (self.n(), self.k(protocol));
+        let mut blob_id = [0u8; 16];
+        OsRng.fill_bytes(&mut blob_id);
+        let ctx = SegmentContext { store_id: self.inner.store_id, name_id, blob_id };
+
+        let all: Vec<usize> = (0..n).collect();
+        let mut uploads = Uploads::start(self, &name_id, &blob_id, &all);
+        let result = self.put_data(&mut uploads, input, protocol, k, ctx, progress).await;
+        let (size, content_digest, share_digests, shard_digests) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                uploads.cancel_all("the write failed");
+                return Err(e);
+            }
+        };
+        let mut background = uploads.finish("uploading data", self.quorum(), n).await?;
+
+        let manifest = Manifest {
+            blob_id,
+            protocol,
+            size,
+            segment_size: self.inner.segment_size,
+            k: k as u8,
+            n: n as u8,
+            share_digests,
+            shard_digests,
+        };
+        let encoded = manifest.encode();
+        assert!(encoded.len() <= MANIFEST_BYTES_MAX);
+        let manifest_digest = Digest::of(&encoded);
+        let manifest_inline = if encoded.len() <= MANIFEST_INLINE_MAX {
+            Some(encoded)
+        } else {
+            background.extend(self.put_everywhere(manifest_path(&name_id, &blob_id), Bytes::from(encoded), "manifest").await?);
+            None
+        };
+
+        let entry_template = VersionEntry {
+            version: Version { counter: 0, writer: self.inner.signing_key.verifying_key().to_bytes() },
+            created_ms: now_ms(),
+            encrypted_name: self.inner.name_seal.seal(&self.name_aad(&name_id), key.as_bytes()),
+            object: Some(ObjectRef { protocol, blob_id, size, content_digest, manifest_digest, manifest_inline, attrs }),
+        };
+        let (version, bg) = self
+            .update_meta(key, &name_id, |base| Ok(push_version(base, entry_template.clone())))
+            .await?;
+        background.extend(bg);
+        tracing::info!(key, %version, size, "put complete");
+        Ok(PutReceipt { version, size, background })
+    }
+
+    /// Streams the input through the pipeline into the uploaders. Returns the size, the
+    /// content digest and the digests for the manifest.
+    async fn put_data<R: AsyncRead + Unpin + Send>(
+        &self,
+        uploads: &mut Uploads,
+        input: R,
+        protocol: Protocol,
+        k: usize,
+        ctx: SegmentContext,
+        progress: Option<Progress>,
+    ) -> Result<(u64, Digest, Vec<Digest>, Vec<Digest>), StoreError> {
+        let n = self.n();
+        let (seg_key, share_digests) = match protocol {
+            Protocol::Confidential => {
+                let key = SegmentKey::generate();
+                let shares = shamir::split(key.danger_key_bytes(), k, n).map_err(StoreError::Crypto)?;
+                let digests: Vec<Digest> = shares.iter().map(|s| Digest::of(s.as_bytes())).collect();
+                // The header of each cloud's blob is its key share.
+                let headers: Vec<Bytes> = shares.iter().map(|s| Bytes::copy_from_slice(s.as_bytes())).collect();
+                self.dispatch(uploads, headers).await?;
+                (Some(key), digests)
+            }
+            Protocol::Replicated => (None, Vec::new()),
+        };
+        let codec = Arc::new(Codec::new(protocol, k, n, seg_key, ctx)?);
+        let mut reader = SegmentReader::new(input, self.inner.segment_size as usize);
+        let mut hasher = Hasher::new();
+        let mut size = 0u64;
+        let mut shard_digests = Vec::new();
+        let mut in_flight: std::collections::VecDeque<JoinHandle<Result<EncodedSegment, StoreError>>> = Default::default();
+        let mut input_done = false;
+        loop {
+            // Keep two segments encoding while the previous one uploads (2 cores).
+            while !input_done && in_flight.len() < 2 {
+                match reader.next().await.map_err(StoreError::Input)? {
+                    Some((index, last, plain)) => {
+                        if index >= SEGMENTS_MAX {
+                            return Err(StoreError::TooLarge {
+                                what: "object",
+                                limit: SEGMENTS_MAX * self.inner.segment_size as u64,
+                            });
+                        }
+                        hasher.update(&plain);
+                        size += plain.len() as u64;
+                        if let Some(p) = &progress {
+                            p(size);
+                        }
+                        let codec = codec.clone();
+                        in_flight.push_back(tokio::task::spawn_blocking(move || codec.encode(index, last, plain)));
+                        input_done = last;
+                    }
+                    None => input_done = true,
+                }
+            }
+            let Some(h) = in_flight.pop_front() else { break };
+            let enc = h.await.map_err(|e| StoreError::Io { context: "encoding task".into(), source: std::io::Error::other(e) })??;
+            shard_digests.extend(enc.digests);
+            self.dispatch(uploads, enc.shards).await?;
+        }
+        Ok((size, hasher.finalize(), share_digests, shard_digests))
+    }
+
+    /// Hands shard `i` to cloud `i`'s upload, dropping a cloud that stays full for longer
+    /// than the straggler timeout as long as `n − f` others remain.
+    async fn dispatch(&self, uploads: &mut Uploads, shards: Vec<Bytes>) -> Result<(), StoreError> {
+        let timeout = self.inner.tuning.straggler_timeout;
+        for (i, shard) in shards.into_iter().enumerate() {
+            uploads.send(i, shard, timeout, self.quorum()).await;
+        }
+        if uploads.live() < self.quorum() {
+            return Err(StoreError::QuorumUnavailable {
+                op: "uploading data",
+                answered: uploads.live(),
+                needed: self.quorum(),
+                n: self.n(),
+                detail: join_failures(&uploads.failures),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes one small immutable object to every cloud; returns after `n − f`.
+    async fn put_everywhere(&self, path: Path, bytes: Bytes, what: &'static str) -> Result<Background, StoreError> {
+        let mut q = Quorum::new(self.n());
+        for c in &self.inner.clouds {
+            let (c2, path, bytes) = (c.clone(), path.clone(), bytes.clone());
+            let timeout = self.inner.tuning.op_timeout;
+            q.spawn(c.index, &c.name, what, async move {
+                match tokio::time::timeout(timeout, c2.store().put(&path, PutPayload::from(bytes))).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(one_line(&e)),
+                    Err(_) => Err("timed out".into()),
+                }
+            });
+        }
+        let mut ok = 0;
+        let mut failures = Vec::new();
+        while let Some((i, r)) = q.next().await {
+            match r {
+                Ok(()) => ok += 1,
+                Err(e) => failures.push((self.inner.clouds[i].name.clone(), e)),
+            }
+            if ok >= self.quorum() {
+                return Ok(q.into_background());
+            }
+        }
+        Err(StoreError::QuorumUnavailable { op: what, answered: ok, needed: self.quorum(), n: self.n(), detail: join_failures(&failures) })
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Reads.
+
+    /// The newest version's description, from verified metadata only.
+    pub async fn head(&self, key: &str) -> Result<ObjectInfo, StoreError> {
+        let name_id = self.name_id(key)?;
+        let view = self.read_meta(&name_id, Wait::Quorum(Duration::ZERO)).await?;
+        let meta = view.require(key, &self.inner.clouds)?;
+        self.info(key, meta.latest()).ok_or_else(|| StoreError::NotFound { key: key.to_owned() })
+    }
+
+    fn info(&self, key: &str, e: &VersionEntry) -> Option<ObjectInfo> {
+        let o = e.object.as_ref()?;
+        Some(ObjectInfo {
+            key: key.to_owned(),
+            version: e.version,
+            size: o.size,
+            created_ms: e.created_ms,
+            protocol: o.protocol,
+            content_digest: o.content_digest,
+            attrs: o.attrs.clone(),
+        })
+    }
+
+    /// Writes the newest version of `key` (or `range` of it) to `out`.
+    ///
+    /// Every byte written has been verified against the signed metadata first. If fewer
+    /// than `k` clouds return valid data for some segment the call fails; bytes of
+    /// earlier, verified segments may already have been written to `out`, so callers
+    /// writing files should write to a temporary file and rename on success.
+    pub async fn get<W: AsyncWrite + Unpin + Send>(
+        &self,
+        key: &str,
+        out: &mut W,
+        range: Option<Range<u64>>,
+        progress: Option<Progress>,
+    ) -> Result<GetReceipt, StoreError> {
+        let name_id = self.name_id(key)?;
+        let view = self.read_meta(&name_id, Wait::Quorum(Duration::ZERO)).await?;
+        let entry = view.require(key, &self.inner.clouds)?.latest().clone();
+        let obj = entry.object.clone().ok_or_else(|| StoreError::NotFound { key: key.to_owned() })?;
+        let manifest = Arc::new(self.load_manifest(&name_id, &obj).await?);
+        let full = range.is_none();
+        let range = range.unwrap_or(0..obj.size);
+        if range.start > range.end || range.end > obj.size {
+            return Err(StoreError::TooLarge { what: "requested range end", limit: obj.size });
+        }
+        let reader = Arc::new(self.blob_reader(name_id, manifest.clone(), range.start).await?);
+        let seg = manifest.segment_size as u64;
+        let (first, last_seg) = (range.start / seg, range.end.saturating_sub(1) / seg);
+        let segments: Vec<u64> = if range.is_empty() && !full { vec![] } else { (first..=last_seg.max(first)).collect() };
+        let window = self.inner.tuning.read_window_segments.max(1);
+        let mut stream = stream::iter(segments)
+            .map(|s| {
+                let reader = reader.clone();
+                async move { reader.read_segment(s).await.map(|p| (s, p)) }
+            })
+            .buffered(window);
+        let mut hasher = full.then(Hasher::new);
+        let mut written = 0u64;
+        while let Some(item) = stream.next().await {
+            let (s, plain) = item?;
+            if let Some(h) = hasher.as_mut() {
+                h.update(&plain);
+            }
+            let seg_start = s * seg;
+            let from = range.start.saturating_sub(seg_start) as usize;
+            let to = ((range.end - seg_start) as usize).min(plain.len());
+            if from < to {
+                out.write_all(&plain[from..to]).await.map_err(StoreError::Output)?;
+                written += (to - from) as u64;
+            }
+            if let Some(p) = &progress {
+                p(written);
+            }
+        }
+        if let Some(h) = hasher {
+            if h.finalize() != obj.content_digest {
+                return Err(StoreError::Integrity { reason: "content digest of the whole object does not match" });
+            }
+        }
+        out.flush().await.map_err(StoreError::Output)?;
+        Ok(GetReceipt { version: entry.version, size: obj.size, bytes_written: written })
+    }
+
+    async fn load_manifest(&self, name_id: &[u8; 32], obj: &ObjectRef) -> Result<Manifest, StoreError> {
+        let bytes = match &obj.manifest_inline {
+            Some(b) => Bytes::from(b.clone()),
+            None => {
+                let path = manifest_path(name_id, &obj.blob_id);
+                let mut failures = Vec::new();
+                let mut found = None;
+                for i in self.ranked() {
+                    let c = &self.inner.clouds[i];
+                    match tokio::time::timeout(self.inner.tuning.op_timeout, c.read_versioned(&path, MANIFEST_BYTES_MAX)).await {
+                        Ok(Ok((Some(b), _))) if Digest::of(&b) == obj.manifest_digest => {
+                            found = Some(b);
+                            break;
+                        }
+                        Ok(Ok((Some(_), _))) => {
+                            c.strike();
+                            failures.push((c.name.clone(), "manifest digest mismatch".to_string()));
+                        }
+                        Ok(Ok((None, _))) => failures.push((c.name.clone(), "manifest missing".to_string())),
+                        Ok(Err(e)) => failures.push((c.name.clone(), one_line(&e))),
+                        Err(_) => failures.push((c.name.clone(), "timed out".to_string())),
+                    }
+                }
+                found.ok_or_else(|| StoreError::NotEnoughShards {
+                    segment: 0,
+                    valid: 0,
+                    needed: 1,
+                    n: self.n(),
+                    detail: format!("no valid manifest: {}", join_failures(&failures)),
+                })?
+            }
+        };
+        if Digest::of(&bytes) != obj.manifest_digest {
+            return Err(StoreError::Integrity { reason: "inline manifest does not match its digest" });
+        }
+        let m = Manifest::decode(&bytes)?;
+        if m.blob_id != obj.blob_id || m.size != obj.size || m.protocol != obj.protocol || m.n as usize != self.n() {
+            return Err(StoreError::Integrity { reason: "manifest does not match its metadata entry" });
+        }
+        if m.k as usize != self.k(m.protocol) {
+            return Err(StoreError::Integrity { reason: "manifest coding parameters do not match this store" });
+        }
+        Ok(m)
+    }
+
+    /// Prepares to read a blob: for DepSky-CA, fetches `k` verified key shares.
+    async fn blob_reader(&self, name_id: [u8; 32], manifest: Arc<Manifest>, _from: u64) -> Result<BlobReader, StoreError> {
+        let key = match manifest.protocol {
+            Protocol::Confidential => {
+                let shares = self.fetch_shares(&name_id, &manifest, &HashSet::new()).await?;
+                let secret = shamir::combine(&shares).map_err(StoreError::Crypto)?;
+                Some(SegmentKey::from_bytes(secret))
+            }
+            Protocol::Replicated => None,
+        };
+        let ctx = SegmentContext { store_id: self.inner.store_id, name_id, blob_id: manifest.blob_id };
+        let codec = Codec::new(manifest.protocol, manifest.k as usize, manifest.n as usize, key, ctx)?;
+        Ok(BlobReader { client: self.clone(), name_id, manifest, codec: Arc::new(codec) })
+    }
+
+    async fn fetch_shares(&self, name_id: &[u8; 32], m: &Arc<Manifest>, exclude: &HashSet<usize>) -> Result<Vec<Share>, StoreError> {
+        let hl = m.header_len() as u64;
+        let m2 = m.clone();
+        let got = self
+            .hedged_fetch(name_id, &m.blob_id, m.k as usize, 0..hl, u64::MAX, exclude, move |i, b| {
+                let share = Share::from_bytes(b).map_err(|_| "malformed key share")?;
+                if Digest::of(share.as_bytes()) != m2.share_digests[i] || share.id() as usize != i + 1 {
+                    return Err("key share does not match the manifest");
+                }
+                Ok(share)
+            })
+            .await?;
+        Ok(got.into_iter().flatten().collect())
+    }
+
+    /// Reads `range` of blob object `s<i>` from the fastest clouds until `need` of them
+    /// pass `verify`. Starts with the `need` best-ranked clouds, adds one more after the
+    /// hedge delay, and one more for each failure.
+    #[allow(clippy::too_many_arguments)]
+    async fn hedged_fetch<T, V>(
+        &self,
+        name_id: &[u8; 32],
+        blob_id: &[u8; 16],
+        need: usize,
+        range: Range<u64>,
+        segment: u64,
+        exclude: &HashSet<usize>,
+        verify: V,
+    ) -> Result<Vec<Option<T>>, StoreError>
+    where
+        V: Fn(usize, &[u8]) -> Result<T, &'static str>,
+    {
+        let n = self.n();
+        let order: Vec<usize> = self.ranked().into_iter().filter(|i| !exclude.contains(i)).collect();
+        let mut slots: Vec<Option<T>> = (0..n).map(|_| None).collect();
+        let mut ok = 0;
+        let mut failures: Vec<(String, String)> = Vec::new();
+        let timeout = self.inner.tuning.op_timeout;
+        let launch = |i: usize| {
+            let c = self.inner.clouds[i].clone();
+            let path = shard_path(name_id, blob_id, i);
+            let range = range.clone();
+            async move {
+                let t0 = Instant::now();
+                let r = if range.is_empty() {
+                    Ok(Ok(Bytes::new()))
+                } else {
+                    tokio::time::timeout(timeout, c.store().get_range(&path, range)).await
+                };
+                c.observe(t0.elapsed());
+                (i, r)
+            }
+        };
+        let mut inflight = FuturesUnordered::new();
+        let mut next = 0;
+        while next < need.min(order.len()) {
+            inflight.push(launch(order[next]));
+            next += 1;
+        }
+        let hedge_delay = {
+            let slowest = order.iter().take(need).map(|&i| self.inner.clouds[i].latency()).max().unwrap_or_default();
+            self.inner.tuning.hedge_delay_min.max(slowest * 3)
+        };
+        let hedge = tokio::time::sleep(hedge_delay);
+        tokio::pin!(hedge);
+        loop {
+            tokio::select! {
+                Some((i, r)) = inflight.next(), if !inflight.is_empty() => {
+                    let cloud = &self.inner.clouds[i];
+                    let res = match r {
+                        Err(_) => Err("timed out".to_string()),
+                        Ok(Err(object_store::Error::NotFound { .. })) => Err("missing".to_string()),
+                        Ok(Err(e)) => Err(one_line(&e)),
+                        Ok(Ok(bytes)) if bytes.len() as u64 != range.end - range.start => {
+                            cloud.strike();
+                            Err(format!("returned {} bytes instead of {}", bytes.len(), range.end - range.start))
+                        }
+                        Ok(Ok(bytes)) => verify(i, &bytes).map_err(|e| {
+                            cloud.strike();
+                            e.to_string()
+                        }),
+                    };
+                    match res {
+                        Ok(v) => {
+                            slots[i] = Some(v);
+                            ok += 1;
+                            if ok >= need {
+                                return Ok(slots);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!(cloud = %cloud.name, segment, "read failed: {e}");
+                            failures.push((cloud.name.clone(), e));
+                            if next < order.len() {
+                                inflight.push(launch(order[next]));
+                                next += 1;
+                            }
+                        }
+                    }
+                }
+                () = &mut hedge, if next < order.len() => {
+                    // Someone is slow: ask one more cloud, and remember the slowness.
+                    for &i in order.iter().take(next) {
+                        if slots[i].is_none() && !failures.iter().any(|(c, _)| *c == self.inner.clouds[i].name) {
+                            self.inner.clouds[i].observe(hedge_delay * 2);
+                        }
+                    }
+                    inflight.push(launch(order[next]));
+                    next += 1;
+                    hedge.as_mut().reset(tokio::time::Instant::now() + hedge_delay);
+                }
+                else => break,
+            }
+        }
+        Err(StoreError::NotEnoughShards { segment, valid: ok, needed: need, n, detail: join_failures(&failures) })
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Delete, list.
+
+    /// Marks `key` deleted with a signed tombstone version. The data is removed by `gc`.
+    pub async fn delete(&self, key: &str) -> Result<Version, StoreError> {
+        let name_id = self.name_id(key)?;
+        let template = VersionEntry {
+            version: Version { counter: 0, writer: self.inner.signing_key.verifying_key().to_bytes() },
+            created_ms: now_ms(),
+            encrypted_name: self.inner.name_seal.seal(&self.name_aad(&name_id), key.as_bytes()),
+            object: None,
+        };
+        let (version, bg) = self
+            .update_meta(key, &name_id, |base| match base {
+                Some(m) if m.latest().object.is_some() => Ok(push_version(Some(m), template.clone())),
+                _ => Err(StoreError::NotFound { key: key.to_owned() }),
+            })
+            .await?;
+        // Deletion markers are tiny; give stragglers a moment but do not block on them.
+        drop(bg);
+        Ok(version)
+    }
+
+    /// Name ids present in the metadata listings of the clouds, with which clouds listed
+    /// each. Needs `n − f` clouds to list successfully (a lying cloud can hide or invent
+    /// entries, but a completed write is listed by at least one correct cloud of any
+    /// `n − f`).
+    async fn listed_names(&self) -> Result<BTreeMap<[u8; 32], Vec<usize>>, StoreError> {
+        let prefix = meta_prefix();
+        let timeout = self.inner.tuning.op_timeout * 4;
+        let results: Vec<(usize, Result<Vec<[u8; 32]>, String>)> = futures::future::join_all(self.inner.clouds.iter().map(|c| {
+            let prefix = prefix.clone();
+            async move {
+                let work = c.store().list(Some(&prefix)).map_ok(|m| m.location).try_collect::<Vec<Path>>();
+                let r = match tokio::time::timeout(timeout, work).await {
+                    Ok(Ok(paths)) => Ok(paths
+                        .iter()
+                        .filter_map(|p| p.filename().and_then(parse_hex::<32>))
+                        .collect()),
+                    Ok(Err(e)) => Err(one_line(&e)),
+                    Err(_) => Err("timed out".into()),
+                };
+                (c.index, r)
+            }
+        }))
+        .await;
+        let mut names: BTreeMap<[u8; 32], Vec<usize>> = BTreeMap::new();
+        let mut failures = Vec::new();
+        let mut answered = 0;
+        for (i, r) in results {
+            match r {
+                Ok(ids) => {
+                    answered += 1;
+                    for id in ids {
+                        names.entry(id).or_default().push(i);
+                    }
+                }
+                Err(e) => failures.push((self.inner.clouds[i].name.clone(), e)),
+            }
+        }
+        if answered < self.quorum() {
+            return Err(StoreError::QuorumUnavailable {
+                op: "listing",
+                answered,
+                needed: self.quorum(),
+                n: self.n(),
+                detail: join_failures(&failures),
+            });
+        }
+        Ok(names)
+    }
+
+    /// Lists live objects whose key starts with `prefix`, sorted by key. Names and sizes
+    /// come from verified metadata, never from a cloud's listing alone.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ListEntry>, StoreError> {
+        let names = self.listed_names().await?;
+        let conc = self.inner.tuning.list_concurrency.max(1);
+        let mut out: Vec<ListEntry> = stream::iter(names.into_keys())
+            .map(|id| async move {
+                let view = self.read_meta(&id, Wait::Quorum(Duration::ZERO)).await?;
+                let Some((meta, _)) = view.best() else { return Ok(None) };
+                let latest = meta.latest();
+                let Some(key) = self.decrypt_name(&id, latest) else { return Ok(None) };
+                Ok::<_, StoreError>(self.info(&key, latest))
+            })
+            .buffer_unordered(conc)
+            .try_filter_map(|x| async move { Ok(x.filter(|e: &ListEntry| e.key.starts_with(prefix))) })
+            .try_collect()
+            .await?;
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Inspection, scrub, gc.
+
+    /// Examines every cloud's metadata and shards of `key` (reads all shards).
+    pub async fn stat(&self, key: &str) -> Result<KeyReport, StoreError> {
+        let name_id = self.name_id(key)?;
+        let view = self.read_meta(&name_id, Wait::All).await?;
+        view.require(key, &self.inner.clouds)?;
+        Ok(self.inspect(key, &name_id, &view).await)
+    }
+
+    async fn inspect(&self, key: &str, name_id: &[u8; 32], view: &MetaView) -> KeyReport {
+        let (meta, _) = view.best().expect("caller checked best");
+        let latest = meta.latest();
+        let versions = meta.entries.iter().map(|e| (e.version, e.created_ms, e.object.as_ref().map(|o| o.size))).collect();
+        let manifest = match &latest.object {
+            Some(o) => Some(self.load_manifest(name_id, o).await.map(Arc::new)),
+            None => None,
+        };
+        let mut clouds = Vec::with_capacity(self.n());
+        for (i, cm) in view.clouds.iter().enumerate() {
+            let metadata = match &cm.answer {
+                None => MetaHealth::Unreachable { reason: "no answer".into() },
+                Some(MetaAnswer::Unreachable(r)) => MetaHealth::Unreachable { reason: r.clone() },
+                Some(MetaAnswer::Absent) => MetaHealth::Missing,
+                Some(MetaAnswer::Invalid(r)) => MetaHealth::Invalid { reason: r.clone() },
+                Some(MetaAnswer::Valid(m, _)) if m.latest().version == latest.version => MetaHealth::Current,
+                Some(MetaAnswer::Valid(m, _)) => MetaHealth::Stale { has: m.latest().version },
+            };
+            let shards = match &manifest {
+                None => ShardHealth::NotApplicable,
+                Some(Err(e)) => ShardHealth::Unreachable { reason: format!("manifest unavailable: {}", one_line(e)) },
+                Some(Ok(m)) => self.check_blob(name_id, m, i).await,
+            };
+            clouds.push(CloudHealth { cloud: self.inner.clouds[i].name.clone(), metadata, shards });
+        }
+        KeyReport { key: key.to_owned(), versions, clouds }
+    }
+
+    /// Reads cloud `i`'s whole blob and checks the key share and every shard.
+    async fn check_blob(&self, name_id: &[u8; 32], m: &Manifest, i: usize) -> ShardHealth {
+        let c = &self.inner.clouds[i];
+        let path = shard_path(name_id, &m.blob_id, i);
+        let timeout = self.inner.tuning.op_timeout;
+        match tokio::time::timeout(timeout, c.store().head(&path)).await {
+            Err(_) => return ShardHealth::Unreachable { reason: "timed out".into() },
+            Ok(Err(object_store::Error::NotFound { .. })) => return ShardHealth::Missing,
+            Ok(Err(e)) => return ShardHealth::Unreachable { reason: one_line(&e) },
+            Ok(Ok(meta)) if meta.size != m.blob_len() => return ShardHealth::Corrupt { segment: None },
+            Ok(Ok(_)) => {}
+        }
+        if m.header_len() > 0 {
+            match tokio::time::timeout(timeout, c.store().get_range(&path, 0..m.header_len() as u64)).await {
+                Ok(Ok(b)) if Digest::of(&b) == m.share_digests[i] => {}
+                Ok(Ok(_)) => return ShardHealth::Corrupt { segment: None },
+                Ok(Err(e)) => return ShardHealth::Unreachable { reason: one_line(&e) },
+                Err(_) => return ShardHealth::Unreachable { reason: "timed out".into() },
+            }
+        }
+        let results = stream::iter(0..m.segments())
+            .map(|s| {
+                let path = path.clone();
+                async move {
+                    let len = m.shard_len(s) as u64;
+                    if len == 0 {
+                        return (s, Ok(Digest::of(&[]) == *m.shard_digest(s, i)));
+                    }
+                    let off = m.shard_offset(s);
+                    let r = tokio::time::timeout(timeout, c.store().get_range(&path, off..off + len)).await;
+                    (s, match r {
+                        Ok(Ok(b)) => Ok(b.len() as u64 == len && Digest::of(&b) == *m.shard_digest(s, i)),
+                        Ok(Err(e)) => Err(one_line(&e)),
+                        Err(_) => Err("timed out".to_string()),
+                    })
+                }
+            })
+            .buffered(4);
+        tokio::pin!(results);
+        while let Some((s, r)) = results.next().await {
+            match r {
+                Ok(true) => {}
+                Ok(false) => return ShardHealth::Corrupt { segment: Some(s) },
+                Err(e) => return ShardHealth::Unreachable { reason: e },
+            }
+        }
+        ShardHealth::Valid
+    }
+
+    /// Verifies every key on every cloud, names misbehaving clouds, and (with `repair`)
+    /// rewrites missing or corrupt metadata, manifests and shards from healthy clouds.
+    pub async fn scrub(&self, repair: bool, progress: Option<Progress>) -> Result<ScrubReport, StoreError> {
+        let names = self.listed_names().await?;
+        let mut rep = ScrubReport::default();
+        let mut done = 0u64;
+        for (id, listed_by) in names {
+            done += 1;
+            if let Some(p) = &progress {
+                p(done);
+            }
+            let view = match self.read_meta(&id, Wait::All).await {
+                Ok(v) => v,
+                Err(e) => {
+                    rep.failed.push((hex::encode(id), one_line(&e)));
+                    continue;
+                }
+            };
+            let Some((meta, raw)) = view.best() else {
+                // Listed, but no cloud has valid metadata: the listing clouds invented it
+                // or hold garbage under it.
+                for i in listed_by {
+                    rep.problems.push((self.inner.clouds[i].name.clone(), hex::encode(&id[..8]), "lists an object with no valid metadata".into()));
+                }
+                continue;
+            };
+            let raw = raw.clone();
+            let key = self.decrypt_name(&id, meta.latest()).unwrap_or_else(|| format!("<undecryptable {}>", hex::encode(&id[..8])));
+            rep.keys += 1;
+            let report = self.inspect(&key, &id, &view).await;
+            for (i, ch) in report.clouds.iter().enumerate() {
+                if !listed_by.contains(&i) && ch.metadata != MetaHealth::Missing && !matches!(ch.metadata, MetaHealth::Unreachable { .. }) {
+                    rep.problems.push((ch.cloud.clone(), key.clone(), "listing omits this key".into()));
+                }
+                if ch.metadata != MetaHealth::Current {
+                    rep.problems.push((ch.cloud.clone(), key.clone(), format!("metadata {}", describe_meta(&ch.metadata))));
+                }
+                if !matches!(ch.shards, ShardHealth::Valid | ShardHealth::NotApplicable) {
+                    rep.problems.push((ch.cloud.clone(), key.clone(), format!("shards {}", describe_shards(&ch.shards))));
+                }
+            }
+            if !repair {
+                continue;
+            }
+            if let Err(e) = self.repair_key(&key, &id, &view, raw, &report, &mut rep).await {
+                rep.failed.push((key.clone(), one_line(&e)));
+            }
+        }
+        Ok(rep)
+    }
+
+    async fn repair_key(&self, key: &str, name_id: &[u8; 32], view: &MetaView, raw: Bytes, report: &KeyReport, rep: &mut ScrubReport) -> Result<(), StoreError> {
+        let (meta, _) = view.best().expect("caller checked best");
+        // Shards first, so that repaired metadata never points at missing data.
+        if let Some(obj) = &meta.latest().object {
+            let m = Arc::new(self.load_manifest(name_id, obj).await?);
+            if obj.manifest_inline.is_none() {
+                let bytes = Bytes::from(m.encode());
+                for (i, c) in self.inner.clouds.iter().enumerate() {
+                    let path = manifest_path(name_id, &m.blob_id);
+                    let ok = matches!(c.read_versioned(&path, MANIFEST_BYTES_MAX).await, Ok((Some(b), _)) if Digest::of(&b) == obj.manifest_digest);
+                    if !ok && !matches!(report.clouds[i].shards, ShardHealth::Unreachable { .. }) {
+                        if c.store().put(&path, PutPayload::from(bytes.clone())).await.is_ok() {
+                            rep.repaired.push((c.name.clone(), key.to_owned(), "manifest rewritten".into()));
+                        }
+                    }
+                }
+            }
+            let bad: Vec<usize> = report
+                .clouds
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| matches!(h.shards, ShardHealth::Missing | ShardHealth::Corrupt { .. }))
+                .map(|(i, _)| i)
+                .collect();
+            if !bad.is_empty() {
+                self.rebuild_blob(name_id, m, &bad).await?;
+                for &i in &bad {
+                    rep.repaired.push((self.inner.clouds[i].name.clone(), key.to_owned(), "shards rebuilt".into()));
+                }
+            }
+        }
+        for (i, cm) in view.clouds.iter().enumerate() {
+            let stale = !matches!(report.clouds[i].metadata, MetaHealth::Current | MetaHealth::Unreachable { .. });
+            if let (true, Some(tok)) = (stale, &cm.token) {
+                let c = &self.inner.clouds[i];
+                match c.compare_and_swap(&meta_path(name_id), raw.clone(), tok).await {
+                    Ok(CasOutcome::Done) => rep.repaired.push((c.name.clone(), key.to_owned(), "metadata rewritten".into())),
+                    Ok(CasOutcome::Conflict) => rep.failed.push((key.to_owned(), format!("{}: metadata changed during repair", c.name))),
+                    Err(e) => rep.failed.push((key.to_owned(), format!("{}: {}", c.name, one_line(&e)))),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rewrites the blobs of clouds `bad` from `k` verified shards of the others.
+    async fn rebuild_blob(&self, name_id: &[u8; 32], m: Arc<Manifest>, bad: &[usize]) -> Result<(), StoreError> {
+        let exclude: HashSet<usize> = bad.iter().copied().collect();
+        let mut uploads = Uploads::start(self, name_id, &m.blob_id, bad);
+        let straggle = self.inner.tuning.straggler_timeout;
+        let result = async {
+            let key = match m.protocol {
+                Protocol::Confidential => {
+                    let shares = self.fetch_shares(name_id, &m, &exclude).await?;
+                    for &i in bad {
+                        let share = shamir::reshare(&shares, (i + 1) as u8).map_err(StoreError::Crypto)?;
+                        // Paired check: the rebuilt share must be the one the writer bound.
+                        if Digest::of(share.as_bytes()) != m.share_digests[i] {
+                            return Err(StoreError::Integrity { reason: "rebuilt key share does not match the manifest" });
+                        }
+                        uploads.send(i, Bytes::copy_from_slice(share.as_bytes()), straggle, 0).await;
+                    }
+                    let secret = shamir::combine(&shares).map_err(StoreError::Crypto)?;
+                    Some(SegmentKey::from_bytes(secret))
+                }
+                Protocol::Replicated => None,
+            };
+            let ctx = SegmentContext { store_id: self.inner.store_id, name_id: *name_id, blob_id: m.blob_id };
+            let codec = Arc::new(Codec::new(m.protocol, m.k as usize, m.n as usize, key, ctx)?);
+            for s in 0..m.segments() {
+                let mut shards = self.fetch_segment_shards(name_id, &m, s, &exclude).await?;
+                let codec = codec.clone();
+                shards = tokio::task::spawn_blocking(move || codec.complete_shards(&mut shards).map(|()| shards))
+                    .await
+                    .map_err(|e| StoreError::Io { context: "repair task".into(), source: std::io::Error::other(e) })??;
+                for &i in bad {
+                    let shard = shards[i].take().ok_or(StoreError::Integrity { reason: "shard missing after reconstruction" })?;
+                    if Digest::of(&shard) != *m.shard_digest(s, i) {
+                        return Err(StoreError::Integrity { reason: "rebuilt shard does not match the manifest" });
+                    }
+                    uploads.send(i, Bytes::from(shard), straggle, 0).await;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            uploads.cancel_all("repair failed");
+            let _ = uploads.finish("repair upload", 0, self.n()).await;
+            return Err(e);
+        }
+        let bg = uploads.finish("repair upload", bad.len(), self.n()).await?;
+        debug_assert!(bg.is_empty());
+        Ok(())
+    }
+
+    async fn fetch_segment_shards(&self, name_id: &[u8; 32], m: &Arc<Manifest>, s: u64, exclude: &HashSet<usize>) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        let off = m.shard_offset(s);
+        let len = m.shard_len(s) as u64;
+        let m2 = m.clone();
+        self.hedged_fetch(name_id, &m.blob_id, m.k as usize, off..off + len, s, exclude, move |i, b| {
+            if Digest::of(b) == *m2.shard_digest(s, i) { Ok(b.to_vec()) } else { Err("shard does not match the manifest") }
+        })
+        .await
+    }
+
+    /// Drops all but the newest `keep` versions of every key from metadata, deletes
+    /// their blobs, purges deleted keys, and deletes unreferenced blobs older than
+    /// `grace` (younger ones may belong to writes in progress).
+    pub async fn gc(&self, keep: usize, grace: Duration) -> Result<GcReport, StoreError> {
+        let keep = keep.clamp(1, VERSIONS_MAX);
+        let mut rep = GcReport::default();
+        let listed = self.listed_names().await?;
+        let mut ids: HashSet<[u8; 32]> = listed.keys().copied().collect();
+        // Blob directories without metadata (writes that crashed before their metadata).
+        for c in &self.inner.clouds {
+            let prefix = Path::from(format!("{ROOT}/b"));
+            if let Ok(Ok(l)) = tokio::time::timeout(self.inner.tuning.op_timeout, c.store().list_with_delimiter(Some(&prefix))).await {
+                ids.extend(l.common_prefixes.iter().filter_map(|p| p.filename().and_then(parse_hex::<32>)));
+            }
+        }
+        let cutoff_ms = now_ms().saturating_sub(grace.as_millis() as u64);
+        for id in ids {
+            rep.keys += 1;
+            let view = match self.read_meta(&id, Wait::Quorum(self.inner.tuning.quorum_grace)).await {
+                Ok(v) => v,
+                Err(e) => {
+                    rep.warnings.push(format!("{}: {}", hex::encode(&id[..8]), one_line(&e)));
+                    continue;
+                }
+            };
+            let mut referenced: HashSet<[u8; 16]> = HashSet::new();
+            let mut purge = false;
+            if let Some((meta, _)) = view.best() {
+                let key = self.decrypt_name(&id, meta.latest()).unwrap_or_else(|| hex::encode(&id[..8]));
+                let latest = meta.latest();
+                if latest.object.is_none() && latest.created_ms < cutoff_ms {
+                    purge = true;
+                } else if meta.entries.len() > keep {
+                    let dropped = meta.entries.len() - keep;
+                    let r = self
+                        .update_meta(&key, &id, |base| {
+                            let b = base.ok_or(StoreError::NotFound { key: key.clone() })?;
+                            Ok(b.entries.iter().take(keep).cloned().collect())
+                        })
+                        .await;
+                    match r {
+                        Ok(_) => rep.versions_dropped += dropped,
+                        Err(e) => {
+                            rep.warnings.push(format!("{key}: {}", one_line(&e)));
+                            // Keep everything the current metadata references.
+                            referenced.extend(meta.entries.iter().filter_map(|e| e.object.as_ref().map(|o| o.blob_id)));
+                        }
+                    }
+                    referenced.extend(meta.entries.iter().take(keep).filter_map(|e| e.object.as_ref().map(|o| o.blob_id)));
+                } else {
+                    referenced.extend(meta.entries.iter().filter_map(|e| e.object.as_ref().map(|o| o.blob_id)));
+                }
+            }
+            // Blobs referenced by no kept version: delete those of dropped versions now,
+            // unknown ones only once they are older than the grace period.
+            let dropped_blobs: HashSet<[u8; 16]> = view
+                .best()
+                .map(|(m, _)| m.entries.iter().filter_map(|e| e.object.as_ref().map(|o| o.blob_id)).collect())
+                .unwrap_or_default();
+            for c in &self.inner.clouds {
+                let objs: Vec<object_store::ObjectMeta> = match tokio::time::timeout(
+                    self.inner.tuning.op_timeout * 4,
+                    c.store().list(Some(&blobs_prefix(&id))).try_collect(),
+                )
+                .await
+                {
+                    Ok(Ok(v)) => v,
+                    Ok(Err(e)) => {
+                        rep.warnings.push(format!("{}: listing blobs: {}", c.name, one_line(&e)));
+                        continue;
+                    }
+                    Err(_) => {
+                        rep.warnings.push(format!("{}: listing blobs timed out", c.name));
+                        continue;
+                    }
+                };
+                let doomed: Vec<Path> = objs
+                    .into_iter()
+                    .filter(|o| {
+                        let blob = o.location.parts().nth(4).and_then(|p| parse_hex::<16>(p.as_ref()));
+                        match blob {
+                            Some(b) if referenced.contains(&b) => false,
+                            Some(b) if dropped_blobs.contains(&b) || purge => true,
+                            _ => (o.last_modified.timestamp_millis().max(0) as u64) < cutoff_ms,
+                        }
+                    })
+                    .map(|o| o.location)
+                    .collect();
+                let count = doomed.len();
+                let deleted = c
+                    .store()
+                    .delete_stream(stream::iter(doomed.into_iter().map(Ok)).boxed())
+                    .filter(|r| futures::future::ready(r.is_ok()))
+                    .count()
+                    .await;
+                rep.objects_deleted += deleted;
+                if deleted < count {
+                    rep.warnings.push(format!("{}: {} deletions failed", c.name, count - deleted));
+                }
+            }
+            if purge {
+                for c in &self.inner.clouds {
+                    match c.store().delete(&meta_path(&id)).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                        Err(e) => rep.warnings.push(format!("{}: {}", c.name, one_line(&e))),
+                    }
+                }
+                rep.keys_purged += 1;
+            }
+        }
+        Ok(rep)
+    }
+}
+
+fn describe_meta(m: &MetaHealth) -> String {
+    match m {
+        MetaHealth::Current => "current".into(),
+        MetaHealth::Stale { has } => format!("stale (holds {has})"),
+        MetaHealth::Missing => "missing".into(),
+        MetaHealth::Invalid { reason } => format!("invalid ({reason})"),
+        MetaHealth::Unreachable { reason } => format!("unreachable ({reason})"),
+    }
+}
+
+fn describe_shards(s: &ShardHealth) -> String {
+    match s {
+        ShardHealth::Valid => "valid".into(),
+        ShardHealth::Missing => "missing".into(),
+        ShardHealth::Corrupt { segment: Some(s) } => format!("corrupt (segment {s})"),
+        ShardHealth::Corrupt { segment: None } => "corrupt (key share or length)".into(),
+        ShardHealth::Unreachable { reason } => format!("unreachable ({reason})"),
+        ShardHealth::NotApplicable => "n/a".into(),
+    }
+}
+
+impl fmt::Display for MetaHealth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&describe_meta(self))
+    }
+}
+
+impl fmt::Display for ShardHealth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&describe_shards(self))
+    }
+}
+
+/// New version list: `entry` with the next counter, then the base's versions (bounded).
+fn push_version(base: Option<&Metadata>, mut entry: VersionEntry) -> Vec<VersionEntry> {
+    let counter = base.map_or(0, |m| m.latest().version.counter);
+    entry.version.counter = counter.checked_add(1).expect("version counter overflow (2^64 writes)");
+    let mut entries = vec![entry];
+    if let Some(m) = base {
+        entries.extend(m.entries.iter().take(VERSIONS_MAX - 1).cloned());
+    }
+    entries
+}
+
+/// Reads a blob segment by segment for `get`.
+struct BlobReader {
+    client: CloudOfClouds,
+    name_id: [u8; 32],
+    manifest: Arc<Manifest>,
+    codec: Arc<Codec>,
+}
+
+impl BlobReader {
+    async fn read_segment(&self, s: u64) -> Result<Vec<u8>, StoreError> {
+        let shards = self.client.fetch_segment_shards(&self.name_id, &self.manifest, s, &HashSet::new()).await?;
+        let last = s + 1 == self.manifest.segments();
+        let plain_len = self.manifest.segment_plain_len(s);
+        let codec = self.codec.clone();
+        tokio::task::spawn_blocking(move || codec.decode(s, last, plain_len, shards))
+            .await
+            .map_err(|e| StoreError::Io { context: "decoding task".into(), source: std::io::Error::other(e) })?
+    }
+}
+
+/// Cuts an input stream into segments, reading one ahead to know which is last.
+struct SegmentReader<R> {
+    input: R,
+    segment_size: usize,
+    lookahead: Option<Vec<u8>>,
+    index: u64,
+    done: bool,
+}
+
+impl<R: AsyncRead + Unpin> SegmentReader<R> {
+    fn new(input: R, segment_size: usize) -> Self {
+        Self { input, segment_size, lookahead: None, index: 0, done: false }
+    }
+
+    async fn fill(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut buf = Vec::with_capacity(self.segment_size + rampart_crypto::aead::TAG_LEN + 64);
+        (&mut self.input).take(self.segment_size as u64).read_to_end(&mut buf).await?;
+        Ok(buf)
+    }
+
+    /// `(index, is_last, bytes)`; an empty input yields one empty last segment.
+    async fn next(&mut self) -> std::io::Result<Option<(u64, bool, Vec<u8>)>> {
+        if self.done {
+            return Ok(None);
+        }
+        let cur = match self.lookahead.take() {
+            Some(b) => b,
+            None => self.fill().await?,
+        };
+        let last = if cur.len() < self.segment_size {
+            true
+        } else {
+            let next = self.fill().await?;
+            let empty = next.is_empty();
+            if !empty {
+                self.lookahead = Some(next);
+            }
+            empty
+        };
+        self.done = last;
+        let i = self.index;
+        self.index += 1;
+        Ok(Some((i, last, cur)))
+    }
+}

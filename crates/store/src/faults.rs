@@ -1,0 +1,351 @@
+//! A fault-injecting `ObjectStore` wrapper, for tests and demonstrations.
+//!
+//! [`FaultyStore`] forwards every call to an inner store unless its [`FaultControl`] says
+//! otherwise. Faults can be switched while a test runs. It models a provider that is
+//! down, slow, or actively malicious: corrupting or truncating bytes, serving stale or
+//! rolled-back metadata, forging metadata signatures, lying in listings, or acknowledging
+//! writes it never stores.
+//!
+//! Nothing in production uses this module; it exists so that the fault-tolerance claims
+//! are tested against a real `ObjectStore` implementation rather than a mock of the
+//! protocol.
+#![deny(clippy::missing_trait_methods)]
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::{self, BoxStream, StreamExt};
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
+    UploadPart,
+};
+use rampart_crypto::sign::SigningKey;
+
+use crate::meta::Metadata;
+
+/// What a faulty cloud does.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Fault {
+    /// Behaves correctly.
+    #[default]
+    None,
+    /// Every request fails at once.
+    Down,
+    /// Every request is delayed by this much first.
+    Slow(Duration),
+    /// Reads return the stored bytes with one byte flipped.
+    CorruptReads,
+    /// Reads of data objects (not metadata) return one byte flipped.
+    CorruptData,
+    /// Reads return only the first half of the bytes.
+    TruncateReads,
+    /// Metadata reads return the previous version written (stale).
+    StaleMetadata,
+    /// Metadata reads return the first version ever written (rolled back).
+    RollbackMetadata,
+    /// Metadata reads return a newer-looking version whose signature is forged.
+    ForgeMetadata,
+    /// Listings hide every other entry and invent a fake one.
+    LieInListings,
+    /// Writes are acknowledged but silently discarded.
+    DropWrites,
+}
+
+#[derive(Default)]
+struct State {
+    fault: Fault,
+    /// For metadata paths: the first and the previous bytes written (bounded: two per path).
+    history: HashMap<Path, (Bytes, Option<Bytes>)>,
+}
+
+/// Handle that switches a [`FaultyStore`]'s behaviour.
+#[derive(Clone, Default)]
+pub struct FaultControl(Arc<Mutex<State>>);
+
+impl FaultControl {
+    /// Sets the current fault.
+    pub fn set(&self, fault: Fault) {
+        self.0.lock().expect("fault state lock").fault = fault;
+    }
+
+    /// The current fault.
+    pub fn get(&self) -> Fault {
+        self.0.lock().expect("fault state lock").fault.clone()
+    }
+}
+
+impl fmt::Debug for FaultControl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FaultControl({:?})", self.get())
+    }
+}
+
+/// An `ObjectStore` that injects [`Fault`]s in front of an inner store.
+pub struct FaultyStore {
+    inner: Arc<dyn ObjectStore>,
+    ctl: FaultControl,
+}
+
+impl FaultyStore {
+    /// Wraps `inner`; returns the store and its control handle.
+    pub fn new(inner: Arc<dyn ObjectStore>) -> (Arc<Self>, FaultControl) {
+        let ctl = FaultControl::default();
+        (Arc::new(Self { inner, ctl: ctl.clone() }), ctl)
+    }
+
+    async fn gate(&self) -> Result<Fault> {
+        let fault = self.ctl.get();
+        match &fault {
+            Fault::Down => Err(injected("cloud down")),
+            Fault::Slow(d) => {
+                tokio::time::sleep(*d).await;
+                Ok(fault)
+            }
+            _ => Ok(fault),
+        }
+    }
+
+    fn is_metadata(path: &Path) -> bool {
+        path.as_ref().contains("/m/")
+    }
+
+    fn record(&self, path: &Path, bytes: &Bytes) {
+        if !Self::is_metadata(path) {
+            return;
+        }
+        let mut st = self.ctl.0.lock().expect("fault state lock");
+        match st.history.get_mut(path) {
+            None => {
+                st.history.insert(path.clone(), (bytes.clone(), None));
+            }
+            Some(h) => h.1 = Some(bytes.clone()),
+        }
+    }
+
+    /// The bytes a malicious cloud serves instead of the current metadata, if any.
+    fn substitute_metadata(&self, fault: &Fault, path: &Path, current: &Bytes) -> Option<Bytes> {
+        if !Self::is_metadata(path) {
+            return None;
+        }
+        let st = self.ctl.0.lock().expect("fault state lock");
+        let (first, _) = st.history.get(path)?;
+        match fault {
+            Fault::RollbackMetadata => Some(first.clone()),
+            Fault::StaleMetadata => {
+                // The version before the current one: the first if only two were written.
+                let h = st.history.get(path)?;
+                match &h.1 {
+                    Some(prev) if prev != current => Some(prev.clone()),
+                    _ => Some(h.0.clone()),
+                }
+            }
+            Fault::ForgeMetadata => forge(current),
+            _ => None,
+        }
+    }
+}
+
+/// Keeps the trusted signer's name but bumps the version and signs with an attacker key.
+fn forge(current: &Bytes) -> Option<Bytes> {
+    let mut meta = Metadata::decode_unverified(current).ok()?;
+    let attacker = SigningKey::generate();
+    let claimed = meta.signer;
+    meta.entries[0].version.counter = meta.entries[0].version.counter.saturating_add(1000);
+    if let Some(o) = meta.entries[0].object.as_mut() {
+        o.size = o.size.saturating_add(1);
+    }
+    meta.signer = attacker.verifying_key();
+    let mut bytes = meta.sign(&attacker);
+    // Splice the trusted signer's public key back in: the signature no longer matches it.
+    let sig_at = bytes.len() - 64;
+    bytes[sig_at - 32..sig_at].copy_from_slice(&claimed.to_bytes());
+    Some(Bytes::from(bytes))
+}
+
+fn injected(what: &'static str) -> object_store::Error {
+    object_store::Error::Generic { store: "FaultyStore", source: format!("injected fault: {what}").into() }
+}
+
+impl fmt::Debug for FaultyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FaultyStore({}, {:?})", self.inner, self.ctl.get())
+    }
+}
+
+impl fmt::Display for FaultyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FaultyStore({})", self.inner)
+    }
+}
+
+#[derive(Debug)]
+struct DiscardUpload;
+
+#[async_trait]
+impl MultipartUpload for DiscardUpload {
+    fn put_part(&mut self, _data: PutPayload) -> UploadPart {
+        Box::pin(async { Ok(()) })
+    }
+    async fn complete(&mut self) -> Result<PutResult> {
+        Ok(PutResult { e_tag: Some("discarded".into()), version: None, extensions: Default::default() })
+    }
+    async fn abort(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ObjectStore for FaultyStore {
+    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+        if self.gate().await? == Fault::DropWrites {
+            return Ok(PutResult { e_tag: Some("discarded".into()), version: None, extensions: Default::default() });
+        }
+        let bytes: Bytes = payload.clone().into();
+        let res = self.inner.put_opts(location, payload, opts).await?;
+        self.record(location, &bytes);
+        Ok(res)
+    }
+
+    async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
+        if self.gate().await? == Fault::DropWrites {
+            return Ok(Box::new(DiscardUpload));
+        }
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        let fault = self.gate().await?;
+        let res = self.inner.get_opts(location, options).await?;
+        let tamper = (fault == Fault::CorruptData && !Self::is_metadata(location))
+            || matches!(
+            fault,
+            Fault::CorruptReads
+                | Fault::TruncateReads
+                | Fault::StaleMetadata
+                | Fault::RollbackMetadata
+                | Fault::ForgeMetadata
+        );
+        if !tamper || res.range.is_empty() {
+            return Ok(res);
+        }
+        let GetResult { meta, range, attributes, extensions, payload } = res;
+        let bytes = GetResult { meta: meta.clone(), range: range.clone(), attributes: attributes.clone(), extensions: extensions.clone(), payload }
+            .bytes()
+            .await?;
+        let out = match fault {
+            Fault::CorruptReads | Fault::CorruptData => {
+                let mut v = bytes.to_vec();
+                let i = v.len() / 2;
+                v[i] ^= 0x01;
+                Bytes::from(v)
+            }
+            Fault::TruncateReads => bytes.slice(..bytes.len() / 2),
+            _ => self.substitute_metadata(&fault, location, &bytes).unwrap_or(bytes),
+        };
+        let range = range.start..range.start + out.len() as u64;
+        let mut meta = meta;
+        if Self::is_metadata(location) {
+            meta.size = out.len() as u64;
+        }
+        Ok(GetResult {
+            payload: GetResultPayload::Stream(stream::once(async move { Ok(out) }).boxed()),
+            meta,
+            range,
+            attributes,
+            extensions,
+        })
+    }
+
+    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        let mut out = Vec::with_capacity(ranges.len());
+        for r in ranges {
+            let opts = GetOptions { range: Some(r.clone().into()), ..Default::default() };
+            out.push(self.get_opts(location, opts).await?.bytes().await?);
+        }
+        Ok(out)
+    }
+
+    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
+        match self.ctl.get() {
+            Fault::Down => locations.map(|_| Err(injected("cloud down"))).boxed(),
+            Fault::DropWrites => locations,
+            _ => self.inner.delete_stream(locations),
+        }
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        let fault = self.ctl.get();
+        let inner = self.inner.list(prefix);
+        match fault {
+            Fault::Down => stream::once(async { Err(injected("cloud down")) }).boxed(),
+            Fault::LieInListings => lie(inner, prefix.cloned()),
+            _ => inner,
+        }
+    }
+
+    fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
+        let fault = self.ctl.get();
+        let inner = self.inner.list_with_offset(prefix, offset);
+        match fault {
+            Fault::Down => stream::once(async { Err(injected("cloud down")) }).boxed(),
+            Fault::LieInListings => lie(inner, prefix.cloned()),
+            _ => inner,
+        }
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        let fault = self.gate().await?;
+        let mut res = self.inner.list_with_delimiter(prefix).await?;
+        if fault == Fault::LieInListings {
+            let mut i = 0;
+            res.objects.retain(|_| {
+                i += 1;
+                i % 2 == 0
+            });
+        }
+        Ok(res)
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        if self.gate().await? == Fault::DropWrites {
+            return Ok(());
+        }
+        self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
+        if self.gate().await? == Fault::DropWrites {
+            return Ok(());
+        }
+        self.inner.rename_opts(from, to, options).await
+    }
+}
+
+/// Hides every other entry and appends an invented one under the same prefix.
+fn lie(inner: BoxStream<'static, Result<ObjectMeta>>, prefix: Option<Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+    let mut i = 0u64;
+    let hidden = inner.filter(move |_| {
+        i += 1;
+        futures::future::ready(i % 2 == 0)
+    });
+    let fake_path = match prefix {
+        Some(p) => p.clone().join("00000000000000000000000000000000000000000000000000000000deadbeef"),
+        None => Path::from("invented-by-a-lying-cloud"),
+    };
+    let fake = ObjectMeta {
+        location: fake_path,
+        last_modified: Default::default(),
+        size: 1,
+        e_tag: None,
+        version: None,
+    };
+    hidden.chain(stream::once(async move { Ok(fake) })).boxed()
+}

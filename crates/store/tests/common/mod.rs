@@ -1,0 +1,64 @@
+//! Shared helpers for the store's integration tests.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use object_store::memory::InMemory;
+use rampart_store::cloud::{CasMode, Cloud};
+use rampart_store::config::Secrets;
+use rampart_store::faults::{FaultControl, FaultyStore};
+use rampart_store::{CloudOfClouds, Protocol, Tuning};
+
+/// Segment size used by tests: small, so that multi-segment objects stay small.
+pub const SEG: u32 = 4096;
+
+/// Tuning for tests: short hedges and timeouts so that faults resolve quickly.
+pub fn tuning() -> Tuning {
+    Tuning {
+        hedge_delay_min: std::time::Duration::from_millis(20),
+        straggler_timeout: std::time::Duration::from_secs(2),
+        op_timeout: std::time::Duration::from_secs(5),
+        ..Tuning::default()
+    }
+}
+
+/// `n` in-memory clouds, each behind a fault injector.
+pub fn memory_store(n: usize, protocol: Protocol) -> (CloudOfClouds, Vec<FaultControl>) {
+    let mut ctls = Vec::new();
+    let clouds = (0..n)
+        .map(|i| {
+            let (faulty, ctl) = FaultyStore::new(Arc::new(InMemory::new()));
+            ctls.push(ctl);
+            Cloud::new(format!("mem-{i}"), i, faulty, CasMode::Native)
+        })
+        .collect();
+    let store = CloudOfClouds::from_parts([7; 16], protocol, SEG, Secrets::generate(), vec![], clouds, tuning()).unwrap();
+    (store, ctls)
+}
+
+/// Deterministic test data of `len` bytes, distinct per `seed`.
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Puts `bytes` under `key`, waiting for stragglers briefly.
+pub async fn put(store: &CloudOfClouds, key: &str, bytes: &[u8]) -> Result<rampart_store::Version, rampart_store::StoreError> {
+    let r = store.put(key, bytes, Vec::new(), None).await?;
+    r.background.wait(std::time::Duration::from_secs(5)).await;
+    Ok(r.version)
+}
+
+/// Gets the newest bytes of `key`.
+pub async fn get(store: &CloudOfClouds, key: &str) -> Result<Vec<u8>, rampart_store::StoreError> {
+    let mut out = Vec::new();
+    store.get(key, &mut out, None, None).await?;
+    Ok(out)
+}

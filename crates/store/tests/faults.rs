@@ -1,0 +1,448 @@
+//! Fault tolerance: with up to f faulty clouds every get returns exactly the last
+//! written bytes; with f + 1 faulty clouds a get returns those bytes or fails, and never
+//! returns anything else.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{SEG, data, get, memory_store, put};
+use proptest::prelude::*;
+use rampart_store::faults::Fault;
+use rampart_store::{Protocol, StoreError};
+
+const SIZES: [usize; 7] = [0, 1, SEG as usize - 1, SEG as usize, SEG as usize + 1, 3 * SEG as usize + 7, 40_000];
+
+fn all_faults() -> Vec<Fault> {
+    vec![
+        Fault::Down,
+        Fault::Slow(Duration::from_millis(150)),
+        Fault::CorruptReads,
+        Fault::CorruptData,
+        Fault::TruncateReads,
+        Fault::StaleMetadata,
+        Fault::RollbackMetadata,
+        Fault::ForgeMetadata,
+        Fault::LieInListings,
+        Fault::DropWrites,
+    ]
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+#[test]
+fn roundtrip_all_sizes_both_protocols() {
+    rt().block_on(async {
+        for protocol in [Protocol::Confidential, Protocol::Replicated] {
+            let (store, _) = memory_store(4, protocol);
+            for (i, &len) in SIZES.iter().enumerate() {
+                let key = format!("k{i}");
+                let bytes = data(len, i as u64);
+                put(&store, &key, &bytes).await.unwrap();
+                assert_eq!(get(&store, &key).await.unwrap(), bytes, "{protocol} size {len}");
+                let info = store.head(&key).await.unwrap();
+                assert_eq!(info.size, len as u64);
+            }
+            let listed: Vec<String> = store.list("").await.unwrap().into_iter().map(|e| e.key).collect();
+            assert_eq!(listed.len(), SIZES.len());
+        }
+    });
+}
+
+#[test]
+fn ranged_reads_return_exact_slices() {
+    rt().block_on(async {
+        let (store, _) = memory_store(4, Protocol::Confidential);
+        let bytes = data(5 * SEG as usize + 123, 9);
+        put(&store, "r", &bytes).await.unwrap();
+        let len = bytes.len() as u64;
+        for range in [0..1, 0..len, 1..SEG as u64 + 1, SEG as u64..2 * SEG as u64, len - 1..len, 17..17, 4000..12000] {
+            let mut out = Vec::new();
+            let rec = store.get("r", &mut out, Some(range.clone()), None).await.unwrap();
+            assert_eq!(out, &bytes[range.start as usize..range.end as usize], "range {range:?}");
+            assert_eq!(rec.bytes_written, range.end - range.start);
+        }
+        let mut out = Vec::new();
+        assert!(store.get("r", &mut out, Some(0..len + 1), None).await.is_err());
+    });
+}
+
+/// One cloud (f = 1) misbehaves in each way, set before or after the write.
+#[test]
+fn any_single_faulty_cloud_is_tolerated() {
+    rt().block_on(async {
+        for protocol in [Protocol::Confidential, Protocol::Replicated] {
+            for fault in all_faults() {
+                for before_write in [true, false] {
+                    for victim in [0usize, 3] {
+                        let (store, ctl) = memory_store(4, protocol);
+                        let bytes = data(2 * SEG as usize + 5, 1);
+                        // A first version, so that stale and rolled-back metadata exist.
+                        put(&store, "key", &data(100, 2)).await.unwrap();
+                        if before_write {
+                            ctl[victim].set(fault.clone());
+                        }
+                        put(&store, "key", &bytes).await.unwrap_or_else(|e| panic!("{protocol} {fault:?} put: {e}"));
+                        ctl[victim].set(fault.clone());
+                        let got = get(&store, "key").await.unwrap_or_else(|e| panic!("{protocol} {fault:?}: {e}"));
+                        assert_eq!(got, bytes, "{protocol} {fault:?} before_write={before_write} victim={victim}");
+                        let listed = store.list("").await.unwrap();
+                        assert_eq!(listed.len(), 1, "{fault:?}: listing must come from verified metadata");
+                        assert_eq!(listed[0].key, "key");
+                        assert_eq!(listed[0].size, bytes.len() as u64);
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Two of four clouds (f + 1) misbehave: a get returns the exact bytes or an error.
+#[test]
+fn two_faulty_clouds_never_yield_wrong_bytes() {
+    rt().block_on(async {
+        let faults = all_faults();
+        let mut failures = 0;
+        for a in &faults {
+            for b in &faults {
+                let (store, ctl) = memory_store(4, Protocol::Confidential);
+                let bytes = data(3 * SEG as usize, 3);
+                put(&store, "key", &data(10, 4)).await.unwrap();
+                put(&store, "key", &bytes).await.unwrap();
+                ctl[1].set(a.clone());
+                ctl[2].set(b.clone());
+                match get(&store, "key").await {
+                    Ok(got) => assert_eq!(got, bytes, "{a:?}+{b:?} returned wrong bytes"),
+                    Err(e) => {
+                        failures += 1;
+                        // Errors are loud and name the problem.
+                        let msg = e.to_string();
+                        assert!(!msg.contains('\n'));
+                        assert!(
+                            matches!(e, StoreError::NotEnoughShards { .. } | StoreError::QuorumUnavailable { .. } | StoreError::Integrity { .. }),
+                            "{a:?}+{b:?}: unexpected error kind: {msg}"
+                        );
+                    }
+                }
+            }
+        }
+        // Some combinations (two clouds down, two corrupting) must fail: the check above
+        // is not vacuous.
+        assert!(failures > 0);
+    });
+}
+
+#[test]
+fn two_clouds_down_fails_loudly() {
+    rt().block_on(async {
+        let (store, ctl) = memory_store(4, Protocol::Confidential);
+        put(&store, "key", b"hello").await.unwrap();
+        ctl[0].set(Fault::Down);
+        ctl[1].set(Fault::Down);
+        let err = get(&store, "key").await.unwrap_err();
+        assert!(matches!(err, StoreError::QuorumUnavailable { answered: 2, needed: 3, .. }), "{err}");
+        assert!(err.to_string().contains("mem-0"), "names the failing clouds: {err}");
+        let err = put(&store, "key", b"new").await.unwrap_err();
+        assert!(matches!(err, StoreError::QuorumUnavailable { .. }), "{err}");
+        // Nothing half-written became visible.
+        ctl[0].set(Fault::None);
+        ctl[1].set(Fault::None);
+        assert_eq!(get(&store, "key").await.unwrap(), b"hello");
+    });
+}
+
+#[test]
+fn two_clouds_corrupting_fails_loudly() {
+    rt().block_on(async {
+        let (store, ctl) = memory_store(4, Protocol::Confidential);
+        put(&store, "key", &data(10_000, 5)).await.unwrap();
+        ctl[0].set(Fault::CorruptReads);
+        ctl[1].set(Fault::CorruptReads);
+        ctl[2].set(Fault::None);
+        // With two corrupting and two correct clouds, k = 2 valid shards still exist...
+        assert_eq!(get(&store, "key").await.unwrap(), data(10_000, 5));
+        // ...but with a third cloud down, the read must refuse.
+        ctl[3].set(Fault::Down);
+        let err = get(&store, "key").await.unwrap_err();
+        assert!(matches!(err, StoreError::NotEnoughShards { valid: 1, needed: 2, .. } | StoreError::QuorumUnavailable { .. }), "{err}");
+    });
+}
+
+/// Per-shard digests are what protect DepSky-A reads (there is no AEAD) and ranged reads
+/// (there is no whole-object digest): a cloud corrupting only data must never leak
+/// through, whichever cloud is asked first.
+#[test]
+fn corrupt_data_never_reaches_a_ranged_read() {
+    rt().block_on(async {
+        for protocol in [Protocol::Replicated, Protocol::Confidential] {
+            for victim in 0..4 {
+                let (store, ctl) = memory_store(4, protocol);
+                let bytes = data(3 * SEG as usize, 10);
+                put(&store, "k", &bytes).await.unwrap();
+                ctl[victim].set(Fault::CorruptData);
+                for _ in 0..3 {
+                    let mut out = Vec::new();
+                    store.get("k", &mut out, Some(100..9000), None).await.unwrap();
+                    assert_eq!(out, &bytes[100..9000], "{protocol} victim {victim}");
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn a_slow_cloud_does_not_slow_reads() {
+    rt().block_on(async {
+        let (store, ctl) = memory_store(4, Protocol::Confidential);
+        let bytes = data(8 * SEG as usize, 6);
+        put(&store, "key", &bytes).await.unwrap();
+        // Warm the latency estimates, then make cloud 0 very slow.
+        get(&store, "key").await.unwrap();
+        ctl[0].set(Fault::Slow(Duration::from_secs(30)));
+        let t = std::time::Instant::now();
+        assert_eq!(get(&store, "key").await.unwrap(), bytes);
+        // Hedging moves on after tens of milliseconds; the slow cloud's 30 s never shows.
+        assert!(t.elapsed() < Duration::from_secs(10), "read took {:?}", t.elapsed());
+    });
+}
+
+#[test]
+fn bad_inputs_get_clear_errors() {
+    rt().block_on(async {
+        let (store, _) = memory_store(4, Protocol::Confidential);
+        assert!(matches!(put(&store, "", b"x").await, Err(StoreError::InvalidKey { .. })));
+        assert!(matches!(put(&store, "a\nb", b"x").await, Err(StoreError::InvalidKey { .. })));
+        assert!(matches!(put(&store, &"x".repeat(1025), b"x").await, Err(StoreError::InvalidKey { .. })));
+        assert!(matches!(get(&store, "missing").await, Err(StoreError::NotFound { .. })));
+        assert!(matches!(store.delete("missing").await, Err(StoreError::NotFound { .. })));
+        let big = vec![0u8; 9000];
+        assert!(matches!(store.put("k", &b""[..], big, None).await, Err(StoreError::TooLarge { .. })));
+    });
+}
+
+#[test]
+fn untrusted_writer_is_rejected_with_a_clear_error() {
+    rt().block_on(async {
+        let (store, ctl) = memory_store(4, Protocol::Confidential);
+        put(&store, "key", b"genuine").await.unwrap();
+        // Every cloud serves metadata with a forged signature: nothing verifies.
+        for c in &ctl {
+            c.set(Fault::ForgeMetadata);
+        }
+        let err = get(&store, "key").await.unwrap_err();
+        assert!(matches!(err, StoreError::NoValidMetadata { .. }), "{err}");
+        assert!(err.to_string().contains("signature"), "{err}");
+    });
+}
+
+#[test]
+fn delete_then_gc_reclaims_everything() {
+    rt().block_on(async {
+        let (store, _) = memory_store(4, Protocol::Confidential);
+        for v in 0..3u64 {
+            put(&store, "a", &data(5000, v)).await.unwrap();
+        }
+        put(&store, "b", b"keep me").await.unwrap();
+        let rep = store.gc(1, Duration::ZERO).await.unwrap();
+        assert_eq!(rep.versions_dropped, 2, "{rep:?}");
+        assert!(rep.objects_deleted >= 8, "two old blobs on four clouds: {rep:?}");
+        assert_eq!(get(&store, "a").await.unwrap(), data(5000, 2));
+        assert_eq!(store.stat("a").await.unwrap().versions.len(), 1);
+
+        store.delete("a").await.unwrap();
+        assert!(matches!(get(&store, "a").await, Err(StoreError::NotFound { .. })));
+        let rep = store.gc(1, Duration::ZERO).await.unwrap();
+        assert_eq!(rep.keys_purged, 1, "{rep:?}");
+        let keys: Vec<String> = store.list("").await.unwrap().into_iter().map(|e| e.key).collect();
+        assert_eq!(keys, vec!["b".to_string()]);
+        assert_eq!(get(&store, "b").await.unwrap(), b"keep me");
+    });
+}
+
+#[test]
+fn scrub_names_and_repairs_faulty_clouds() {
+    rt().block_on(async {
+        let (store, ctl) = memory_store(4, Protocol::Confidential);
+        let bytes = data(4 * SEG as usize, 8);
+        // Cloud 2 drops everything written to it: it will hold nothing for "k".
+        ctl[2].set(Fault::DropWrites);
+        put(&store, "k", &bytes).await.unwrap();
+        ctl[2].set(Fault::None);
+        let rep = store.scrub(false, None).await.unwrap();
+        assert_eq!(rep.misbehaving_clouds().first().map(|c| c.0.as_str()), Some("mem-2"), "{rep:?}");
+        assert!(rep.repaired.is_empty());
+        let rep = store.scrub(true, None).await.unwrap();
+        assert!(rep.repaired.iter().any(|(c, _, w)| c == "mem-2" && w == "shards rebuilt"), "{rep:?}");
+        assert!(rep.failed.is_empty(), "{rep:?}");
+        // After repair, cloud 2 alone plus one other suffices: take two others down.
+        ctl[0].set(Fault::Down);
+        let stat = store.stat("k").await.unwrap();
+        assert!(stat.clouds[2].healthy(), "{stat:?}");
+        ctl[0].set(Fault::None);
+        ctl[1].set(Fault::CorruptReads);
+        ctl[3].set(Fault::CorruptReads);
+        assert_eq!(get(&store, "k").await.unwrap(), bytes, "repaired shards must be valid");
+        // And a clean store scrubs clean.
+        ctl[1].set(Fault::None);
+        ctl[3].set(Fault::None);
+        let rep = store.scrub(false, None).await.unwrap();
+        assert!(rep.problems.is_empty(), "{rep:?}");
+    });
+}
+
+#[test]
+fn scrub_names_a_cloud_that_lies_in_listings() {
+    rt().block_on(async {
+        let (store, ctl) = memory_store(4, Protocol::Confidential);
+        for i in 0..4 {
+            put(&store, &format!("k{i}"), b"v").await.unwrap();
+        }
+        ctl[1].set(Fault::LieInListings);
+        let rep = store.scrub(false, None).await.unwrap();
+        let bad = rep.misbehaving_clouds();
+        assert_eq!(bad.len(), 1, "{rep:?}");
+        assert_eq!(bad[0].0, "mem-1");
+    });
+}
+
+/// Concurrent writers on one key: every acknowledged write gets a distinct version,
+/// and afterwards every read returns the value of the highest acknowledged version.
+#[test]
+fn concurrent_writers_are_serialised() {
+    rt().block_on(async {
+        let (store, _) = memory_store(4, Protocol::Confidential);
+        let mut tasks = Vec::new();
+        for w in 0..4u64 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut acked = Vec::new();
+                for i in 0..5u64 {
+                    let bytes = data(300, w * 100 + i);
+                    let v = put(&store, "shared", &bytes).await.unwrap();
+                    // Read-your-writes: a read right after sees this version or a newer one.
+                    let info = store.head("shared").await.unwrap();
+                    assert!(info.version >= v);
+                    acked.push((v, bytes));
+                }
+                acked
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        let mut versions: Vec<_> = all.iter().map(|(v, _)| *v).collect();
+        versions.sort();
+        versions.dedup();
+        assert_eq!(versions.len(), 20, "every acknowledged write has its own version");
+        let (top, bytes) = all.iter().max_by_key(|(v, _)| *v).unwrap();
+        assert_eq!(store.head("shared").await.unwrap().version, *top);
+        assert_eq!(&get(&store, "shared").await.unwrap(), bytes);
+    });
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Put(usize),
+    Get,
+    Fault(usize, u8),
+    Heal,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let sizes = prop::sample::select(vec![0usize, 1, SEG as usize - 1, SEG as usize, SEG as usize + 1, 2 * SEG as usize, 20_000]);
+    prop_oneof![
+        3 => sizes.prop_map(Op::Put),
+        3 => Just(Op::Get),
+        2 => (0usize..4, 0u8..10).prop_map(|(c, f)| Op::Fault(c, f)),
+        1 => Just(Op::Heal),
+    ]
+}
+
+fn fault_of(code: u8) -> Fault {
+    match code {
+        0 => Fault::Down,
+        1 => Fault::Slow(Duration::from_millis(30)),
+        2 => Fault::CorruptReads,
+        3 => Fault::TruncateReads,
+        4 => Fault::StaleMetadata,
+        5 => Fault::RollbackMetadata,
+        6 => Fault::ForgeMetadata,
+        7 => Fault::LieInListings,
+        8 => Fault::CorruptData,
+        _ => Fault::DropWrites,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Random schedules with at most one faulty cloud at a time (the faulty cloud may
+    /// change between operations): every get returns exactly the last written bytes.
+    #[test]
+    fn random_schedules_with_at_most_f_faults(ops in proptest::collection::vec(op(), 1..24), seed in any::<u64>()) {
+        rt().block_on(async {
+            let (store, ctl) = memory_store(4, Protocol::Confidential);
+            let mut last: Option<Vec<u8>> = None;
+            let mut faulty: Option<usize> = None;
+            for (i, op) in ops.iter().enumerate() {
+                match op {
+                    Op::Put(len) => {
+                        let bytes = data(*len, seed ^ i as u64);
+                        put(&store, "p", &bytes).await.unwrap();
+                        last = Some(bytes);
+                    }
+                    Op::Get => match &last {
+                        Some(b) => assert_eq!(&get(&store, "p").await.unwrap(), b),
+                        None => assert!(get(&store, "p").await.is_err()),
+                    },
+                    Op::Fault(c, f) => {
+                        // A cloud that was faulty may have missed writes; it stays
+                        // counted as the one faulty cloud until healed by a scrub.
+                        let c = faulty.unwrap_or(*c);
+                        ctl[c].set(fault_of(*f));
+                        faulty = Some(c);
+                    }
+                    Op::Heal => {
+                        if let Some(c) = faulty.take() {
+                            ctl[c].set(Fault::None);
+                            store.scrub(true, None).await.unwrap();
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// Random schedules with two faulty clouds: every get returns the bytes of a write
+    /// that could be the latest, or fails; never anything else.
+    #[test]
+    fn random_schedules_with_f_plus_one_faults(ops in proptest::collection::vec(op(), 1..16), seed in any::<u64>()) {
+        rt().block_on(async {
+            let (store, ctl) = memory_store(4, Protocol::Confidential);
+            // Values a read may legitimately return: the last acknowledged write and any
+            // failed write attempted after it.
+            let mut candidates: Vec<Vec<u8>> = Vec::new();
+            for (i, op) in ops.iter().enumerate() {
+                match op {
+                    Op::Put(len) => {
+                        let bytes = data(*len, seed ^ i as u64);
+                        match put(&store, "p", &bytes).await {
+                            Ok(_) => candidates = vec![bytes],
+                            Err(_) => candidates.push(bytes),
+                        }
+                    }
+                    Op::Get => {
+                        if let Ok(got) = get(&store, "p").await {
+                            assert!(candidates.contains(&got), "returned bytes that were never the latest write");
+                        }
+                    }
+                    Op::Fault(c, f) => ctl[*c % 2 + 1].set(fault_of(*f)),
+                    Op::Heal => {}
+                }
+            }
+        });
+    }
+}

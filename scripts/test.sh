@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs every Rampart check and test. The one command a fresh machine needs:
+#
+#   ./scripts/test.sh
+#
+# It installs the test endpoints into .test-tools/ (moto_server from PyPI for S3,
+# Azurite from npm for Azure Blob), then runs formatting, lints and the whole test
+# suite. Tests that need a server start it themselves on 127.0.0.1 and stop it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TOOLS="$PWD/.test-tools"
+mkdir -p "$TOOLS"
+
+if [ ! -x "$TOOLS/venv/bin/moto_server" ]; then
+  echo "== installing moto_server (S3 test endpoint) into $TOOLS/venv"
+  python3 -m venv "$TOOLS/venv"
+  "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
+fi
+if [ ! -x "$TOOLS/node/node_modules/.bin/azurite-blob" ]; then
+  echo "== installing Azurite (Azure Blob test endpoint) into $TOOLS/node"
+  npm install --silent --no-audit --no-fund --prefix "$TOOLS/node" 'azurite@3' >/dev/null
+fi
+export RAMPART_MOTO_SERVER="$TOOLS/venv/bin/moto_server"
+export RAMPART_AZURITE="$TOOLS/node/node_modules/.bin/azurite-blob"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast
+fi
+echo "== doc tests"
+cargo test --workspace --doc

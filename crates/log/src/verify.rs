@@ -98,8 +98,9 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Result<VerifyReport, P
     let (size, last_epoch) = match stream {
         Ok(v) => v,
         Err(p) => {
-            // An entry-level problem; a located rewrite before it (from the tree) wins.
-            problems.push(p);
+            // An entry-level problem; a located rewrite strictly before it (from the tree)
+            // wins. On a tie the entry-level diagnosis is more specific, so it goes first.
+            problems.insert(0, p);
             let first = problems
                 .into_iter()
                 .min_by_key(|p| p.entry.unwrap_or(u64::MAX));

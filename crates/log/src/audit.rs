@@ -236,6 +236,28 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn audit_codec_roundtrips(actor in ".{0,40}", action in ".{0,10}", object in ".{0,60}",
+                                  version in proptest::option::of(".{0,10}"), o in 0u8..3) {
+            let outcome = [Outcome::Success, Outcome::Denied, Outcome::Failed][usize::from(o)];
+            let e = AuditEvent {
+                actor_key_id: &actor,
+                action: &action,
+                object: &object,
+                version: version.as_deref(),
+                outcome,
+            };
+            let r = AuditRecord::decode(&e.encode()).unwrap();
+            proptest::prop_assert_eq!(&r.actor_key_id, &actor);
+            proptest::prop_assert_eq!(&r.action, &action);
+            proptest::prop_assert_eq!(&r.object, &object);
+            // An empty version is indistinguishable from none, by design.
+            proptest::prop_assert_eq!(r.version, version.filter(|v| !v.is_empty()));
+            proptest::prop_assert_eq!(r.outcome, outcome);
+        }
+    }
+
     #[test]
     fn sink_appends_durably_and_verifies() {
         let tmp = tempfile::tempdir().unwrap();

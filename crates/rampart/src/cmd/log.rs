@@ -147,13 +147,12 @@ pub fn run(args: LogArgs) -> Result<()> {
             checkpoint,
             witness_key,
         } => {
+            let skey = zeroize::Zeroizing::new(read_small(&witness_key, 1024)?);
             let skey = zeroize::Zeroizing::new(
-                std::fs::read_to_string(&witness_key)
-                    .with_context(|| format!("reading {}", witness_key.display()))?,
+                String::from_utf8(skey.to_vec()).context("witness key is not UTF-8")?,
             );
             let signer = NoteSigner::from_secret(&skey).context("witness key")?;
-            let note = std::fs::read(&checkpoint)
-                .with_context(|| format!("reading {}", checkpoint.display()))?;
+            let note = read_small(&checkpoint, CHECKPOINT_FILE_MAX)?;
             let cosigned = signer.cosign(&note).context("cosigning")?;
             std::fs::write(&checkpoint, cosigned)
                 .with_context(|| format!("writing {}", checkpoint.display()))?;
@@ -170,6 +169,29 @@ pub fn run(args: LogArgs) -> Result<()> {
             dir,
         } => bench::run(entries, entry_bytes, dir),
     }
+}
+
+/// Largest checkpoint file accepted (a note with up to 100 signatures fits easily).
+const CHECKPOINT_FILE_MAX: u64 = 16 * 1024;
+
+/// Reads a small file, refusing anything over `max` bytes before reading it.
+fn read_small(path: &Path, max: u64) -> Result<Vec<u8>> {
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let len = f
+        .metadata()
+        .with_context(|| format!("reading {}", path.display()))?
+        .len();
+    if len > max {
+        bail!("{} is {len} bytes; at most {max} expected", path.display());
+    }
+    let mut buf = Vec::with_capacity(len as usize);
+    f.take(max + 1)
+        .read_to_end(&mut buf)
+        .with_context(|| format!("reading {}", path.display()))?;
+    if buf.len() as u64 > max {
+        bail!("{} grew beyond {max} bytes while reading", path.display());
+    }
+    Ok(buf)
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -336,7 +358,7 @@ fn verify(
     };
     let mut trusted = Vec::new();
     for p in &checkpoints {
-        trusted.push(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?);
+        trusted.push(read_small(p, CHECKPOINT_FILE_MAX)?);
     }
     let policy = WitnessPolicy::new(witnesses, witness_threshold).context("witness policy")?;
     let opts = VerifyOptions {
@@ -380,8 +402,8 @@ fn prove(dir: &Path, index: Option<u64>, consistency: Option<u64>) -> Result<()>
 
 fn serve(dir: &Path, listen: &str, token_file: Option<PathBuf>) -> Result<()> {
     let token = zeroize::Zeroizing::new(match token_file {
-        Some(p) => std::fs::read_to_string(&p)
-            .with_context(|| format!("reading {}", p.display()))?
+        Some(p) => String::from_utf8(read_small(&p, 4096)?)
+            .context("token file is not UTF-8")?
             .trim_end()
             .to_owned(),
         None => std::env::var("RAMPART_LOG_TOKEN")

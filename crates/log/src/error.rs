@@ -32,6 +32,9 @@ pub enum Error {
     /// The origin is not a valid signed-note key name.
     #[error("invalid origin: must be non-empty, without spaces or '+'")]
     BadOrigin,
+    /// The verifier secret would land inside the log directory, which may be published.
+    #[error("the verifier secret must be written outside the log directory")]
+    SecretInsideLog,
     /// A key file is malformed.
     #[error("malformed key file {}", .0.display())]
     BadKeyFile(PathBuf),

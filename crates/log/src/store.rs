@@ -517,9 +517,22 @@ impl Log {
         if !signed_note::is_key_name_valid(origin) {
             return Err(Error::BadOrigin);
         }
+        let existed = dir.exists();
         fs::create_dir_all(dir).map_err(Error::io(dir))?;
         if fs::read_dir(dir).map_err(Error::io(dir))?.next().is_some() {
             return Err(Error::NotEmpty(dir.to_owned()));
+        }
+        let canon_dir = fs::canonicalize(dir).map_err(Error::io(dir))?;
+        let secret_parent = match secret_out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let canon_parent = fs::canonicalize(secret_parent).map_err(Error::io(secret_parent))?;
+        if canon_parent.starts_with(&canon_dir) {
+            if !existed {
+                let _ = fs::remove_dir(dir); // leave nothing behind
+            }
+            return Err(Error::SecretInsideLog);
         }
         let (signer, skey, vkey) = NoteSigner::generate(rng, origin)?;
         let k0 = EpochKey::generate(rng);

@@ -250,6 +250,24 @@ fn bad_input_gets_one_line_errors() {
         s.secret.to_str().unwrap(),
     ]));
     assert!(out.contains("ok: 0 entries"), "{out}");
+    // The verifier secret never lands inside the (publishable) log directory.
+    let d2 = s._tmp.path().join("log2");
+    let inside = d2.join("secret");
+    let err = fails(&run(&[
+        "log",
+        "init",
+        d2.to_str().unwrap(),
+        "--secret-out",
+        inside.to_str().unwrap(),
+    ]));
+    assert!(err.contains("outside the log directory"), "{err}");
+    assert!(!d2.exists(), "nothing left behind");
+    let d3 = format!("{}/", s._tmp.path().join("log3").display());
+    ok(&run(&["log", "init", &d3]));
+    assert!(
+        s._tmp.path().join("log3.verifier-secret").exists(),
+        "default secret is a sibling"
+    );
     // A garbage key file.
     let junk = s._tmp.path().join("junk");
     std::fs::write(&junk, "not a key").unwrap();

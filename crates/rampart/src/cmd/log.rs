@@ -235,9 +235,10 @@ fn init(dir: &Path, origin: Option<String>, secret_out: Option<PathBuf>) -> Resu
     let secret = match secret_out {
         Some(p) => p,
         None => {
-            let mut s = dir.as_os_str().to_owned();
-            s.push(".verifier-secret");
-            PathBuf::from(s)
+            // A sibling of DIR, never inside it (DIR may be published by a file server).
+            let name = dir.file_name().context("DIR must name a directory")?;
+            let parent = dir.parent().unwrap_or(Path::new(""));
+            parent.join(format!("{}.verifier-secret", name.to_string_lossy()))
         }
     };
     let report = Log::init(dir, &origin, &secret, &mut rand_core::OsRng)

@@ -131,8 +131,8 @@ pub struct Status {
     pub last_decided: SeqNo,
     /// Requests waiting to be ordered.
     pub pending_requests: usize,
-    /// A state transfer is running.
-    pub state_transfer: bool,
+    /// The running state transfer, described.
+    pub state_transfer: Option<String>,
     /// The open instance has a proposal.
     pub has_proposal: bool,
     /// WRITEs collected in the open instance.
@@ -300,10 +300,23 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             self.install_checkpoint_state(state)?;
             self.checkpoints = rec.checkpoints.clone();
         }
+        // Decisions covered by the checkpoint are kept for serving catch-up, but only as a
+        // contiguous run ending at the checkpoint (a crash between persisting a checkpoint
+        // and truncating the log may leave unrelated older entries behind).
+        let mut covered: Vec<Decision> = Vec::new();
+        for d in rec.decisions.iter().rev() {
+            let want = covered.last().map_or(self.last_decided, |l| SeqNo(l.cid().0 - 1));
+            if d.cid() > self.last_decided {
+                continue;
+            }
+            if d.cid() != want || want == SeqNo(0) {
+                break;
+            }
+            covered.push(d.clone());
+        }
+        self.log.extend(covered.into_iter().rev());
         for d in rec.decisions {
             if d.cid() <= self.last_decided {
-                // Kept for serving catch-up, already covered by the checkpoint.
-                self.log.push_back(d);
                 continue;
             }
             if d.cid() != self.last_decided.next() {
@@ -315,7 +328,11 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         self.last_proof =
             self.log.iter().rev().find(|d| d.cid() == self.last_decided).map(|d| d.proof.clone());
         // Only the log after the older checkpoint is needed.
-        let keep_after = self.checkpoints.first().map_or(SeqNo(0), |c| c.cid);
+        let keep_after = if self.checkpoints.len() == crate::storage::CHECKPOINTS_KEPT {
+            self.checkpoints[0].cid
+        } else {
+            SeqNo(0)
+        };
         self.log.retain(|d| d.cid() > keep_after);
         if let Some(v) = rec.vote {
             if v.cid == self.open.cid {
@@ -364,7 +381,17 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             syncing: self.syncing,
             last_decided: self.last_decided,
             pending_requests: self.pending.len(),
-            state_transfer: self.st.is_some(),
+            state_transfer: self.st.as_ref().map(|st| {
+                format!(
+                    "chosen={:?} provider={} next={} attempts={} digests={:?} deadline={:?}",
+                    st.chosen.as_ref().map(|c| (c.0, c.2, c.3.clone())),
+                    st.provider,
+                    st.next_index,
+                    st.attempts,
+                    st.digests,
+                    self.fetch_deadline
+                )
+            }),
             has_proposal: self.open.proposal.is_some(),
             writes: self.open.writes.len(),
             accepts: self.open.accepts.len(),
@@ -1178,7 +1205,10 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         }
         let proofs: Vec<SignedMessage> =
             self.stopdatas.values().take(self.quorum()).cloned().collect();
-        let (h, _, forced) = Self::choose(&proofs);
+        let (h, _, mut forced) = Self::choose(&proofs);
+        if self.config.danger_test_mutation == Some(DangerTestMutation::SkipSyncCheck) {
+            forced = None;
+        }
         let batch = match forced {
             Some(b) => b,
             None => self.cut_batch(),
@@ -1305,7 +1335,8 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         checkpoint: Option<SeqNo>,
         regency_proof: Option<Box<SignedMessage>>,
     ) -> Result<(), PeerFault> {
-        if self.fetch_peer == Some(from) {
+        if self.fetch_peer == Some(from) && self.st.is_none() {
+            // (The deadline doubles as the state-transfer timer: keep it while one runs.)
             self.fetch_deadline = None;
             self.fetch_peer = None;
         }

@@ -88,7 +88,8 @@ impl Digest {
 pub enum DangerTestMutation {
     /// Use f+1 instead of ⌈(n+f+1)/2⌉ for the WRITE and ACCEPT quorums.
     WeakQuorum,
-    /// Followers accept any value in a SYNC without checking it against the STOPDATA proofs.
+    /// The new leader ignores the write certificates in STOPDATA when it chooses the SYNC
+    /// value, and followers accept any SYNC value without checking it against them.
     SkipSyncCheck,
 }
 

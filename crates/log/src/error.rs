@@ -55,6 +55,9 @@ pub enum Error {
     /// A tile needed for a proof is missing or does not match the checkpoint.
     #[error("tile data missing or inconsistent with the checkpoint")]
     Tile,
+    /// An earlier batch failed to become durable (see the error it returned); reopen the log.
+    #[error("an earlier write failed; reopen the log to recover")]
+    WriterGone,
     /// A proof failed to verify.
     #[error("proof does not verify")]
     BadProof,

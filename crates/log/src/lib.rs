@@ -80,6 +80,7 @@ pub mod merkle;
 mod segment;
 mod store;
 mod verify;
+mod writer;
 
 pub use checkpoint::{Checkpoint, CheckpointError, NoteSigner, WitnessPolicy, verify_checkpoint};
 pub use entry::{ENTRY_DATA_MAX, EntryRef};

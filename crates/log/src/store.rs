@@ -1,26 +1,25 @@
 //! The log directory: initialisation, recovery, appends with batched fsync, checkpoints,
 //! tiles and proofs. This is the I/O shell around the sans-IO modules.
 //!
-//! Write path of [`Log::commit`], in order:
-//! 1. write the batch's frames to the open segment and fsync it (entries are now durable);
-//! 2. write the hash tiles and entry bundles that filled during the batch (fsynced in the
-//!    background by the tile syncer; a checkpoint waits for them);
-//! 3. evolve the MAC key: the new key goes to the other key-file slot (fsync), the old slot is
-//!    zeroed (fsync), the old key is zeroized in memory.
+//! Write path: when a batch is full (or on [`Log::commit`]) the appender evolves the MAC key
+//! in memory (zeroizing the batch's key) and hands the batch to the durability thread
+//! ([`crate::writer`]), which writes and fsyncs the segment, writes the tiles that filled
+//! (fsynced in the background by the tile syncer), then persists the next key. Sealing the
+//! next batch overlaps with that I/O; at most one batch is in flight, and `commit` waits for
+//! it, so when `commit` returns every appended entry is durable.
 //!
 //! [`Log::checkpoint`] commits, waits for the tile syncer, writes the right-edge partial tiles
 //! (fsync), then atomically replaces `checkpoint`. A checkpoint therefore never names an entry
 //! or tile that is not durable.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 
 use zeroize::Zeroizing;
 
 use crate::checkpoint::{CHECKPOINT_BYTES_MAX, NoteSigner, WitnessPolicy, verify_checkpoint};
-use crate::entry::{ENTRY_BYTES_MAX, ENTRY_DATA_MAX, EntryRef, SEGMENT_MAGIC, encode_frame};
+use crate::entry::{ENTRY_BYTES_MAX, ENTRY_DATA_MAX, EntryRef, encode_frame};
 use crate::error::{Error, Problem, ProblemKind};
 use crate::keyfile::KeyFile;
 use crate::mac::EpochKey;
@@ -28,7 +27,8 @@ use crate::merkle::{
     FullTile, Hash, TILE_LEVELS_MAX, TILE_WIDTH, TileKind, TilePath, TreeBuilder, leaf_hash,
     tile_bytes, tile_hashes,
 };
-use crate::segment::{FrameReader, Next, list_segments, segment_name};
+use crate::segment::{FrameReader, Next, list_segments};
+use crate::writer::{Job, Writer};
 
 /// File names inside a log directory.
 pub mod layout {
@@ -239,7 +239,7 @@ impl VerifierSecret {
 /// Fsyncs tile files off the append path, on several threads so the file system can group
 /// the fsyncs into shared journal commits. Bounded: at most [`TILE_SYNC_QUEUE_MAX`] files
 /// wait; appends block rather than queue without limit.
-struct TileSyncer {
+pub(crate) struct TileSyncer {
     shared: Arc<SyncShared>,
     handles: Vec<std::thread::JoinHandle<()>>,
 }
@@ -277,7 +277,7 @@ impl TileSyncer {
         TileSyncer { shared, handles }
     }
 
-    fn sync(&self, p: PathBuf) {
+    pub(crate) fn sync(&self, p: PathBuf) {
         let mut st = self.shared.lock();
         while st.queue.len() >= TILE_SYNC_QUEUE_MAX {
             st = self.shared.wait(st);
@@ -349,13 +349,6 @@ impl Drop for TileSyncer {
     }
 }
 
-/// The open segment being appended to.
-struct SegmentWriter {
-    file: File,
-    path: PathBuf,
-    len: u64,
-}
-
 /// A secure log directory opened for writing. One writer at a time (file lock).
 pub struct Log {
     dir: PathBuf,
@@ -364,7 +357,6 @@ pub struct Log {
     signer: NoteSigner,
     vkey: String,
     key: EpochKey,
-    key_file: KeyFile,
     /// Entries durable on disk.
     committed: u64,
     tree: TreeBuilder,
@@ -377,10 +369,10 @@ pub struct Log {
     pending_tiles: Vec<(PathBuf, Vec<u8>)>,
     /// The incomplete entry bundle (u16 BE length-prefixed sealed entries).
     bundle: Vec<u8>,
-    segment: Option<SegmentWriter>,
     checkpoint_size: u64,
     checkpoint_root: Hash,
-    syncer: TileSyncer,
+    syncer: Arc<TileSyncer>,
+    writer: Writer,
 }
 
 impl std::fmt::Debug for Log {
@@ -579,11 +571,19 @@ impl Log {
         let signer = NoteSigner::from_secret(skey_str).map_err(|_| Error::BadKeyFile(p.clone()))?;
         let p = dir.join(layout::MAC_KEY);
         let (key_file, key, committed_at_epoch) = KeyFile::load(&p).map_err(Error::io(&p))?;
-        let p = dir.join(layout::CHECKPOINT);
-        let cp_bytes =
-            crate::fsutil::read_bounded(&p, CHECKPOINT_BYTES_MAX).map_err(Error::io(&p))?;
+        let cp_path = dir.join(layout::CHECKPOINT);
+        let cp_bytes = crate::fsutil::read_bounded(&cp_path, CHECKPOINT_BYTES_MAX)
+            .map_err(Error::io(&cp_path))?;
         let cp = verify_checkpoint(&cp_bytes, &vkey, &WitnessPolicy::none())?;
 
+        let syncer = Arc::new(TileSyncer::start());
+        let writer = Writer::start(
+            dir.join(layout::SEGMENTS),
+            p.clone(),
+            key_file,
+            config.segment_bytes_max,
+            Arc::clone(&syncer),
+        );
         let mut log = Log {
             dir: dir.to_owned(),
             config,
@@ -591,7 +591,6 @@ impl Log {
             signer,
             vkey,
             key,
-            key_file,
             committed: 0,
             tree: TreeBuilder::new(),
             last_leaf: [0; 32],
@@ -599,10 +598,10 @@ impl Log {
             pending_entries: 0,
             pending_tiles: Vec::new(),
             bundle: Vec::new(),
-            segment: None,
             checkpoint_size: cp.size,
             checkpoint_root: cp.root,
-            syncer: TileSyncer::start(),
+            syncer,
+            writer,
         };
         // Fast path: resume from the checkpoint's right-edge tiles; otherwise replay all.
         let start = match log.load_edge(cp.size, &cp.root) {
@@ -867,7 +866,8 @@ impl Log {
         if self.pending_entries >= self.config.batch_entries_max
             || self.pending.len() >= self.config.batch_bytes_max
         {
-            self.commit()?;
+            // Durable in the background; `commit` waits for it.
+            self.submit_batch()?;
         }
         Ok(seq)
     }
@@ -903,37 +903,44 @@ impl Log {
         self.last_leaf = leaf.0;
     }
 
-    /// Makes every appended entry durable (one fsync for the whole batch), writes the tiles
-    /// that filled, and evolves the MAC key so the batch's key is gone.
-    pub fn commit(&mut self) -> Result<(), Error> {
+    /// Hands the pending batch to the durability thread and evolves the key: from here on
+    /// the batch's key exists only in the job, which persists `K(e+1)` and drops.
+    fn submit_batch(&mut self) -> Result<(), Error> {
         if self.pending_entries == 0 {
             return Ok(());
         }
-        // Segment file: roll over when large, then one write and one fsync for the batch.
-        if self
-            .segment
-            .as_ref()
-            .is_none_or(|s| s.len >= self.config.segment_bytes_max)
-        {
-            self.open_segment(self.committed)?;
-        }
-        let seg = self.segment.as_mut().expect("opened above");
-        seg.file
-            .write_all(&self.pending)
-            .map_err(Error::io(&seg.path))?;
-        seg.file.sync_data().map_err(Error::io(&seg.path))?;
-        seg.len += self.pending.len() as u64;
-        self.pending.clear();
-        self.pending_entries = 0;
-        self.committed = self.tree.size();
-        self.flush_tiles()?;
+        let first_seq = self.tree.size() - self.pending_entries as u64;
+        let old_epoch = self.key.epoch();
         // Forward integrity: the batch's key must not outlive the batch.
-        let old = self.key.epoch();
         self.key.evolve();
-        let p = self.dir.join(layout::MAC_KEY);
-        self.key_file
-            .evolve(old, &self.key, self.committed)
-            .map_err(Error::io(p))?;
+        let job = Job {
+            frames: std::mem::take(&mut self.pending),
+            first_seq,
+            committed_after: self.tree.size(),
+            tiles: std::mem::take(&mut self.pending_tiles),
+            old_epoch,
+            new_key: self.key.clone(),
+        };
+        self.pending_entries = 0;
+        if let Some(n) = self.writer.submit(job)? {
+            self.committed = n;
+        }
+        Ok(())
+    }
+
+    /// Makes every appended entry durable: one write and one fsync of the segment for the
+    /// whole batch, the tiles that filled, and the key file moved to the next epoch so the
+    /// batch's key is gone from memory and disk.
+    pub fn commit(&mut self) -> Result<(), Error> {
+        self.submit_batch()?;
+        if let Some(n) = self.writer.wait()? {
+            self.committed = n;
+        }
+        assert_eq!(
+            self.committed,
+            self.tree.size(),
+            "everything appended is durable"
+        );
         self.invariants();
         Ok(())
     }
@@ -943,46 +950,6 @@ impl Log {
             crate::fsutil::write_file(&path, &bytes).map_err(Error::io(&path))?;
             self.syncer.sync(path);
         }
-        Ok(())
-    }
-
-    fn open_segment(&mut self, start: u64) -> Result<(), Error> {
-        let seg_dir = self.dir.join(layout::SEGMENTS);
-        // Continue the last segment if it is not full, else start a new one.
-        if self.segment.is_none() {
-            let segs = list_segments(&seg_dir).map_err(Error::io(&seg_dir))?;
-            if let Some(last) = segs.last() {
-                let len = fs::metadata(&last.path)
-                    .map_err(Error::io(&last.path))?
-                    .len();
-                if len < self.config.segment_bytes_max {
-                    let file = OpenOptions::new()
-                        .append(true)
-                        .open(&last.path)
-                        .map_err(Error::io(&last.path))?;
-                    self.segment = Some(SegmentWriter {
-                        file,
-                        path: last.path.clone(),
-                        len,
-                    });
-                    return Ok(());
-                }
-            }
-        }
-        let path = seg_dir.join(segment_name(start));
-        let mut file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .map_err(Error::io(&path))?;
-        file.write_all(SEGMENT_MAGIC).map_err(Error::io(&path))?;
-        file.sync_all().map_err(Error::io(&path))?;
-        crate::fsutil::sync_parent(&path).map_err(Error::io(&path))?;
-        self.segment = Some(SegmentWriter {
-            file,
-            path,
-            len: SEGMENT_MAGIC.len() as u64,
-        });
         Ok(())
     }
 
@@ -1073,12 +1040,9 @@ impl Log {
     fn invariants(&self) {
         assert!(self.committed <= self.tree.size());
         assert!(self.checkpoint_size <= self.committed);
-        assert_eq!(
-            self.committed + self.pending_entries as u64,
-            self.tree.size()
-        );
+        assert!(self.committed + self.pending_entries as u64 <= self.tree.size());
         assert!(
-            self.key.epoch() <= self.committed,
+            self.key.epoch() <= self.tree.size(),
             "epoch never passes the entry count"
         );
     }
@@ -1087,9 +1051,11 @@ impl Log {
 impl Drop for Log {
     fn drop(&mut self) {
         // Best effort: a dropped log loses nothing it promised (only commit() promises).
-        if self.pending_entries > 0
-            && let Err(e) = self.commit()
-        {
+        // No invariant checks here: this also runs when `open` fails half-way.
+        let r = self
+            .submit_batch()
+            .and_then(|()| self.writer.wait().map(|_| ()));
+        if let Err(e) = r {
             tracing::error!(error = %e, "commit on drop failed");
         }
     }

@@ -11,10 +11,10 @@ cd "$(dirname "$0")/.."
 TOOLS="$PWD/.test-tools"
 mkdir -p "$TOOLS"
 
-if [ ! -x "$TOOLS/venv/bin/moto_server" ]; then
+if [ ! -x "$TOOLS/venv/bin/moto_server" ] || ! "$TOOLS/venv/bin/python" -c "import boto3, azure.storage.blob" 2>/dev/null; then
   echo "== installing moto_server (S3 test endpoint) into $TOOLS/venv"
   python3 -m venv "$TOOLS/venv"
-  "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]>=5,<6'
+  "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]>=5,<6" boto3 azure-storage-blob
 fi
 if [ ! -x "$TOOLS/node/node_modules/.bin/azurite-blob" ]; then
   echo "== installing Azurite (Azure Blob test endpoint) into $TOOLS/node"
@@ -22,6 +22,7 @@ if [ ! -x "$TOOLS/node/node_modules/.bin/azurite-blob" ]; then
 fi
 export RAMPART_MOTO_SERVER="$TOOLS/venv/bin/moto_server"
 export RAMPART_AZURITE="$TOOLS/node/node_modules/.bin/azurite-blob"
+export RAMPART_TEST_PYTHON="$TOOLS/venv/bin/python"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

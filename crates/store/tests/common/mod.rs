@@ -1,6 +1,8 @@
 //! Shared helpers for the store's integration tests.
 #![allow(dead_code)]
 
+pub mod servers;
+
 use std::sync::Arc;
 
 use object_store::memory::InMemory;

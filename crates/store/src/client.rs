@@ -405,24 +405,29 @@ impl MetaView {
         }
     }
 
-    /// The newest valid metadata, or why there is none.
-    fn require(&self, key: &str, clouds: &[Arc<Cloud>]) -> Result<&Metadata, StoreError> {
-        if let Some((m, _)) = self.best() {
-            return Ok(m);
-        }
-        let invalid: Vec<(String, String)> = self
-            .clouds
+    /// Per-cloud reasons for answers that are missing or fail verification.
+    fn bad_answers(&self, clouds: &[Arc<Cloud>]) -> Vec<(String, String)> {
+        self.clouds
             .iter()
             .enumerate()
             .filter_map(|(i, c)| match &c.answer {
                 Some(MetaAnswer::Invalid(r)) => Some((clouds[i].name.clone(), r.clone())),
+                Some(MetaAnswer::Absent) => Some((clouds[i].name.clone(), "no metadata".into())),
                 _ => None,
             })
-            .collect();
-        if invalid.is_empty() {
-            Err(StoreError::NotFound { key: key.to_owned() })
-        } else {
-            Err(StoreError::NoValidMetadata { key: key.to_owned(), detail: join_failures(&invalid) })
+            .collect()
+    }
+
+    /// The newest valid metadata for a read, or why there is none. A correct cloud that
+    /// ever took a write of the key answers with valid metadata, so more than `f`
+    /// missing or invalid answers beside a valid one mean the fault bound is exceeded.
+    fn require(&self, key: &str, clouds: &[Arc<Cloud>], f: usize) -> Result<&Metadata, StoreError> {
+        let bad = self.bad_answers(clouds);
+        match self.best() {
+            Some((m, _)) if bad.len() <= f => Ok(m),
+            Some(_) => Err(StoreError::TooManyFaulty { key: key.to_owned(), faulty: bad.len(), f, detail: join_failures(&bad) }),
+            None if bad.iter().all(|(_, r)| r == "no metadata") => Err(StoreError::NotFound { key: key.to_owned() }),
+            None => Err(StoreError::NoValidMetadata { key: key.to_owned(), detail: join_failures(&bad) }),
         }
     }
 }
@@ -1107,7 +1112,7 @@ impl CloudOfClouds {
     pub async fn head(&self, key: &str) -> Result<ObjectInfo, StoreError> {
         let name_id = self.name_id(key)?;
         let view = self.read_meta(&name_id, Wait::Quorum(Duration::ZERO)).await?;
-        let meta = view.require(key, &self.inner.clouds)?;
+        let meta = view.require(key, &self.inner.clouds, self.f())?;
         self.info(key, meta.latest()).ok_or_else(|| StoreError::NotFound { key: key.to_owned() })
     }
 
@@ -1139,7 +1144,7 @@ impl CloudOfClouds {
     ) -> Result<GetReceipt, StoreError> {
         let name_id = self.name_id(key)?;
         let view = self.read_meta(&name_id, Wait::Quorum(Duration::ZERO)).await?;
-        let entry = view.require(key, &self.inner.clouds)?.latest().clone();
+        let entry = view.require(key, &self.inner.clouds, self.f())?.latest().clone();
         let obj = entry.object.clone().ok_or_else(|| StoreError::NotFound { key: key.to_owned() })?;
         let manifest = Arc::new(self.load_manifest(&name_id, &obj).await?);
         let full = range.is_none();
@@ -1462,7 +1467,10 @@ impl CloudOfClouds {
     pub async fn stat(&self, key: &str) -> Result<KeyReport, StoreError> {
         let name_id = self.name_id(key)?;
         let view = self.read_meta(&name_id, Wait::All).await?;
-        view.require(key, &self.inner.clouds)?;
+        if view.best().is_none() {
+            // Report why: nothing stored, or nothing that verifies.
+            view.require(key, &self.inner.clouds, self.n())?;
+        }
         Ok(self.inspect(key, &name_id, &view).await)
     }
 

@@ -134,6 +134,20 @@ pub enum StoreError {
         /// Per-cloud reasons.
         detail: String,
     },
+    /// More than `f` clouds answered with missing or invalid metadata for a key that
+    /// exists: the store is outside its fault model, so nothing it returns could be
+    /// trusted to be current. Repair with `scrub` (or restore the clouds) first.
+    #[error("{key:?}: metadata is missing or invalid on {faulty} clouds, more than the f = {f} this store tolerates; refusing to read ({detail})")]
+    TooManyFaulty {
+        /// The key.
+        key: String,
+        /// Clouds with missing or invalid metadata.
+        faulty: usize,
+        /// Faults tolerated.
+        f: usize,
+        /// Per-cloud reasons.
+        detail: String,
+    },
     /// Fewer than `n − f` clouds answered, so no safe decision is possible.
     #[error("{op}: only {answered} of {n} clouds answered, {needed} needed ({detail})")]
     QuorumUnavailable {

@@ -121,7 +121,7 @@ fn two_faulty_clouds_never_yield_wrong_bytes() {
                         let msg = e.to_string();
                         assert!(!msg.contains('\n'));
                         assert!(
-                            matches!(e, StoreError::NotEnoughShards { .. } | StoreError::QuorumUnavailable { .. } | StoreError::Integrity { .. }),
+                            matches!(e, StoreError::NotEnoughShards { .. } | StoreError::QuorumUnavailable { .. } | StoreError::TooManyFaulty { .. } | StoreError::NoValidMetadata { .. }),
                             "{a:?}+{b:?}: unexpected error kind: {msg}"
                         );
                     }
@@ -158,10 +158,14 @@ fn two_clouds_corrupting_fails_loudly() {
     rt().block_on(async {
         let (store, ctl) = memory_store(4, Protocol::Confidential);
         put(&store, "key", &data(10_000, 5)).await.unwrap();
+        // Two clouds corrupting all reads: more than f clouds serve bad metadata, and the
+        // read refuses rather than trust the remaining two.
         ctl[0].set(Fault::CorruptReads);
         ctl[1].set(Fault::CorruptReads);
-        ctl[2].set(Fault::None);
-        // With two corrupting and two correct clouds, k = 2 valid shards still exist...
+        assert!(matches!(get(&store, "key").await, Err(StoreError::TooManyFaulty { faulty: 2, f: 1, .. })));
+        // Two clouds corrupting only data: k = 2 valid shards still exist...
+        ctl[0].set(Fault::CorruptData);
+        ctl[1].set(Fault::CorruptData);
         assert_eq!(get(&store, "key").await.unwrap(), data(10_000, 5));
         // ...but with a third cloud down, the read must refuse.
         ctl[3].set(Fault::Down);

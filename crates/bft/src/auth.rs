@@ -63,7 +63,11 @@ impl Ed25519Authenticator {
         replicas: Vec<ed25519_dalek::VerifyingKey>,
         clients: std::collections::BTreeMap<ClientId, ed25519_dalek::VerifyingKey>,
     ) -> Self {
-        Ed25519Authenticator { key, replicas, clients }
+        Ed25519Authenticator {
+            key,
+            replicas,
+            clients,
+        }
     }
 }
 
@@ -100,7 +104,11 @@ impl SimulatedAuthenticator {
     /// A simulated signer for `me` in the cluster identified by `seed`.
     #[must_use]
     pub fn new(me: Principal, seed: u64) -> Self {
-        SimulatedAuthenticator { me, seed, my_key: Self::key(me, seed) }
+        SimulatedAuthenticator {
+            me,
+            seed,
+            my_key: Self::key(me, seed),
+        }
     }
 
     /// The principal this signer signs as.

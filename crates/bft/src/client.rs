@@ -12,6 +12,7 @@ use crate::types::{ClientId, Config, Digest, ReplicaId, RequestSeq, Timestamp};
 /// An effect of the client core.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[allow(clippy::large_enum_variant)] // Moved once per message; boxing would only add an allocation.
 pub enum ClientOutput {
     /// Send to every replica.
     Broadcast {
@@ -95,7 +96,13 @@ impl<Au: Authenticator> Client<Au> {
     /// A client `id` of the cluster described by `config`, retransmitting after `timeout`.
     /// `first_seq` must be above any sequence number this client id used before.
     #[must_use]
-    pub fn new(config: &Config, id: ClientId, auth: Au, timeout: Duration, first_seq: RequestSeq) -> Self {
+    pub fn new(
+        config: &Config,
+        id: ClientId,
+        auth: Au,
+        timeout: Duration,
+        first_seq: RequestSeq,
+    ) -> Self {
         Client {
             id,
             replicas: config.replicas,
@@ -130,12 +137,20 @@ impl<Au: Authenticator> Client<Au> {
     }
 
     /// Submit an operation; `read_only` asks for the unordered fast path.
-    pub fn submit(&mut self, now: Timestamp, op: Vec<u8>, read_only: bool) -> Result<RequestSeq, ClientError> {
+    pub fn submit(
+        &mut self,
+        now: Timestamp,
+        op: Vec<u8>,
+        read_only: bool,
+    ) -> Result<RequestSeq, ClientError> {
         if self.outstanding.is_some() {
             return Err(ClientError::Busy);
         }
         if op.len() > self.op_bytes_max {
-            return Err(ClientError::TooLarge { len: op.len(), max: self.op_bytes_max });
+            return Err(ClientError::TooLarge {
+                len: op.len(),
+                max: self.op_bytes_max,
+            });
         }
         self.seq = RequestSeq(self.seq.0 + 1);
         let seq = self.seq;
@@ -145,7 +160,7 @@ impl<Au: Authenticator> Client<Au> {
             read_only,
             replies: BTreeMap::new(),
             results: BTreeMap::new(),
-            deadline: now.add(self.timeout),
+            deadline: now.saturating_add(self.timeout),
         });
         self.send();
         Ok(seq)
@@ -154,30 +169,48 @@ impl<Au: Authenticator> Client<Au> {
     fn send(&mut self) {
         let Some(o) = &self.outstanding else { return };
         let req = Request::new_signed(&self.auth, self.id, o.seq, o.read_only, o.op.clone());
-        self.outputs.push_back(ClientOutput::Broadcast { msg: Message::Request(req) });
+        self.outputs.push_back(ClientOutput::Broadcast {
+            msg: Message::Request(req),
+        });
     }
 
     fn fallback(&mut self, now: Timestamp) {
-        let Some(o) = &mut self.outstanding else { return };
+        let Some(o) = &mut self.outstanding else {
+            return;
+        };
         assert!(o.read_only);
         o.read_only = false;
         o.replies.clear();
         o.results.clear();
-        o.deadline = now.add(self.timeout);
+        o.deadline = now.saturating_add(self.timeout);
         self.stats.read_only_fallbacks += 1;
-        self.outputs.push_back(ClientOutput::ReadOnlyFallback { seq: o.seq });
+        self.outputs
+            .push_back(ClientOutput::ReadOnlyFallback { seq: o.seq });
         self.send();
     }
 
     /// Decode and handle bytes from replica `from`.
-    pub fn handle_bytes(&mut self, now: Timestamp, from: ReplicaId, bytes: &[u8]) -> Result<(), Error> {
+    pub fn handle_bytes(
+        &mut self,
+        now: Timestamp,
+        from: ReplicaId,
+        bytes: &[u8],
+    ) -> Result<(), Error> {
         let msg = Message::decode(bytes, &self.limits)?;
         self.handle_message(now, from, msg)
     }
 
     /// Handle a reply from replica `from`.
-    pub fn handle_message(&mut self, now: Timestamp, from: ReplicaId, msg: Message) -> Result<(), Error> {
-        let fault = |fault| Error::PeerMisbehaved { peer: Peer::Replica(from), fault };
+    pub fn handle_message(
+        &mut self,
+        now: Timestamp,
+        from: ReplicaId,
+        msg: Message,
+    ) -> Result<(), Error> {
+        let fault = |fault| Error::PeerMisbehaved {
+            peer: Peer::Replica(from),
+            fault,
+        };
         let Message::Replica(m) = msg else {
             self.stats.replies_rejected += 1;
             return Err(fault(PeerFault::Unexpected));
@@ -186,11 +219,19 @@ impl<Au: Authenticator> Client<Au> {
             self.stats.replies_rejected += 1;
             return Err(fault(PeerFault::SenderMismatch));
         }
-        let ReplicaBody::Reply { client, seq, read_only, result } = &m.body else {
+        let ReplicaBody::Reply {
+            client,
+            seq,
+            read_only,
+            result,
+        } = &m.body
+        else {
             self.stats.replies_rejected += 1;
             return Err(fault(PeerFault::Unexpected));
         };
-        let Some(o) = &mut self.outstanding else { return Ok(()) };
+        let Some(o) = &mut self.outstanding else {
+            return Ok(());
+        };
         if *client != self.id || *seq != o.seq || *read_only != o.read_only {
             return Ok(());
         }
@@ -205,7 +246,11 @@ impl<Au: Authenticator> Client<Au> {
         o.replies.insert(from, d);
         o.results.entry(d).or_insert_with(|| result.clone());
         let matching = o.replies.values().filter(|x| **x == d).count();
-        let needed = if o.read_only { self.replicas - self.f } else { self.f + 1 };
+        let needed = if o.read_only {
+            self.replicas - self.f
+        } else {
+            self.f + 1
+        };
         if matching >= needed {
             let result = o.results.remove(&d).unwrap_or_default();
             let read_only_path = o.read_only;
@@ -215,7 +260,11 @@ impl<Au: Authenticator> Client<Au> {
             if read_only_path {
                 self.stats.read_only_fast += 1;
             }
-            self.outputs.push_back(ClientOutput::Completed { seq, result, read_only_path });
+            self.outputs.push_back(ClientOutput::Completed {
+                seq,
+                result,
+                read_only_path,
+            });
             return Ok(());
         }
         if o.read_only {
@@ -237,7 +286,9 @@ impl<Au: Authenticator> Client<Au> {
 
     /// Timers: retransmit, or fall back from read-only.
     pub fn handle_timeout(&mut self, now: Timestamp) {
-        let Some(o) = &mut self.outstanding else { return };
+        let Some(o) = &mut self.outstanding else {
+            return;
+        };
         if o.deadline > now {
             return;
         }
@@ -245,7 +296,7 @@ impl<Au: Authenticator> Client<Au> {
             self.fallback(now);
             return;
         }
-        o.deadline = now.add(self.timeout);
+        o.deadline = now.saturating_add(self.timeout);
         self.stats.retransmissions += 1;
         self.send();
     }

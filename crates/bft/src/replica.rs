@@ -28,6 +28,7 @@ pub const OUTPUTS_MAX: usize = 1 << 20;
 /// An effect the driver must carry out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[allow(clippy::large_enum_variant)] // Moved once per message; boxing would only add an allocation.
 pub enum Output {
     /// Send to one replica.
     Send {
@@ -237,7 +238,11 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
     ) -> Result<Self, Error> {
         config.check()?;
         if usize::from(id.0) >= config.replicas {
-            return Err(ConfigError::ReplicaId { id: id.0, replicas: config.replicas }.into());
+            return Err(ConfigError::ReplicaId {
+                id: id.0,
+                replicas: config.replicas,
+            }
+            .into());
         }
         let limits = WireLimits::from_config(&config);
         let mut r = Replica {
@@ -251,7 +256,11 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             stop_target: recovered.regency.stop_target.max(recovered.regency.regency),
             syncing: recovered.regency.regency > Regency(0),
             regency_proof: None,
-            sync_cid: if recovered.regency.regency > Regency(0) { SeqNo(u64::MAX) } else { SeqNo(0) },
+            sync_cid: if recovered.regency.regency > Regency(0) {
+                SeqNo(u64::MAX)
+            } else {
+                SeqNo(0)
+            },
             failed_regencies: 0,
             stops: BTreeMap::new(),
             stopdatas: BTreeMap::new(),
@@ -261,7 +270,10 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             last_decided: SeqNo(0),
             last_timestamp: Timestamp(0),
             last_proof: None,
-            open: Open { cid: SeqNo(1), ..Open::default() },
+            open: Open {
+                cid: SeqNo(1),
+                ..Open::default()
+            },
             log: VecDeque::new(),
             checkpoints: Vec::new(),
             sessions: BTreeMap::new(),
@@ -271,7 +283,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             next_token: 1,
             persisted_token: 0,
             recovering: true,
-            retransmit_at: now.add(config.retransmit_interval),
+            retransmit_at: now.saturating_add(config.retransmit_interval),
             fetch_deadline: Some(now),
             fetch_peer: None,
             behind: true,
@@ -282,7 +294,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         r.recover(recovered)?;
         r.recovering = false;
         if r.syncing {
-            r.stop_deadline = Some(now.add(r.current_timeout()));
+            r.stop_deadline = Some(now.saturating_add(r.current_timeout()));
         }
         r.invariants();
         Ok(r)
@@ -291,11 +303,15 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
     fn recover(&mut self, rec: RecoveredState) -> Result<(), Error> {
         if let Some(cp) = rec.checkpoints.last() {
             if Digest::of("rampart-bft checkpoint v1", &[&cp.blob]) != cp.digest {
-                return Err(crate::storage::StorageError::Corrupt { what: "checkpoint digest" }
-                    .into());
+                return Err(crate::storage::StorageError::Corrupt {
+                    what: "checkpoint digest",
+                }
+                .into());
             }
             let state = CheckpointState::decode(&cp.blob, &self.config).map_err(|_| {
-                crate::storage::StorageError::Corrupt { what: "checkpoint encoding" }
+                crate::storage::StorageError::Corrupt {
+                    what: "checkpoint encoding",
+                }
             })?;
             self.install_checkpoint_state(state)?;
             self.checkpoints = rec.checkpoints.clone();
@@ -305,7 +321,9 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         // and truncating the log may leave unrelated older entries behind).
         let mut covered: Vec<Decision> = Vec::new();
         for d in rec.decisions.iter().rev() {
-            let want = covered.last().map_or(self.last_decided, |l| SeqNo(l.cid().0 - 1));
+            let want = covered
+                .last()
+                .map_or(self.last_decided, |l| SeqNo(l.cid().0 - 1));
             if d.cid() > self.last_decided {
                 continue;
             }
@@ -325,8 +343,12 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             self.decide(d, false);
         }
         // The proof of the last decided instance, which STOPDATA carries.
-        self.last_proof =
-            self.log.iter().rev().find(|d| d.cid() == self.last_decided).map(|d| d.proof.clone());
+        self.last_proof = self
+            .log
+            .iter()
+            .rev()
+            .find(|d| d.cid() == self.last_decided)
+            .map(|d| d.proof.clone());
         // Only the log after the older checkpoint is needed.
         let keep_after = if self.checkpoints.len() == crate::storage::CHECKPOINTS_KEPT {
             self.checkpoints[0].cid
@@ -429,7 +451,12 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
     }
 
     /// Handle a decoded message from `from` (the transport-authenticated sender).
-    pub fn handle_message(&mut self, now: Timestamp, from: Peer, msg: Message) -> Result<(), Error> {
+    pub fn handle_message(
+        &mut self,
+        now: Timestamp,
+        from: Peer,
+        msg: Message,
+    ) -> Result<(), Error> {
         self.now = self.now.max(now);
         let res = match msg {
             Message::Request(r) => {
@@ -464,9 +491,16 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
 
     /// Persist entries up to and including `token` are durable.
     pub fn handle_persisted(&mut self, token: u64) {
-        assert!(token < self.next_token, "persisted token {token} was never issued");
+        assert!(
+            token < self.next_token,
+            "persisted token {token} was never issued"
+        );
         self.persisted_token = self.persisted_token.max(token);
-        while self.held.front().is_some_and(|(t, _)| *t <= self.persisted_token) {
+        while self
+            .held
+            .front()
+            .is_some_and(|(t, _)| *t <= self.persisted_token)
+        {
             if let Some((_, o)) = self.held.pop_front() {
                 self.outputs.push_back(o);
             }
@@ -480,7 +514,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         let now = self.now;
         if self.stop_target == self.regency && !self.syncing {
             if let Some(oldest) = self.pending.values().map(|(_, t)| *t).min() {
-                if oldest.add(self.current_timeout()) <= now {
+                if oldest.saturating_add(self.current_timeout()) <= now {
                     self.start_stop(self.regency.next());
                 }
             }
@@ -489,7 +523,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         }
         if self.retransmit_at <= now {
             self.retransmit();
-            self.retransmit_at = now.add(self.config.retransmit_interval);
+            self.retransmit_at = now.saturating_add(self.config.retransmit_interval);
         }
         if self.fetch_deadline.is_some_and(|d| d <= now) {
             self.fetch_deadline = None;
@@ -522,7 +556,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         };
         if self.stop_target == self.regency && !self.syncing {
             let oldest = self.pending.values().map(|(_, t)| *t).min();
-            min(oldest.map(|o| o.add(self.current_timeout())));
+            min(oldest.map(|o| o.saturating_add(self.current_timeout())));
         } else {
             min(self.stop_deadline);
         }
@@ -616,7 +650,10 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
                         result,
                     };
                     let msg = self.sign(body);
-                    self.outputs.push_back(Output::Reply { client: r.client, msg });
+                    self.outputs.push_back(Output::Reply {
+                        client: r.client,
+                        msg,
+                    });
                 }
             }
             return Ok(());
@@ -634,7 +671,10 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
                     result: s.reply.clone(),
                 };
                 let msg = self.sign(body);
-                self.after_persist(Output::Reply { client: r.client, msg });
+                self.after_persist(Output::Reply {
+                    client: r.client,
+                    msg,
+                });
                 return Ok(());
             }
         }
@@ -665,13 +705,21 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         let from = m.from;
         match m.body {
             ReplicaBody::Reply { .. } => Err(PeerFault::Unexpected),
-            ReplicaBody::Propose { regency, cid, batch } => self.on_propose(from, regency, cid, batch),
-            ReplicaBody::Write { regency, cid, digest } => {
-                self.on_vote(from, VoteKind::Write, regency, cid, digest, m.tag)
-            }
-            ReplicaBody::Accept { regency, cid, digest } => {
-                self.on_vote(from, VoteKind::Accept, regency, cid, digest, m.tag)
-            }
+            ReplicaBody::Propose {
+                regency,
+                cid,
+                batch,
+            } => self.on_propose(from, regency, cid, batch),
+            ReplicaBody::Write {
+                regency,
+                cid,
+                digest,
+            } => self.on_vote(from, VoteKind::Write, regency, cid, digest, m.tag),
+            ReplicaBody::Accept {
+                regency,
+                cid,
+                digest,
+            } => self.on_vote(from, VoteKind::Accept, regency, cid, digest, m.tag),
             ReplicaBody::Stop { regency } => {
                 self.on_stop(from, regency);
                 Ok(())
@@ -682,9 +730,11 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
                 self.on_fetch(from, from_cid);
                 Ok(())
             }
-            ReplicaBody::Decisions { decisions, checkpoint, regency_proof } => {
-                self.on_decisions(from, decisions, checkpoint, regency_proof)
-            }
+            ReplicaBody::Decisions {
+                decisions,
+                checkpoint,
+                regency_proof,
+            } => self.on_decisions(from, decisions, checkpoint, regency_proof),
             ReplicaBody::StateRequest => {
                 self.on_state_request(from);
                 Ok(())
@@ -697,9 +747,12 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
                 self.on_chunk_request(from, cid, index);
                 Ok(())
             }
-            ReplicaBody::Chunk { cid, index, total, data } => {
-                self.on_chunk(from, cid, index, total, data)
-            }
+            ReplicaBody::Chunk {
+                cid,
+                index,
+                total,
+                data,
+            } => self.on_chunk(from, cid, index, total, data),
         }
     }
 
@@ -737,7 +790,12 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         {
             return;
         }
-        if self.open.proposal.as_ref().is_some_and(|(r, _, _)| *r == self.regency) {
+        if self
+            .open
+            .proposal
+            .as_ref()
+            .is_some_and(|(r, _, _)| *r == self.regency)
+        {
             return;
         }
         if self.open.cid <= self.sync_cid {
@@ -754,7 +812,11 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         if batch.requests.is_empty() {
             return;
         }
-        let body = ReplicaBody::Propose { regency: self.regency, cid: self.open.cid, batch };
+        let body = ReplicaBody::Propose {
+            regency: self.regency,
+            cid: self.open.cid,
+            batch,
+        };
         let msg = self.sign(body.clone());
         self.outputs.push_back(Output::Broadcast { msg });
         if let ReplicaBody::Propose { batch, .. } = body {
@@ -764,7 +826,8 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
 
     fn cut_batch(&mut self) -> Batch {
         let sessions = &self.sessions;
-        self.pending.retain(|c, (r, _)| sessions.get(c).is_none_or(|s| s.seq < r.seq));
+        self.pending
+            .retain(|c, (r, _)| sessions.get(c).is_none_or(|s| s.seq < r.seq));
         let mut requests = Vec::new();
         let mut bytes = 0;
         for (r, _) in self.pending.values() {
@@ -777,7 +840,10 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             bytes += len;
             requests.push(r.clone());
         }
-        Batch { timestamp: self.now.max(self.last_timestamp), requests }
+        Batch {
+            timestamp: self.now.max(self.last_timestamp),
+            requests,
+        }
     }
 
     fn on_propose(
@@ -806,7 +872,11 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         let digest = batch.digest();
         if let Some((r, d, _)) = &self.open.proposal {
             if *r == regency {
-                return if *d == digest { Ok(()) } else { Err(PeerFault::Equivocation) };
+                return if *d == digest {
+                    Ok(())
+                } else {
+                    Err(PeerFault::Equivocation)
+                };
             }
         }
         self.validate_batch(&batch, true)?;
@@ -827,7 +897,11 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             self.open.vote.cid = self.open.cid;
             self.open.vote.wrote = Some((regency, digest));
             self.persist(PersistEntry::Vote(self.open.vote.clone()));
-            let body = ReplicaBody::Write { regency, cid: self.open.cid, digest };
+            let body = ReplicaBody::Write {
+                regency,
+                cid: self.open.cid,
+                digest,
+            };
             let tag = self.auth.sign(&body.signing_payload());
             self.open.writes.insert(self.id, (digest, tag));
             self.broadcast_after_persist(body);
@@ -857,7 +931,11 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             VoteKind::Accept => &mut self.open.accepts,
         };
         if let Some((d, _)) = set.get(&from) {
-            return if *d == digest { Ok(()) } else { Err(PeerFault::Equivocation) };
+            return if *d == digest {
+                Ok(())
+            } else {
+                Err(PeerFault::Equivocation)
+            };
         }
         set.insert(from, (digest, tag));
         match kind {
@@ -870,12 +948,17 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
     fn votes_for(set: &BTreeMap<ReplicaId, (Digest, AuthTag)>, digest: Digest) -> Vec<Vote> {
         set.iter()
             .filter(|(_, (d, _))| *d == digest)
-            .map(|(r, (_, t))| Vote { signer: *r, tag: *t })
+            .map(|(r, (_, t))| Vote {
+                signer: *r,
+                tag: *t,
+            })
             .collect()
     }
 
     fn check_write_quorum(&mut self) {
-        let Some((r, digest, batch)) = &self.open.proposal else { return };
+        let Some((r, digest, batch)) = &self.open.proposal else {
+            return;
+        };
         if *r != self.regency {
             return;
         }
@@ -888,13 +971,23 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         if already || self.stop_target != self.regency {
             return;
         }
-        let cert = Certificate { kind: VoteKind::Write, regency, cid: self.open.cid, digest, votes };
+        let cert = Certificate {
+            kind: VoteKind::Write,
+            regency,
+            cid: self.open.cid,
+            digest,
+            votes,
+        };
         debug_assert!(cert.verify(&self.config, &self.auth));
         self.open.vote.cid = self.open.cid;
         self.open.vote.written = Some((cert, batch.clone()));
         self.open.vote.accepted = Some((regency, digest));
         self.persist(PersistEntry::Vote(self.open.vote.clone()));
-        let body = ReplicaBody::Accept { regency, cid: self.open.cid, digest };
+        let body = ReplicaBody::Accept {
+            regency,
+            cid: self.open.cid,
+            digest,
+        };
         let tag = self.auth.sign(&body.signing_payload());
         self.open.accepts.insert(self.id, (digest, tag));
         self.broadcast_after_persist(body);
@@ -922,7 +1015,9 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         let Some(digest) = counts.into_iter().find(|(_, c)| *c >= q).map(|(d, _)| d) else {
             return;
         };
-        let Some(batch) = self.known_batch(digest).cloned() else { return };
+        let Some(batch) = self.known_batch(digest).cloned() else {
+            return;
+        };
         let votes = Self::votes_for(&self.open.accepts, digest);
         let proof = Certificate {
             kind: VoteKind::Accept,
@@ -944,7 +1039,10 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         }
         let cid = d.cid();
         let d_regency = d.proof.regency;
-        let ctx = BatchContext { cid, timestamp: d.batch.timestamp };
+        let ctx = BatchContext {
+            cid,
+            timestamp: d.batch.timestamp,
+        };
         let mut to_run: Vec<&Request> = Vec::new();
         for r in &d.batch.requests {
             match self.sessions.get(&r.client) {
@@ -957,7 +1055,11 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         }
         let ops: Vec<&[u8]> = to_run.iter().map(|r| r.op.as_slice()).collect();
         let results = self.app.execute_batch(&ctx, &ops);
-        assert_eq!(results.len(), ops.len(), "Application must return one result per op");
+        assert_eq!(
+            results.len(),
+            ops.len(),
+            "Application must return one result per op"
+        );
         let executed: Vec<(ClientId, RequestSeq)> =
             to_run.iter().map(|r| (r.client, r.seq)).collect();
         for ((client, seq), result) in executed.into_iter().zip(results) {
@@ -967,7 +1069,12 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
                 self.pending.remove(&client);
             }
             if reply {
-                let body = ReplicaBody::Reply { client, seq, read_only: false, result: result.clone() };
+                let body = ReplicaBody::Reply {
+                    client,
+                    seq,
+                    read_only: false,
+                    result: result.clone(),
+                };
                 let msg = self.sign(body);
                 self.after_persist(Output::Reply { client, msg });
             }
@@ -984,7 +1091,10 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         self.last_timestamp = self.last_timestamp.max(d.batch.timestamp);
         self.last_proof = Some(d.proof.clone());
         self.log.push_back(d);
-        self.open = Open { cid: cid.next(), ..Open::default() };
+        self.open = Open {
+            cid: cid.next(),
+            ..Open::default()
+        };
         self.failed_regencies = 0;
         if !self.recovering && d_regency == self.regency && !self.syncing {
             // The regency makes progress: a STOP we sent is stale (e.g. we were cut off).
@@ -1004,11 +1114,19 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             cid: self.last_decided,
             timestamp: self.last_timestamp,
             app: self.app.snapshot(),
-            sessions: self.sessions.iter().map(|(c, s)| (*c, s.seq, s.reply.clone())).collect(),
+            sessions: self
+                .sessions
+                .iter()
+                .map(|(c, s)| (*c, s.seq, s.reply.clone()))
+                .collect(),
         };
         let blob = state.encode();
         let digest = Digest::of("rampart-bft checkpoint v1", &[&blob]);
-        let rec = CheckpointRecord { cid: self.last_decided, digest, blob };
+        let rec = CheckpointRecord {
+            cid: self.last_decided,
+            digest,
+            blob,
+        };
         self.persist(PersistEntry::Checkpoint(rec.clone()));
         self.checkpoints.retain(|c| c.cid < rec.cid);
         self.checkpoints.push(rec);
@@ -1020,7 +1138,10 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             self.log.retain(|d| d.cid() > through);
             self.persist(PersistEntry::TruncateLog { through });
         }
-        self.event(Output::Checkpoint { cid: self.last_decided, digest });
+        self.event(Output::Checkpoint {
+            cid: self.last_decided,
+            digest,
+        });
     }
 
     fn install_checkpoint_state(&mut self, state: CheckpointState) -> Result<(), Error> {
@@ -1033,9 +1154,13 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         self.last_decided = state.cid;
         self.last_timestamp = state.timestamp;
         self.last_proof = None;
-        self.open = Open { cid: state.cid.next(), ..Open::default() };
+        self.open = Open {
+            cid: state.cid.next(),
+            ..Open::default()
+        };
         let sessions = &self.sessions;
-        self.pending.retain(|c, (r, _)| sessions.get(c).is_none_or(|s| s.seq < r.seq));
+        self.pending
+            .retain(|c, (r, _)| sessions.get(c).is_none_or(|s| s.seq < r.seq));
         Ok(())
     }
 
@@ -1067,7 +1192,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         }));
         self.broadcast_after_persist(ReplicaBody::Stop { regency: target });
         self.stops.entry(target).or_default().insert(self.id);
-        self.stop_deadline = Some(self.now.add(self.current_timeout()));
+        self.stop_deadline = Some(self.now.saturating_add(self.current_timeout()));
         self.check_stops(target);
     }
 
@@ -1114,7 +1239,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
     fn install_regency(&mut self, target: Regency) {
         self.enter_regency(target);
         self.syncing = true;
-        self.stop_deadline = Some(self.now.add(self.current_timeout()));
+        self.stop_deadline = Some(self.now.saturating_add(self.current_timeout()));
         self.send_stopdata();
     }
 
@@ -1123,7 +1248,11 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             Some((c, b)) if c.cid == self.open.cid => Some((c.clone(), b.clone())),
             _ => None,
         };
-        StopData { regency: self.regency, last_decided: self.last_proof.clone(), written }
+        StopData {
+            regency: self.regency,
+            last_decided: self.last_proof.clone(),
+            written,
+        }
     }
 
     fn send_stopdata(&mut self) {
@@ -1134,7 +1263,10 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             self.stopdatas.insert(self.id, signed);
             self.maybe_send_sync();
         } else {
-            self.after_persist(Output::Send { to: leader, msg: Message::Replica(signed) });
+            self.after_persist(Output::Send {
+                to: leader,
+                msg: Message::Replica(signed),
+            });
         }
     }
 
@@ -1160,7 +1292,9 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
     }
 
     fn on_stopdata(&mut self, m: SignedMessage) -> Result<(), PeerFault> {
-        let ReplicaBody::StopData(sd) = &m.body else { return Err(PeerFault::Unexpected) };
+        let ReplicaBody::StopData(sd) = &m.body else {
+            return Err(PeerFault::Unexpected);
+        };
         if sd.regency != self.regency
             || self.config.leader(self.regency) != self.id
             || !self.syncing
@@ -1203,8 +1337,12 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         if self.stopdatas.len() < self.quorum() || self.sync_sent {
             return;
         }
-        let proofs: Vec<SignedMessage> =
-            self.stopdatas.values().take(self.quorum()).cloned().collect();
+        let proofs: Vec<SignedMessage> = self
+            .stopdatas
+            .values()
+            .take(self.quorum())
+            .cloned()
+            .collect();
         let (h, _, mut forced) = Self::choose(&proofs);
         if self.config.danger_test_mutation == Some(DangerTestMutation::SkipSyncCheck) {
             forced = None;
@@ -1213,15 +1351,24 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             Some(b) => b,
             None => self.cut_batch(),
         };
-        let sync = Sync { regency: self.regency, cid: h.next(), batch, proofs };
+        let sync = Sync {
+            regency: self.regency,
+            cid: h.next(),
+            batch,
+            proofs,
+        };
         let signed = SignedMessage::new(&self.auth, self.id, ReplicaBody::Sync(sync));
         self.sync_sent = true;
-        self.after_persist(Output::Broadcast { msg: Message::Replica(signed.clone()) });
+        self.after_persist(Output::Broadcast {
+            msg: Message::Replica(signed.clone()),
+        });
         let _ = self.on_sync(signed, true);
     }
 
     fn on_sync(&mut self, m: SignedMessage, trusted: bool) -> Result<(), PeerFault> {
-        let ReplicaBody::Sync(s) = &m.body else { return Err(PeerFault::Unexpected) };
+        let ReplicaBody::Sync(s) = &m.body else {
+            return Err(PeerFault::Unexpected);
+        };
         if m.from != self.config.leader(s.regency) {
             return Err(PeerFault::NotLeader);
         }
@@ -1255,7 +1402,12 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             if check_time && s.batch.timestamp < self.last_timestamp {
                 return Err(PeerFault::InvalidSync);
             }
-            if self.open.proposal.as_ref().is_none_or(|(r, _, _)| *r < self.regency) {
+            if self
+                .open
+                .proposal
+                .as_ref()
+                .is_none_or(|(r, _, _)| *r < self.regency)
+            {
                 self.set_proposal(self.regency, s.batch.clone());
             }
         } else if s.cid > self.open.cid {
@@ -1272,8 +1424,12 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         }
         let mut seen = BTreeSet::new();
         for p in &s.proofs {
-            let ReplicaBody::StopData(sd) = &p.body else { return Err(PeerFault::InvalidSync) };
-            if !seen.insert(p.from) || !p.verify(&self.auth) || !self.validate_stopdata(sd, s.regency)
+            let ReplicaBody::StopData(sd) = &p.body else {
+                return Err(PeerFault::InvalidSync);
+            };
+            if !seen.insert(p.from)
+                || !p.verify(&self.auth)
+                || !self.validate_stopdata(sd, s.regency)
             {
                 return Err(PeerFault::InvalidSync);
             }
@@ -1305,9 +1461,14 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
 
     fn start_fetch(&mut self, peer: ReplicaId) {
         self.fetch_peer = Some(peer);
-        self.fetch_deadline = Some(self.now.add(self.config.fetch_timeout));
+        self.fetch_deadline = Some(self.now.saturating_add(self.config.fetch_timeout));
         self.stats.fetches_sent += 1;
-        self.send_now(peer, ReplicaBody::Fetch { from_cid: self.last_decided.next() });
+        self.send_now(
+            peer,
+            ReplicaBody::Fetch {
+                from_cid: self.last_decided.next(),
+            },
+        );
     }
 
     fn on_fetch(&mut self, from: ReplicaId, from_cid: SeqNo) {
@@ -1323,9 +1484,24 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             Some(c) if !in_log && from_cid <= c.cid => Some(c.cid),
             _ => None,
         };
-        let regency_proof = if self.syncing { None } else { self.regency_proof.clone().map(Box::new) };
-        let decisions = if checkpoint.is_some() { Vec::new() } else { decisions };
-        self.send_now(from, ReplicaBody::Decisions { decisions, checkpoint, regency_proof });
+        let regency_proof = if self.syncing {
+            None
+        } else {
+            self.regency_proof.clone().map(Box::new)
+        };
+        let decisions = if checkpoint.is_some() {
+            Vec::new()
+        } else {
+            decisions
+        };
+        self.send_now(
+            from,
+            ReplicaBody::Decisions {
+                decisions,
+                checkpoint,
+                regency_proof,
+            },
+        );
     }
 
     fn on_decisions(
@@ -1391,7 +1567,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             next_index: 0,
             attempts: 0,
         });
-        self.fetch_deadline = Some(self.now.add(self.config.fetch_timeout));
+        self.fetch_deadline = Some(self.now.saturating_add(self.config.fetch_timeout));
         let msg = self.sign(ReplicaBody::StateRequest);
         self.outputs.push_back(Output::Broadcast { msg });
     }
@@ -1407,7 +1583,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             }
             _ => None,
         };
-        self.fetch_deadline = Some(self.now.add(self.config.fetch_timeout));
+        self.fetch_deadline = Some(self.now.saturating_add(self.config.fetch_timeout));
         match next {
             Some((p, cid)) => self.send_now(p, ReplicaBody::ChunkRequest { cid, index: 0 }),
             None => {
@@ -1459,13 +1635,15 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             let p = providers[0];
             st.chosen = Some((cid, digest, total, providers));
             st.provider = 0;
-            self.fetch_deadline = Some(self.now.add(self.config.fetch_timeout));
+            self.fetch_deadline = Some(self.now.saturating_add(self.config.fetch_timeout));
             self.send_now(p, ReplicaBody::ChunkRequest { cid, index: 0 });
         }
     }
 
     fn on_chunk_request(&mut self, from: ReplicaId, cid: SeqNo, index: u32) {
-        let Some(c) = self.checkpoints.iter().find(|c| c.cid == cid) else { return };
+        let Some(c) = self.checkpoints.iter().find(|c| c.cid == cid) else {
+            return;
+        };
         let cs = self.config.state_chunk_bytes_max;
         let total = self.chunk_count(c.blob.len());
         if index >= total {
@@ -1474,7 +1652,15 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         let start = (index as usize) * cs;
         let end = (start + cs).min(c.blob.len());
         let data = c.blob.get(start..end).unwrap_or_default().to_vec();
-        self.send_now(from, ReplicaBody::Chunk { cid, index, total, data });
+        self.send_now(
+            from,
+            ReplicaBody::Chunk {
+                cid,
+                index,
+                total,
+                data,
+            },
+        );
     }
 
     fn on_chunk(
@@ -1486,8 +1672,12 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         data: Vec<u8>,
     ) -> Result<(), PeerFault> {
         let state_max = self.config.state_bytes_max;
-        let Some(st) = &mut self.st else { return Ok(()) };
-        let Some((ccid, digest, ctotal, providers)) = &st.chosen else { return Ok(()) };
+        let Some(st) = &mut self.st else {
+            return Ok(());
+        };
+        let Some((ccid, digest, ctotal, providers)) = &st.chosen else {
+            return Ok(());
+        };
         if providers.get(st.provider) != Some(&from) || cid != *ccid || index != st.next_index {
             return Ok(());
         }
@@ -1500,7 +1690,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         st.next_index += 1;
         if st.next_index < total {
             let next = st.next_index;
-            self.fetch_deadline = Some(self.now.add(self.config.fetch_timeout));
+            self.fetch_deadline = Some(self.now.saturating_add(self.config.fetch_timeout));
             self.send_now(from, ReplicaBody::ChunkRequest { cid, index: next });
             return Ok(());
         }
@@ -1538,7 +1728,9 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
 
     fn retransmit(&mut self) {
         if self.stop_target > self.regency {
-            let msg = self.sign(ReplicaBody::Stop { regency: self.stop_target });
+            let msg = self.sign(ReplicaBody::Stop {
+                regency: self.stop_target,
+            });
             self.after_persist(Output::Broadcast { msg });
         }
         if self.syncing {
@@ -1552,13 +1744,18 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         if self.config.leader(regency) == self.id {
             if let Some((r, _, batch)) = &self.open.proposal {
                 if *r == regency {
-                    let sync_instance = self.regency_proof.as_ref().is_some_and(|p| {
-                        matches!(&p.body, ReplicaBody::Sync(s) if s.cid == cid)
-                    });
+                    let sync_instance = self
+                        .regency_proof
+                        .as_ref()
+                        .is_some_and(|p| matches!(&p.body, ReplicaBody::Sync(s) if s.cid == cid));
                     let msg = if sync_instance {
                         self.regency_proof.clone().map(Message::Replica)
                     } else {
-                        let body = ReplicaBody::Propose { regency, cid, batch: batch.clone() };
+                        let body = ReplicaBody::Propose {
+                            regency,
+                            cid,
+                            batch: batch.clone(),
+                        };
                         Some(self.sign(body))
                     };
                     if let Some(msg) = msg {
@@ -1569,12 +1766,20 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         }
         if let Some((r, d)) = self.open.vote.wrote {
             if r == regency && self.open.vote.cid == cid {
-                self.broadcast_after_persist(ReplicaBody::Write { regency, cid, digest: d });
+                self.broadcast_after_persist(ReplicaBody::Write {
+                    regency,
+                    cid,
+                    digest: d,
+                });
             }
         }
         if let Some((r, d)) = self.open.vote.accepted {
             if r == regency && self.open.vote.cid == cid {
-                self.broadcast_after_persist(ReplicaBody::Accept { regency, cid, digest: d });
+                self.broadcast_after_persist(ReplicaBody::Accept {
+                    regency,
+                    cid,
+                    digest: d,
+                });
             }
         }
     }
@@ -1588,20 +1793,33 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         assert!(self.pending.len() <= self.config.pending_requests_max);
         assert!(self.sessions.len() <= self.config.clients_max);
         assert!(self.checkpoints.len() <= crate::storage::CHECKPOINTS_KEPT);
-        assert!(self.checkpoints.last().is_none_or(|c| c.cid <= self.last_decided));
+        assert!(
+            self.checkpoints
+                .last()
+                .is_none_or(|c| c.cid <= self.last_decided)
+        );
         assert!(self.persisted_token < self.next_token);
         assert!(self.stops.keys().all(|r| *r > self.regency));
         assert!(self.stopdatas.len() <= self.config.replicas);
-        assert!(self.outputs.len() <= OUTPUTS_MAX, "driver is not draining poll_output");
+        assert!(
+            self.outputs.len() <= OUTPUTS_MAX,
+            "driver is not draining poll_output"
+        );
         if let Some((r, _)) = self.open.vote.wrote {
             if self.open.vote.cid == self.open.cid {
-                assert!(r <= self.regency, "wrote in a regency above the installed one");
+                assert!(
+                    r <= self.regency,
+                    "wrote in a regency above the installed one"
+                );
             }
         }
         if let Some((r, _, _)) = &self.open.proposal {
             assert!(*r <= self.regency);
             if *r == self.regency && self.regency > Regency(0) {
-                assert!(self.open.cid >= self.sync_cid, "proposal below the regency's SYNC");
+                assert!(
+                    self.open.cid >= self.sync_cid,
+                    "proposal below the regency's SYNC"
+                );
             }
         }
         assert!(self.log.back().is_none_or(|d| d.cid() == self.last_decided));

@@ -48,7 +48,7 @@ pub struct Timestamp(pub u64);
 impl Timestamp {
     /// `self + d`, saturating.
     #[must_use]
-    pub fn add(self, d: Duration) -> Timestamp {
+    pub fn saturating_add(self, d: Duration) -> Timestamp {
         let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         Timestamp(self.0.saturating_add(nanos))
     }
@@ -182,15 +182,33 @@ impl Config {
     /// Checks the relations between limits. Called by the constructors.
     pub fn check(&self) -> Result<(), ConfigError> {
         if self.replicas < 4 || self.replicas > REPLICAS_MAX {
-            return Err(ConfigError::Replicas { replicas: self.replicas });
+            return Err(ConfigError::Replicas {
+                replicas: self.replicas,
+            });
         }
         let pairs = [
-            ("batch_requests_max", self.batch_requests_max, BATCH_REQUESTS_MAX),
+            (
+                "batch_requests_max",
+                self.batch_requests_max,
+                BATCH_REQUESTS_MAX,
+            ),
             ("batch_bytes_max", self.batch_bytes_max, BATCH_BYTES_MAX),
-            ("request_op_bytes_max", self.request_op_bytes_max, self.batch_bytes_max),
+            (
+                "request_op_bytes_max",
+                self.request_op_bytes_max,
+                self.batch_bytes_max,
+            ),
             ("reply_bytes_max", self.reply_bytes_max, REPLY_BYTES_MAX),
-            ("state_chunk_bytes_max", self.state_chunk_bytes_max, STATE_CHUNK_BYTES_MAX),
-            ("decisions_per_fetch_max", self.decisions_per_fetch_max, DECISIONS_PER_FETCH_MAX),
+            (
+                "state_chunk_bytes_max",
+                self.state_chunk_bytes_max,
+                STATE_CHUNK_BYTES_MAX,
+            ),
+            (
+                "decisions_per_fetch_max",
+                self.decisions_per_fetch_max,
+                DECISIONS_PER_FETCH_MAX,
+            ),
         ];
         for (name, value, max) in pairs {
             if value == 0 || value > max {
@@ -199,7 +217,11 @@ impl Config {
         }
         if self.checkpoint_interval == 0 || self.pending_requests_max == 0 || self.clients_max == 0
         {
-            return Err(ConfigError::Limit { name: "checkpoint/pending/clients", value: 0, max: 0 });
+            return Err(ConfigError::Limit {
+                name: "checkpoint/pending/clients",
+                value: 0,
+                max: 0,
+            });
         }
         Ok(())
     }
@@ -262,7 +284,7 @@ mod tests {
             assert_eq!(c.f(), f, "n={n}");
             assert_eq!(c.quorum(), q, "n={n}");
             // Two quorums intersect in at least f+1 replicas, so in one correct replica.
-            assert!(2 * c.quorum() >= n + f + 1);
+            assert!(2 * c.quorum() > n + f);
         }
     }
 

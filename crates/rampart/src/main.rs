@@ -23,6 +23,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the deterministic BFT simulator over many seeds (faults, crashes, Byzantine replicas).
+    Sim(cmd::sim::SimArgs),
     /// Secure log: forward-integrity sealed, Merkle-tree, signed-checkpoint audit trail.
     Log(cmd::log::LogArgs),
 }
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     let result = match cli.command {
+        Command::Sim(args) => cmd::sim::run(args),
         Command::Log(args) => cmd::log::run(args),
     };
     match result {

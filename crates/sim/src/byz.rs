@@ -86,7 +86,13 @@ impl Byzantine {
     /// A Byzantine replica `id` with `behaviours`, signing as itself in cluster `seed`.
     #[must_use]
     pub fn new(id: ReplicaId, behaviours: Vec<Behaviour>, auth: SimulatedAuthenticator) -> Self {
-        Byzantine { id, behaviours, auth, split: None, received: Vec::new() }
+        Byzantine {
+            id,
+            behaviours,
+            auth,
+            split: None,
+            received: Vec::new(),
+        }
     }
 
     fn has(&self, b: Behaviour) -> bool {
@@ -119,8 +125,10 @@ impl Byzantine {
         rng: &mut ChaCha8Rng,
     ) -> Vec<Packet> {
         let me = Node::Replica(self.id.0);
-        let others: Vec<Node> =
-            (0..replicas as u8).filter(|r| *r != self.id.0).map(Node::Replica).collect();
+        let others: Vec<Node> = (0..replicas as u8)
+            .filter(|r| *r != self.id.0)
+            .map(Node::Replica)
+            .collect();
         let (dests, msg) = match out {
             Output::Send { to, msg } => (vec![Node::Replica(to.0)], msg),
             Output::Broadcast { msg } => (others.clone(), msg),
@@ -148,11 +156,19 @@ impl Byzantine {
         let mut rewritten: Option<(Vec<Node>, Message, Vec<Node>, Message)> = None;
         let mut single: Option<Message> = None;
         match body {
-            Some(ReplicaBody::Propose { regency, cid, batch }) if self.has(Behaviour::Equivocate) => {
+            Some(ReplicaBody::Propose {
+                regency,
+                cid,
+                batch,
+            }) if self.has(Behaviour::Equivocate) => {
                 let b = other_batch(batch);
                 let (da, db) = (batch.digest(), b.digest());
                 self.split = Some((*regency, *cid, da, db));
-                let mb = self.sign(ReplicaBody::Propose { regency: *regency, cid: *cid, batch: b });
+                let mb = self.sign(ReplicaBody::Propose {
+                    regency: *regency,
+                    cid: *cid,
+                    batch: b,
+                });
                 let (a, bn): (Vec<Node>, Vec<Node>) = dests.iter().partition(|n| half(n));
                 rewritten = Some((a, msg.clone(), bn, mb));
             }
@@ -165,17 +181,31 @@ impl Byzantine {
                 let (a, bn): (Vec<Node>, Vec<Node>) = dests.iter().partition(|n| half(n));
                 rewritten = Some((a, msg.clone(), bn, mb));
             }
-            Some(ReplicaBody::Write { regency, cid, digest })
-            | Some(ReplicaBody::Accept { regency, cid, digest })
-                if self.has(Behaviour::Equivocate) =>
-            {
+            Some(ReplicaBody::Write {
+                regency,
+                cid,
+                digest,
+            })
+            | Some(ReplicaBody::Accept {
+                regency,
+                cid,
+                digest,
+            }) if self.has(Behaviour::Equivocate) => {
                 if let Some((r, c, da, db)) = self.split {
                     if r == *regency && c == *cid && da == *digest {
                         let is_write = matches!(body, Some(ReplicaBody::Write { .. }));
                         let mb = if is_write {
-                            self.sign(ReplicaBody::Write { regency: r, cid: c, digest: db })
+                            self.sign(ReplicaBody::Write {
+                                regency: r,
+                                cid: c,
+                                digest: db,
+                            })
                         } else {
-                            self.sign(ReplicaBody::Accept { regency: r, cid: c, digest: db })
+                            self.sign(ReplicaBody::Accept {
+                                regency: r,
+                                cid: c,
+                                digest: db,
+                            })
                         };
                         let (a, bn): (Vec<Node>, Vec<Node>) = dests.iter().partition(|n| half(n));
                         rewritten = Some((a, msg.clone(), bn, mb));
@@ -194,9 +224,12 @@ impl Byzantine {
                     .collect();
                 single = Some(self.sign(ReplicaBody::StateDigests { checkpoints }));
             }
-            Some(ReplicaBody::Chunk { cid, index, total, data })
-                if self.has(Behaviour::WrongCheckpoint) =>
-            {
+            Some(ReplicaBody::Chunk {
+                cid,
+                index,
+                total,
+                data,
+            }) if self.has(Behaviour::WrongCheckpoint) => {
                 let mut data = data.clone();
                 if data.is_empty() {
                     data.push(1);
@@ -211,19 +244,26 @@ impl Byzantine {
                     data,
                 }));
             }
-            Some(ReplicaBody::Decisions { decisions, regency_proof, .. })
-                if self.has(Behaviour::WrongCheckpoint) && rng.gen_bool(0.5) =>
-            {
-                let claim = decisions.last().map_or(SeqNo(1000), |d| SeqNo(d.cid().0 + 1000));
+            Some(ReplicaBody::Decisions {
+                decisions,
+                regency_proof,
+                ..
+            }) if self.has(Behaviour::WrongCheckpoint) && rng.gen_bool(0.5) => {
+                let claim = decisions
+                    .last()
+                    .map_or(SeqNo(1000), |d| SeqNo(d.cid().0 + 1000));
                 single = Some(self.sign(ReplicaBody::Decisions {
                     decisions: Vec::new(),
                     checkpoint: Some(claim),
                     regency_proof: regency_proof.clone(),
                 }));
             }
-            Some(ReplicaBody::Reply { client, seq, read_only, .. })
-                if self.has(Behaviour::WrongReplies) =>
-            {
+            Some(ReplicaBody::Reply {
+                client,
+                seq,
+                read_only,
+                ..
+            }) if self.has(Behaviour::WrongReplies) => {
                 let mut result = vec![1];
                 result.extend_from_slice(&rng.gen_range(0u64..4).to_le_bytes());
                 single = Some(self.sign(ReplicaBody::Reply {
@@ -256,7 +296,12 @@ impl Byzantine {
     }
 
     /// Forged, replayed and garbage packets sent alongside normal traffic.
-    fn extras(&mut self, others: &[Node], msg: Option<&Message>, rng: &mut ChaCha8Rng) -> Vec<Packet> {
+    fn extras(
+        &mut self,
+        others: &[Node],
+        msg: Option<&Message>,
+        rng: &mut ChaCha8Rng,
+    ) -> Vec<Packet> {
         let mut out = Vec::new();
         let me = Node::Replica(self.id.0);
         if others.is_empty() {
@@ -285,7 +330,11 @@ impl Byzantine {
                     op: crate::kv::KvOp::Put(0, 999_999).encode(),
                     tag: AuthTag([7; rampart_bft::AUTH_TAG_LEN]),
                 };
-                out.push((Node::Client(client), pick(rng), Message::Request(req).encode()));
+                out.push((
+                    Node::Client(client),
+                    pick(rng),
+                    Message::Request(req).encode(),
+                ));
             }
         }
         if self.has(Behaviour::Replay) && !self.received.is_empty() && rng.gen_bool(0.2) {

@@ -101,9 +101,9 @@ impl KvResult {
     pub fn decode(b: &[u8]) -> Option<KvResult> {
         match b {
             [0] => Some(KvResult::Value(None)),
-            [1, rest @ ..] if rest.len() == 8 => {
-                Some(KvResult::Value(Some(u64::from_le_bytes(rest.try_into().ok()?))))
-            }
+            [1, rest @ ..] if rest.len() == 8 => Some(KvResult::Value(Some(u64::from_le_bytes(
+                rest.try_into().ok()?,
+            )))),
             [2] => Some(KvResult::Ok),
             [3, s] if *s <= 1 => Some(KvResult::Swapped(*s == 1)),
             _ => None,
@@ -173,13 +173,19 @@ impl Application for KvApp {
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
         if snapshot.len() % 9 != 0 {
-            return Err(RestoreError { reason: "malformed snapshot" });
+            return Err(RestoreError {
+                reason: "malformed snapshot",
+            });
         }
         let mut map = BTreeMap::new();
         for c in snapshot.chunks_exact(9) {
-            let x = u64::from_le_bytes(c[1..9].try_into().map_err(|_| RestoreError { reason: "malformed value" })?);
+            let x = u64::from_le_bytes(c[1..9].try_into().map_err(|_| RestoreError {
+                reason: "malformed value",
+            })?);
             if map.insert(c[0], x).is_some() {
-                return Err(RestoreError { reason: "malformed snapshot" });
+                return Err(RestoreError {
+                    reason: "malformed snapshot",
+                });
             }
         }
         self.map = map;
@@ -206,7 +212,12 @@ mod tests {
         ] {
             assert_eq!(KvOp::decode(&op.encode()), Some(op));
         }
-        for r in [KvResult::Value(None), KvResult::Value(Some(4)), KvResult::Ok, KvResult::Swapped(true)] {
+        for r in [
+            KvResult::Value(None),
+            KvResult::Value(Some(4)),
+            KvResult::Ok,
+            KvResult::Swapped(true),
+        ] {
             assert_eq!(KvResult::decode(&r.encode()), Some(r));
         }
         assert_eq!(KvOp::decode(&[9, 9]), None);
@@ -216,7 +227,10 @@ mod tests {
     #[test]
     fn snapshot_restores_the_same_state() {
         let mut a = KvApp::default();
-        let ctx = BatchContext { cid: rampart_bft::SeqNo(1), timestamp: rampart_bft::Timestamp(0) };
+        let ctx = BatchContext {
+            cid: rampart_bft::SeqNo(1),
+            timestamp: rampart_bft::Timestamp(0),
+        };
         let ops = [KvOp::Put(1, 5).encode(), KvOp::Put(2, 6).encode()];
         let refs: Vec<&[u8]> = ops.iter().map(Vec::as_slice).collect();
         a.execute_batch(&ctx, &refs);

@@ -67,7 +67,11 @@ pub struct Faults {
 
 impl Faults {
     /// Everything on.
-    pub const ALL: Faults = Faults { network: true, crashes: true, byzantine: true };
+    pub const ALL: Faults = Faults {
+        network: true,
+        crashes: true,
+        byzantine: true,
+    };
 }
 
 /// One simulation run.
@@ -167,7 +171,9 @@ pub enum Failure {
     #[error("history not linearizable: {0}")]
     Linearizability(LinError),
     /// Clients did not finish within the bound after heal.
-    #[error("liveness: {unfinished} client(s) unfinished {bound_ms} ms after heal (max decided cid {decided})")]
+    #[error(
+        "liveness: {unfinished} client(s) unfinished {bound_ms} ms after heal (max decided cid {decided})"
+    )]
     Liveness {
         /// Clients still busy.
         unfinished: usize,
@@ -247,7 +253,10 @@ impl SimReport {
             .byzantine
             .iter()
             .map(|(r, b)| {
-                format!("{r}:{}", b.iter().map(|x| x.name()).collect::<Vec<_>>().join("+"))
+                format!(
+                    "{r}:{}",
+                    b.iter().map(|x| x.name()).collect::<Vec<_>>().join("+")
+                )
             })
             .collect();
         let status = match &self.failure {
@@ -286,7 +295,11 @@ pub fn run(cfg: SimConfig) -> SimReport {
                 .cloned()
                 .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_string()))
                 .unwrap_or_else(|| "unknown panic".to_string());
-            SimReport { seed, failure: Some(Failure::Panic(msg)), summary: Summary::default() }
+            SimReport {
+                seed,
+                failure: Some(Failure::Panic(msg)),
+                summary: Summary::default(),
+            }
         }
     }
 }
@@ -295,8 +308,16 @@ type Core = Replica<KvApp, SimulatedAuthenticator>;
 
 #[derive(Debug)]
 enum Event {
-    Deliver { from: Node, to: Node, bytes: Vec<u8> },
-    Persisted { replica: u8, incarnation: u64, token: u64 },
+    Deliver {
+        from: Node,
+        to: Node,
+        bytes: Vec<u8>,
+    },
+    Persisted {
+        replica: u8,
+        incarnation: u64,
+        token: u64,
+    },
     Crash(u8),
     Restart(u8),
     Partition,
@@ -408,8 +429,11 @@ impl Sim {
         let mut summary = Summary::default();
         for r in 0..n as u8 {
             let byz = if byz_ids.contains(&r) {
-                let mut behaviours: Vec<Behaviour> =
-                    Behaviour::ALL.iter().copied().filter(|_| rng.gen_bool(0.4)).collect();
+                let mut behaviours: Vec<Behaviour> = Behaviour::ALL
+                    .iter()
+                    .copied()
+                    .filter(|_| rng.gen_bool(0.4))
+                    .collect();
                 if behaviours.is_empty() {
                     behaviours.push(Behaviour::ALL[rng.gen_range(0..Behaviour::ALL.len())]);
                 }
@@ -512,7 +536,11 @@ impl Sim {
 
     fn schedule(&mut self, at: u64, event: Event) {
         self.seq += 1;
-        self.queue.push(Reverse(Queued { at, seq: self.seq, event }));
+        self.queue.push(Reverse(Queued {
+            at,
+            seq: self.seq,
+            event,
+        }));
     }
 
     fn is_correct(&self, r: u8) -> bool {
@@ -524,7 +552,10 @@ impl Sim {
         let recovered = match slot.storage.recover() {
             Ok(s) => s,
             Err(e) => {
-                self.failure = Some(Failure::Start { replica: r, error: e.to_string() });
+                self.failure = Some(Failure::Start {
+                    replica: r,
+                    error: e.to_string(),
+                });
                 return;
             }
         };
@@ -544,7 +575,12 @@ impl Sim {
                 slot.core = Some(core);
                 self.drain_replica(r);
             }
-            Err(e) => self.failure = Some(Failure::Start { replica: r, error: e.to_string() }),
+            Err(e) => {
+                self.failure = Some(Failure::Start {
+                    replica: r,
+                    error: e.to_string(),
+                })
+            }
         }
     }
 
@@ -609,7 +645,11 @@ impl Sim {
             }
         }
         self.summary.virtual_ms = self.now / 1_000_000;
-        SimReport { seed: self.cfg.seed, failure: self.failure, summary: self.summary }
+        SimReport {
+            seed: self.cfg.seed,
+            failure: self.failure,
+            summary: self.summary,
+        }
     }
 
     fn client_done(&self, c: &ClientSlot) -> bool {
@@ -642,7 +682,11 @@ impl Sim {
     fn fire_timers(&mut self) {
         let now = Timestamp(self.now);
         for r in 0..self.replicas.len() {
-            let due = self.replicas[r].core.as_ref().and_then(Core::poll_timeout).is_some_and(|t| t <= now);
+            let due = self.replicas[r]
+                .core
+                .as_ref()
+                .and_then(Core::poll_timeout)
+                .is_some_and(|t| t <= now);
             if due {
                 if let Some(core) = self.replicas[r].core.as_mut() {
                     core.handle_timeout(now);
@@ -654,9 +698,17 @@ impl Sim {
             }
         }
         for c in 0..self.clients.len() {
-            if self.clients[c].core.poll_timeout().is_some_and(|t| t <= now) {
+            if self.clients[c]
+                .core
+                .poll_timeout()
+                .is_some_and(|t| t <= now)
+            {
                 self.clients[c].core.handle_timeout(now);
-                if self.clients[c].core.poll_timeout().is_some_and(|t| t <= now) {
+                if self.clients[c]
+                    .core
+                    .poll_timeout()
+                    .is_some_and(|t| t <= now)
+                {
                     self.failure = Some(Failure::TimerStuck(Node::Client(c as u64)));
                 }
                 self.drain_client(c as u64);
@@ -667,7 +719,11 @@ impl Sim {
     fn handle_event(&mut self, e: Event) {
         match e {
             Event::Deliver { from, to, bytes } => self.deliver(from, to, bytes),
-            Event::Persisted { replica, incarnation, token } => {
+            Event::Persisted {
+                replica,
+                incarnation,
+                token,
+            } => {
                 let slot = &mut self.replicas[usize::from(replica)];
                 if slot.incarnation != incarnation {
                     return;
@@ -678,8 +734,10 @@ impl Sim {
                         break;
                     }
                     if let Err(e) = slot.storage.apply(entry) {
-                        self.failure =
-                            Some(Failure::Start { replica, error: format!("storage: {e}") });
+                        self.failure = Some(Failure::Start {
+                            replica,
+                            error: format!("storage: {e}"),
+                        });
                     }
                     applied += 1;
                 }
@@ -779,14 +837,27 @@ impl Sim {
             }
             80..95 => {
                 self.next_value += 1;
-                let expected = if self.rng.gen_bool(0.5) { self.clients[idx].last_value } else { None };
+                let expected = if self.rng.gen_bool(0.5) {
+                    self.clients[idx].last_value
+                } else {
+                    None
+                };
                 (KvOp::Cas(key, expected, self.next_value), false)
             }
             _ => (KvOp::Delete(key), false),
         };
         let now = Timestamp(self.now);
-        if self.clients[idx].core.submit(now, op.encode(), read_only).is_ok() {
-            self.history.push(HistOp { client: c, op, invoke: self.now, response: None });
+        if self.clients[idx]
+            .core
+            .submit(now, op.encode(), read_only)
+            .is_ok()
+        {
+            self.history.push(HistOp {
+                client: c,
+                op,
+                invoke: self.now,
+                response: None,
+            });
             self.clients[idx].current = Some(self.history.len() - 1);
         }
         self.drain_client(c);
@@ -807,20 +878,27 @@ impl Sim {
                 if let Some(b) = slot.byz.as_mut() {
                     b.observe(from, &bytes, &mut self.rng);
                 }
-                let Some(core) = slot.core.as_mut() else { return };
+                let Some(core) = slot.core.as_mut() else {
+                    return;
+                };
                 // Peer faults are counted by the core; the simulator only checks that the
                 // core stays live and never panics.
                 let res = core.handle_bytes(now, peer, &bytes);
                 if let Err(e) = res {
                     if std::env::var_os("RAMPART_SIM_DEBUG").is_some() && self.now > self.heal_at {
-                        eprintln!("t={}ms replica {r} rejected from {from:?}: {e}", self.now / 1_000_000);
+                        eprintln!(
+                            "t={}ms replica {r} rejected from {from:?}: {e}",
+                            self.now / 1_000_000
+                        );
                     }
                 }
                 self.drain_replica(r);
             }
             Node::Client(c) => {
                 let Node::Replica(x) = from else { return };
-                let _ = self.clients[c as usize].core.handle_bytes(now, ReplicaId(x), &bytes);
+                let _ = self.clients[c as usize]
+                    .core
+                    .handle_bytes(now, ReplicaId(x), &bytes);
                 self.drain_client(c);
             }
         }
@@ -836,10 +914,24 @@ impl Sim {
         if self.net.drop_p > 0.0 && self.rng.gen_bool(self.net.drop_p) {
             return;
         }
-        let copies = if self.net.dup_p > 0.0 && self.rng.gen_bool(self.net.dup_p) { 2 } else { 1 };
+        let copies = if self.net.dup_p > 0.0 && self.rng.gen_bool(self.net.dup_p) {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
-            let at = self.now + self.rng.gen_range(self.net.delay_min_ns..=self.net.delay_max_ns);
-            self.schedule(at, Event::Deliver { from, to, bytes: bytes.clone() });
+            let at = self.now
+                + self
+                    .rng
+                    .gen_range(self.net.delay_min_ns..=self.net.delay_max_ns);
+            self.schedule(
+                at,
+                Event::Deliver {
+                    from,
+                    to,
+                    bytes: bytes.clone(),
+                },
+            );
         }
         if self.net.replay_p > 0.0 {
             if self.net.recent.len() < RECENT_PACKETS_MAX {
@@ -852,7 +944,14 @@ impl Sim {
                 let i = self.rng.gen_range(0..self.net.recent.len());
                 let (f, t, b) = self.net.recent[i].clone();
                 let at = self.now + self.rng.gen_range(ms(1)..ms(200));
-                self.schedule(at, Event::Deliver { from: f, to: t, bytes: b });
+                self.schedule(
+                    at,
+                    Event::Deliver {
+                        from: f,
+                        to: t,
+                        bytes: b,
+                    },
+                );
             }
         }
     }
@@ -861,8 +960,12 @@ impl Sim {
         let n = self.cfg.replicas;
         loop {
             let slot = &mut self.replicas[usize::from(r)];
-            let Some(core) = slot.core.as_mut() else { return };
-            let Some(out) = core.poll_output() else { return };
+            let Some(core) = slot.core.as_mut() else {
+                return;
+            };
+            let Some(out) = core.poll_output() else {
+                return;
+            };
             let is_leader = core.leader() == core.id();
             let correct = slot.byz.is_none();
             match out {
@@ -872,26 +975,43 @@ impl Sim {
                         let at = slot.persist_ready_at.max(self.now) + self.rng.gen_range(0..ms(3));
                         slot.persist_ready_at = at;
                         let incarnation = slot.incarnation;
-                        self.schedule(at, Event::Persisted { replica: r, incarnation, token });
+                        self.schedule(
+                            at,
+                            Event::Persisted {
+                                replica: r,
+                                incarnation,
+                                token,
+                            },
+                        );
                     } else {
                         // Byzantine replicas "persist" instantly; their storage is not trusted.
                         let _ = slot.storage.apply(&entry);
                         core.handle_persisted(token);
                     }
                 }
-                Output::Decided { cid, digest, regency, requests } => {
+                Output::Decided {
+                    cid,
+                    digest,
+                    regency,
+                    requests,
+                } => {
                     if std::env::var_os("RAMPART_SIM_TRACE").is_some() {
-                        eprintln!("t={} r{r} decided cid={} reg={} {digest:?} n={requests}", self.now / 1000, cid.0, regency.0);
+                        eprintln!(
+                            "t={} r{r} decided cid={} reg={} {digest:?} n={requests}",
+                            self.now / 1000,
+                            cid.0,
+                            regency.0
+                        );
                     }
                     if correct {
                         self.check_decided(r, cid.0, digest);
                     }
                 }
-                Output::Checkpoint { cid, digest } | Output::StateInstalled { cid, digest } => {
-                    if correct {
-                        let installed = matches!(out, Output::StateInstalled { .. });
-                        self.check_checkpoint(r, cid, digest, installed);
-                    }
+                Output::Checkpoint { cid, digest } if correct => {
+                    self.check_checkpoint(r, cid, digest, false);
+                }
+                Output::StateInstalled { cid, digest } if correct => {
+                    self.check_checkpoint(r, cid, digest, true);
                 }
                 Output::RegencyInstalled { regency, .. } => {
                     if std::env::var_os("RAMPART_SIM_TRACE").is_some() {
@@ -919,13 +1039,22 @@ impl Sim {
     fn check_decided(&mut self, r: u8, cid: u64, digest: Digest) {
         let slot = &mut self.replicas[usize::from(r)];
         if cid != slot.next_exec {
-            self.failure = Some(Failure::Order { replica: r, expected: slot.next_exec, got: cid });
+            self.failure = Some(Failure::Order {
+                replica: r,
+                expected: slot.next_exec,
+                got: cid,
+            });
             return;
         }
         slot.next_exec = cid + 1;
         match self.decided.get(&cid) {
             Some(d) if *d != digest => {
-                self.failure = Some(Failure::Agreement { cid, a: *d, b: digest, replica: r });
+                self.failure = Some(Failure::Agreement {
+                    cid,
+                    a: *d,
+                    b: digest,
+                    replica: r,
+                });
             }
             Some(_) => {}
             None => {
@@ -941,7 +1070,10 @@ impl Sim {
         }
         match self.checkpoints.get(&cid.0) {
             Some(d) if *d != digest => {
-                self.failure = Some(Failure::Checkpoint { cid: cid.0, replica: r });
+                self.failure = Some(Failure::Checkpoint {
+                    cid: cid.0,
+                    replica: r,
+                });
             }
             Some(_) => {}
             None => {
@@ -965,9 +1097,11 @@ impl Sim {
                     let slot = &mut self.clients[c as usize];
                     if let Some(i) = slot.current.take() {
                         let Some(res) = KvResult::decode(&result) else {
-                            self.failure = Some(Failure::Linearizability(
-                                LinError::NotLinearizable { key: 255, ops: 0 },
-                            ));
+                            self.failure =
+                                Some(Failure::Linearizability(LinError::NotLinearizable {
+                                    key: 255,
+                                    ops: 0,
+                                }));
                             return;
                         };
                         if let KvResult::Value(v) = res {
@@ -994,7 +1128,10 @@ fn plain_packets(r: u8, n: usize, out: Output) -> Vec<byz::Packet> {
         Output::Send { to, msg } => vec![(me, Node::Replica(to.0), msg.encode())],
         Output::Broadcast { msg } => {
             let bytes = msg.encode();
-            (0..n as u8).filter(|x| *x != r).map(|x| (me, Node::Replica(x), bytes.clone())).collect()
+            (0..n as u8)
+                .filter(|x| *x != r)
+                .map(|x| (me, Node::Replica(x), bytes.clone()))
+                .collect()
         }
         Output::Reply { client, msg } => vec![(me, Node::Client(client.0), msg.encode())],
         _ => Vec::new(),
@@ -1008,17 +1145,36 @@ fn trace_packet(now: u64, from: Node, to: Node, bytes: &[u8], cfg: &Config) {
         return;
     };
     let what = match &m.body {
-        B::Propose { regency, cid, batch } => {
-            format!("PROPOSE reg={} cid={} {:?}", regency.0, cid.0, batch.digest())
+        B::Propose {
+            regency,
+            cid,
+            batch,
+        } => {
+            format!(
+                "PROPOSE reg={} cid={} {:?}",
+                regency.0,
+                cid.0,
+                batch.digest()
+            )
         }
-        B::Write { regency, cid, digest } => format!("WRITE reg={} cid={} {digest:?}", regency.0, cid.0),
-        B::Accept { regency, cid, digest } => format!("ACCEPT reg={} cid={} {digest:?}", regency.0, cid.0),
+        B::Write {
+            regency,
+            cid,
+            digest,
+        } => format!("WRITE reg={} cid={} {digest:?}", regency.0, cid.0),
+        B::Accept {
+            regency,
+            cid,
+            digest,
+        } => format!("ACCEPT reg={} cid={} {digest:?}", regency.0, cid.0),
         B::Stop { regency } => format!("STOP {}", regency.0),
         B::StopData(sd) => format!(
             "STOPDATA reg={} last={} written={:?}",
             sd.regency.0,
             sd.last_cid().0,
-            sd.written.as_ref().map(|(c, _)| (c.regency.0, c.cid.0, c.digest))
+            sd.written
+                .as_ref()
+                .map(|(c, _)| (c.regency.0, c.cid.0, c.digest))
         ),
         B::Sync(s) => format!(
             "SYNC reg={} cid={} {:?} proofs={:?}",

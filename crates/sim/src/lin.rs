@@ -76,7 +76,12 @@ pub fn check(history: &[HistOp]) -> Result<(), LinError> {
         let remaining = ops.iter().filter(|o| o.response.is_some()).count();
         match s.dfs(None, remaining) {
             Some(true) => {}
-            Some(false) => return Err(LinError::NotLinearizable { key, ops: ops.len() }),
+            Some(false) => {
+                return Err(LinError::NotLinearizable {
+                    key,
+                    ops: ops.len(),
+                });
+            }
             None => return Err(LinError::Budget { key }),
         }
     }
@@ -151,7 +156,12 @@ mod tests {
     use super::*;
 
     fn op(client: u64, op: KvOp, invoke: u64, resp: Option<(u64, KvResult)>) -> HistOp {
-        HistOp { client, op, invoke, response: resp }
+        HistOp {
+            client,
+            op,
+            invoke,
+            response: resp,
+        }
     }
 
     #[test]
@@ -170,7 +180,10 @@ mod tests {
             op(1, KvOp::Put(0, 2), 11, Some((20, KvResult::Ok))),
             op(2, KvOp::Get(0), 25, Some((30, KvResult::Value(Some(1))))),
         ];
-        assert!(matches!(check(&h), Err(LinError::NotLinearizable { key: 0, .. })));
+        assert!(matches!(
+            check(&h),
+            Err(LinError::NotLinearizable { key: 0, .. })
+        ));
     }
 
     #[test]
@@ -205,15 +218,30 @@ mod tests {
     fn cas_results_are_checked() {
         let h = vec![
             op(1, KvOp::Put(0, 1), 0, Some((10, KvResult::Ok))),
-            op(2, KvOp::Cas(0, Some(1), 2), 20, Some((30, KvResult::Swapped(true)))),
-            op(3, KvOp::Cas(0, Some(1), 3), 40, Some((50, KvResult::Swapped(true)))),
+            op(
+                2,
+                KvOp::Cas(0, Some(1), 2),
+                20,
+                Some((30, KvResult::Swapped(true))),
+            ),
+            op(
+                3,
+                KvOp::Cas(0, Some(1), 3),
+                40,
+                Some((50, KvResult::Swapped(true))),
+            ),
         ];
         assert!(check(&h).is_err());
     }
 
     #[test]
     fn wrong_value_fails() {
-        let h = vec![op(2, KvOp::Get(0), 10, Some((20, KvResult::Value(Some(9)))))];
+        let h = vec![op(
+            2,
+            KvOp::Get(0),
+            10,
+            Some((20, KvResult::Value(Some(9)))),
+        )];
         assert!(check(&h).is_err());
     }
 }

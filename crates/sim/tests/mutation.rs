@@ -26,7 +26,11 @@ fn check_mutation(mutation: DangerTestMutation, seeds: std::ops::Range<u64>) {
     );
     for seed in failing {
         let r = run(SimConfig::new(seed));
-        assert!(r.passed(), "seed {seed} fails even without the mutation: {}", r.line());
+        assert!(
+            r.passed(),
+            "seed {seed} fails even without the mutation: {}",
+            r.line()
+        );
     }
 }
 

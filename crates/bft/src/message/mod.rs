@@ -41,7 +41,13 @@ impl Request {
         read_only: bool,
         op: Vec<u8>,
     ) -> Request {
-        let mut r = Request { client, seq, read_only, op, tag: AuthTag([0; AUTH_TAG_LEN]) };
+        let mut r = Request {
+            client,
+            seq,
+            read_only,
+            op,
+            tag: AuthTag([0; AUTH_TAG_LEN]),
+        };
         r.tag = auth.sign(&r.signing_payload());
         r
     }
@@ -61,7 +67,11 @@ impl Request {
     /// Whether the client's tag is valid.
     #[must_use]
     pub fn verify(&self, auth: &dyn Authenticator) -> bool {
-        auth.verify(Principal::Client(self.client), &self.signing_payload(), &self.tag)
+        auth.verify(
+            Principal::Client(self.client),
+            &self.signing_payload(),
+            &self.tag,
+        )
     }
 
     fn encoded_len(&self) -> usize {
@@ -135,12 +145,16 @@ impl Certificate {
             return false;
         }
         let body = match self.kind {
-            VoteKind::Write => {
-                ReplicaBody::Write { regency: self.regency, cid: self.cid, digest: self.digest }
-            }
-            VoteKind::Accept => {
-                ReplicaBody::Accept { regency: self.regency, cid: self.cid, digest: self.digest }
-            }
+            VoteKind::Write => ReplicaBody::Write {
+                regency: self.regency,
+                cid: self.cid,
+                digest: self.digest,
+            },
+            VoteKind::Accept => ReplicaBody::Accept {
+                regency: self.regency,
+                cid: self.cid,
+                digest: self.digest,
+            },
         };
         let payload = body.signing_payload();
         let mut last: Option<ReplicaId> = None;
@@ -359,7 +373,11 @@ impl SignedMessage {
     /// Whether the tag is `from`'s.
     #[must_use]
     pub fn verify(&self, auth: &dyn Authenticator) -> bool {
-        auth.verify(Principal::Replica(self.from), &self.body.signing_payload(), &self.tag)
+        auth.verify(
+            Principal::Replica(self.from),
+            &self.body.signing_payload(),
+            &self.tag,
+        )
     }
 }
 
@@ -420,7 +438,8 @@ impl WireLimits {
     }
 
     fn sync_encoded_max(&self) -> usize {
-        8 + 8 + self.batch_encoded_max()
+        8 + 8
+            + self.batch_encoded_max()
             + 4
             + self.replicas * (2 + AUTH_TAG_LEN + self.stopdata_encoded_max())
     }
@@ -435,7 +454,11 @@ impl WireLimits {
         let sync = self.sync_encoded_max() + signed;
         let chunk = 8 + 12 + self.state_chunk_bytes_max;
         let reply = 8 + 8 + 1 + 4 + self.reply_bytes_max;
-        signed + (decisions + sync).max(chunk).max(reply).max(self.stopdata_encoded_max())
+        signed
+            + (decisions + sync)
+                .max(chunk)
+                .max(reply)
+                .max(self.stopdata_encoded_max())
     }
 }
 
@@ -507,9 +530,17 @@ impl Message {
     pub fn decode(bytes: &[u8], limits: &WireLimits) -> Result<Message, DecodeError> {
         let max = limits.message_bytes_max();
         if bytes.len() > max {
-            return Err(DecodeError::TooLarge { field: "message", len: bytes.len(), max });
+            return Err(DecodeError::TooLarge {
+                field: "message",
+                len: bytes.len(),
+                max,
+            });
         }
-        let mut r = Reader { buf: bytes, pos: 0, limits };
+        let mut r = Reader {
+            buf: bytes,
+            pos: 0,
+            limits,
+        };
         let version = r.u8()?;
         if version != WIRE_VERSION {
             return Err(DecodeError::Version { version });
@@ -517,7 +548,12 @@ impl Message {
         let msg = match r.u8()? {
             0 => Message::Request(r.request()?),
             1 => Message::Replica(r.signed(true)?),
-            tag => return Err(DecodeError::Tag { field: "message", tag }),
+            tag => {
+                return Err(DecodeError::Tag {
+                    field: "message",
+                    tag,
+                });
+            }
         };
         let extra = bytes.len() - r.pos;
         if extra != 0 {
@@ -605,19 +641,36 @@ impl Writer {
     }
     fn body(&mut self, b: &ReplicaBody) {
         match b {
-            ReplicaBody::Reply { client, seq, read_only, result } => {
+            ReplicaBody::Reply {
+                client,
+                seq,
+                read_only,
+                result,
+            } => {
                 self.u64(client.0);
                 self.u64(seq.0);
                 self.bool(*read_only);
                 self.bytes(result);
             }
-            ReplicaBody::Propose { regency, cid, batch } => {
+            ReplicaBody::Propose {
+                regency,
+                cid,
+                batch,
+            } => {
                 self.u64(regency.0);
                 self.u64(cid.0);
                 self.batch(batch);
             }
-            ReplicaBody::Write { regency, cid, digest }
-            | ReplicaBody::Accept { regency, cid, digest } => {
+            ReplicaBody::Write {
+                regency,
+                cid,
+                digest,
+            }
+            | ReplicaBody::Accept {
+                regency,
+                cid,
+                digest,
+            } => {
                 self.u64(regency.0);
                 self.u64(cid.0);
                 self.digest(digest);
@@ -645,7 +698,11 @@ impl Writer {
                 }
             }
             ReplicaBody::Fetch { from_cid } => self.u64(from_cid.0),
-            ReplicaBody::Decisions { decisions, checkpoint, regency_proof } => {
+            ReplicaBody::Decisions {
+                decisions,
+                checkpoint,
+                regency_proof,
+            } => {
                 self.len(decisions.len());
                 for d in decisions {
                     self.batch(&d.batch);
@@ -679,7 +736,12 @@ impl Writer {
                 self.u64(cid.0);
                 self.u32(*index);
             }
-            ReplicaBody::Chunk { cid, index, total, data } => {
+            ReplicaBody::Chunk {
+                cid,
+                index,
+                total,
+                data,
+            } => {
                 self.u64(cid.0);
                 self.u32(*index);
                 self.u32(*total);
@@ -724,7 +786,12 @@ impl Reader<'_> {
     }
     /// A count or length, checked against `max` and against the remaining input, given
     /// that each element takes at least `elem_min` bytes.
-    fn len(&mut self, field: &'static str, max: usize, elem_min: usize) -> Result<usize, DecodeError> {
+    fn len(
+        &mut self,
+        field: &'static str,
+        max: usize,
+        elem_min: usize,
+    ) -> Result<usize, DecodeError> {
         let len = self.u32()? as usize;
         if len > max {
             return Err(DecodeError::TooLarge { field, len, max });
@@ -766,11 +833,21 @@ impl Reader<'_> {
         let read_only = self.bool("read_only")?;
         let op = self.bytes("op", self.limits.request_op_bytes_max)?;
         let tag = self.tag()?;
-        Ok(Request { client, seq, read_only, op, tag })
+        Ok(Request {
+            client,
+            seq,
+            read_only,
+            op,
+            tag,
+        })
     }
     fn batch(&mut self) -> Result<Batch, DecodeError> {
         let timestamp = Timestamp(self.u64()?);
-        let count = self.len("batch requests", self.limits.batch_requests_max, 8 + 8 + 1 + 4 + 64)?;
+        let count = self.len(
+            "batch requests",
+            self.limits.batch_requests_max,
+            8 + 8 + 1 + 4 + 64,
+        )?;
         let mut requests = Vec::with_capacity(count);
         let mut total = 0usize;
         for _ in 0..count {
@@ -785,13 +862,21 @@ impl Reader<'_> {
             }
             requests.push(r);
         }
-        Ok(Batch { timestamp, requests })
+        Ok(Batch {
+            timestamp,
+            requests,
+        })
     }
     fn cert(&mut self) -> Result<Certificate, DecodeError> {
         let kind = match self.u8()? {
             0 => VoteKind::Write,
             1 => VoteKind::Accept,
-            tag => return Err(DecodeError::Tag { field: "vote kind", tag }),
+            tag => {
+                return Err(DecodeError::Tag {
+                    field: "vote kind",
+                    tag,
+                });
+            }
         };
         let regency = Regency(self.u64()?);
         let cid = SeqNo(self.u64()?);
@@ -803,7 +888,13 @@ impl Reader<'_> {
             let tag = self.tag()?;
             votes.push(Vote { signer, tag });
         }
-        Ok(Certificate { kind, regency, cid, digest, votes })
+        Ok(Certificate {
+            kind,
+            regency,
+            cid,
+            digest,
+            votes,
+        })
     }
     fn option(&mut self, field: &'static str) -> Result<bool, DecodeError> {
         self.bool(field)
@@ -835,16 +926,26 @@ impl Reader<'_> {
                 cid: SeqNo(self.u64()?),
                 digest: self.digest()?,
             },
-            5 => ReplicaBody::Stop { regency: Regency(self.u64()?) },
+            5 => ReplicaBody::Stop {
+                regency: Regency(self.u64()?),
+            },
             6 => {
                 let regency = Regency(self.u64()?);
-                let last_decided = if self.option("last_decided")? { Some(self.cert()?) } else { None };
+                let last_decided = if self.option("last_decided")? {
+                    Some(self.cert()?)
+                } else {
+                    None
+                };
                 let written = if self.option("written")? {
                     Some((self.cert()?, self.batch()?))
                 } else {
                     None
                 };
-                ReplicaBody::StopData(StopData { regency, last_decided, written })
+                ReplicaBody::StopData(StopData {
+                    regency,
+                    last_decided,
+                    written,
+                })
             }
             7 if top => {
                 let regency = Regency(self.u64()?);
@@ -855,13 +956,22 @@ impl Reader<'_> {
                 for _ in 0..count {
                     let p = self.signed(false)?;
                     if !matches!(p.body, ReplicaBody::StopData(_)) {
-                        return Err(DecodeError::NestedKind { field: "sync proofs" });
+                        return Err(DecodeError::NestedKind {
+                            field: "sync proofs",
+                        });
                     }
                     proofs.push(p);
                 }
-                ReplicaBody::Sync(Sync { regency, cid, batch, proofs })
+                ReplicaBody::Sync(Sync {
+                    regency,
+                    cid,
+                    batch,
+                    proofs,
+                })
             }
-            8 => ReplicaBody::Fetch { from_cid: SeqNo(self.u64()?) },
+            8 => ReplicaBody::Fetch {
+                from_cid: SeqNo(self.u64()?),
+            },
             9 if top => {
                 let count = self.len("decisions", self.limits.decisions_per_fetch_max, 12)?;
                 let mut decisions = Vec::with_capacity(count);
@@ -870,14 +980,19 @@ impl Reader<'_> {
                     let proof = self.cert()?;
                     decisions.push(Decision { batch, proof });
                 }
-                let checkpoint =
-                    if self.option("checkpoint")? { Some(SeqNo(self.u64()?)) } else { None };
+                let checkpoint = if self.option("checkpoint")? {
+                    Some(SeqNo(self.u64()?))
+                } else {
+                    None
+                };
                 let regency_proof = if self.option("regency_proof")? {
                     // A SYNC nests STOPDATAs: decode it as a top-level message but reject
                     // anything that is not a SYNC, so depth stays bounded.
                     let from = self.replica()?;
                     if self.u8()? != 7 {
-                        return Err(DecodeError::NestedKind { field: "regency proof" });
+                        return Err(DecodeError::NestedKind {
+                            field: "regency proof",
+                        });
                     }
                     self.pos -= 2;
                     let _ = from;
@@ -886,7 +1001,11 @@ impl Reader<'_> {
                 } else {
                     None
                 };
-                ReplicaBody::Decisions { decisions, checkpoint, regency_proof }
+                ReplicaBody::Decisions {
+                    decisions,
+                    checkpoint,
+                    regency_proof,
+                }
             }
             10 => ReplicaBody::StateRequest,
             11 => {
@@ -897,14 +1016,22 @@ impl Reader<'_> {
                 }
                 ReplicaBody::StateDigests { checkpoints }
             }
-            12 => ReplicaBody::ChunkRequest { cid: SeqNo(self.u64()?), index: self.u32()? },
+            12 => ReplicaBody::ChunkRequest {
+                cid: SeqNo(self.u64()?),
+                index: self.u32()?,
+            },
             13 => ReplicaBody::Chunk {
                 cid: SeqNo(self.u64()?),
                 index: self.u32()?,
                 total: self.u32()?,
                 data: self.bytes("chunk", self.limits.state_chunk_bytes_max)?,
             },
-            tag => return Err(DecodeError::Tag { field: "replica message", tag }),
+            tag => {
+                return Err(DecodeError::Tag {
+                    field: "replica message",
+                    tag,
+                });
+            }
         };
         let tag = self.tag()?;
         Ok(SignedMessage { from, body, tag })
@@ -922,12 +1049,23 @@ impl Reader<'_> {
         for _ in 0..count {
             let p = self.signed(false)?;
             if !matches!(p.body, ReplicaBody::StopData(_)) {
-                return Err(DecodeError::NestedKind { field: "sync proofs" });
+                return Err(DecodeError::NestedKind {
+                    field: "sync proofs",
+                });
             }
             proofs.push(p);
         }
         let tag = self.tag()?;
-        Ok(SignedMessage { from, body: ReplicaBody::Sync(Sync { regency, cid, batch, proofs }), tag })
+        Ok(SignedMessage {
+            from,
+            body: ReplicaBody::Sync(Sync {
+                regency,
+                cid,
+                batch,
+                proofs,
+            }),
+            tag,
+        })
     }
 }
 
@@ -966,7 +1104,11 @@ impl CheckpointState {
     /// Strict decoding with the limits of `config`.
     pub fn decode(bytes: &[u8], config: &Config) -> Result<CheckpointState, DecodeError> {
         let limits = WireLimits::from_config(config);
-        let mut r = Reader { buf: bytes, pos: 0, limits: &limits };
+        let mut r = Reader {
+            buf: bytes,
+            pos: 0,
+            limits: &limits,
+        };
         let version = r.u8()?;
         if version != WIRE_VERSION {
             return Err(DecodeError::Version { version });
@@ -987,7 +1129,12 @@ impl CheckpointState {
         if extra != 0 {
             return Err(DecodeError::Trailing { extra });
         }
-        Ok(CheckpointState { cid, timestamp, app, sessions })
+        Ok(CheckpointState {
+            cid,
+            timestamp,
+            app,
+            sessions,
+        })
     }
 }
 

@@ -62,12 +62,21 @@ prop_compose! {
 }
 
 fn signed(from: u8, body: ReplicaBody) -> SignedMessage {
-    SignedMessage { from: ReplicaId(from), body, tag: tag(from) }
+    SignedMessage {
+        from: ReplicaId(from),
+        body,
+        tag: tag(from),
+    }
 }
 
 fn arb_body() -> impl Strategy<Value = ReplicaBody> {
     let leaf = prop_oneof![
-        (any::<u64>(), any::<u64>(), any::<bool>(), proptest::collection::vec(any::<u8>(), 0..64))
+        (
+            any::<u64>(),
+            any::<u64>(),
+            any::<bool>(),
+            proptest::collection::vec(any::<u8>(), 0..64)
+        )
             .prop_map(|(c, s, ro, result)| ReplicaBody::Reply {
                 client: ClientId(c),
                 seq: RequestSeq(s),
@@ -89,18 +98,30 @@ fn arb_body() -> impl Strategy<Value = ReplicaBody> {
             cid: SeqNo(c),
             digest: Digest(d)
         }),
-        any::<u64>().prop_map(|r| ReplicaBody::Stop { regency: Regency(r) }),
+        any::<u64>().prop_map(|r| ReplicaBody::Stop {
+            regency: Regency(r)
+        }),
         arb_stopdata().prop_map(ReplicaBody::StopData),
         any::<u64>().prop_map(|c| ReplicaBody::Fetch { from_cid: SeqNo(c) }),
         Just(ReplicaBody::StateRequest),
         proptest::collection::vec((any::<u64>(), any::<[u8; 32]>(), any::<u32>()), 0..3).prop_map(
             |v| ReplicaBody::StateDigests {
-                checkpoints: v.into_iter().map(|(c, d, t)| (SeqNo(c), Digest(d), t)).collect()
+                checkpoints: v
+                    .into_iter()
+                    .map(|(c, d, t)| (SeqNo(c), Digest(d), t))
+                    .collect()
             }
         ),
-        (any::<u64>(), any::<u32>())
-            .prop_map(|(c, i)| ReplicaBody::ChunkRequest { cid: SeqNo(c), index: i }),
-        (any::<u64>(), any::<u32>(), any::<u32>(), proptest::collection::vec(any::<u8>(), 0..128))
+        (any::<u64>(), any::<u32>()).prop_map(|(c, i)| ReplicaBody::ChunkRequest {
+            cid: SeqNo(c),
+            index: i
+        }),
+        (
+            any::<u64>(),
+            any::<u32>(),
+            any::<u32>(),
+            proptest::collection::vec(any::<u8>(), 0..128)
+        )
             .prop_map(|(c, i, t, data)| ReplicaBody::Chunk {
                 cid: SeqNo(c),
                 index: i,
@@ -108,24 +129,34 @@ fn arb_body() -> impl Strategy<Value = ReplicaBody> {
                 data
             }),
     ];
-    let sync = || (any::<u64>(), any::<u64>(), arb_batch(), proptest::collection::vec(arb_stopdata(), 0..4))
-        .prop_map(|(r, c, batch, sds)| Sync {
-            regency: Regency(r),
-            cid: SeqNo(c),
-            batch,
-            proofs: sds
-                .into_iter()
-                .enumerate()
-                .map(|(i, sd)| signed(i as u8, ReplicaBody::StopData(sd)))
-                .collect(),
-        });
+    let sync = || {
+        (
+            any::<u64>(),
+            any::<u64>(),
+            arb_batch(),
+            proptest::collection::vec(arb_stopdata(), 0..4),
+        )
+            .prop_map(|(r, c, batch, sds)| Sync {
+                regency: Regency(r),
+                cid: SeqNo(c),
+                batch,
+                proofs: sds
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, sd)| signed(i as u8, ReplicaBody::StopData(sd)))
+                    .collect(),
+            })
+    };
     let decisions = (
         proptest::collection::vec((arb_batch(), arb_cert()), 0..4),
         proptest::option::of(any::<u64>()),
         proptest::option::of(sync()),
     )
         .prop_map(|(ds, cp, proof)| ReplicaBody::Decisions {
-            decisions: ds.into_iter().map(|(batch, proof)| Decision { batch, proof }).collect(),
+            decisions: ds
+                .into_iter()
+                .map(|(batch, proof)| Decision { batch, proof })
+                .collect(),
             checkpoint: cp.map(SeqNo),
             regency_proof: proof.map(|s| Box::new(signed(1, ReplicaBody::Sync(s)))),
         });
@@ -250,7 +281,10 @@ fn oversized_input_is_rejected_before_parsing() {
     let bytes = vec![WIRE_VERSION; l.message_bytes_max() + 1];
     assert!(matches!(
         Message::decode(&bytes, &l),
-        Err(DecodeError::TooLarge { field: "message", .. })
+        Err(DecodeError::TooLarge {
+            field: "message",
+            ..
+        })
     ));
 }
 
@@ -282,26 +316,44 @@ fn limits_are_enforced() {
     };
     let m = Message::Replica(signed(
         0,
-        ReplicaBody::Propose { regency: Regency(0), cid: SeqNo(1), batch: too_many },
+        ReplicaBody::Propose {
+            regency: Regency(0),
+            cid: SeqNo(1),
+            batch: too_many,
+        },
     ));
     assert!(matches!(
         Message::decode(&m.encode(), &l),
-        Err(DecodeError::TooLarge { field: "batch requests", .. })
+        Err(DecodeError::TooLarge {
+            field: "batch requests",
+            ..
+        })
     ));
     let bad_replica = Message::Replica(signed(9, ReplicaBody::StateRequest));
     assert!(Message::decode(&bad_replica.encode(), &l).is_err());
     let mut wrong_version = Message::Replica(signed(0, ReplicaBody::StateRequest)).encode();
     wrong_version[0] = 2;
-    assert_eq!(Message::decode(&wrong_version, &l), Err(DecodeError::Version { version: 2 }));
+    assert_eq!(
+        Message::decode(&wrong_version, &l),
+        Err(DecodeError::Version { version: 2 })
+    );
 }
 
 #[test]
 fn certificates_need_a_quorum_of_distinct_valid_votes() {
     let c = config();
-    let auths: Vec<SimulatedAuthenticator> =
-        (0..4).map(|i| SimulatedAuthenticator::new(Principal::Replica(ReplicaId(i)), 1)).collect();
-    let body = ReplicaBody::Write { regency: Regency(2), cid: SeqNo(5), digest: Digest([3; 32]) };
-    let vote = |i: u8| Vote { signer: ReplicaId(i), tag: auths[usize::from(i)].sign(&body.signing_payload()) };
+    let auths: Vec<SimulatedAuthenticator> = (0..4)
+        .map(|i| SimulatedAuthenticator::new(Principal::Replica(ReplicaId(i)), 1))
+        .collect();
+    let body = ReplicaBody::Write {
+        regency: Regency(2),
+        cid: SeqNo(5),
+        digest: Digest([3; 32]),
+    };
+    let vote = |i: u8| Vote {
+        signer: ReplicaId(i),
+        tag: auths[usize::from(i)].sign(&body.signing_payload()),
+    };
     let cert = |votes| Certificate {
         kind: VoteKind::Write,
         regency: Regency(2),

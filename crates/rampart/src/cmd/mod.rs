@@ -1,2 +1,3 @@
 //! Subcommand implementations, one module per subsystem.
 pub mod log;
+pub mod sim;

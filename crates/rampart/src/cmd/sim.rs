@@ -50,7 +50,11 @@ enum Mutation {
 /// Run the simulator.
 pub fn run(args: SimArgs) -> anyhow::Result<()> {
     if args.replicas < 4 || args.replicas > rampart_bft::REPLICAS_MAX {
-        bail!("--replicas {} is out of range: need 4 ≤ n ≤ {}", args.replicas, rampart_bft::REPLICAS_MAX);
+        bail!(
+            "--replicas {} is out of range: need 4 ≤ n ≤ {}",
+            args.replicas,
+            rampart_bft::REPLICAS_MAX
+        );
     }
     let seeds: Vec<u64> = match args.seed {
         Some(s) => vec![s],
@@ -96,8 +100,12 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
     });
     let elapsed = started.elapsed();
     let all = results.into_inner().unwrap_or_else(|e| e.into_inner());
-    let failed: Vec<u64> =
-        all.iter().flatten().filter(|r| !r.passed()).map(|r| r.seed).collect();
+    let failed: Vec<u64> = all
+        .iter()
+        .flatten()
+        .filter(|r| !r.passed())
+        .map(|r| r.seed)
+        .collect();
     let total = seeds.len();
     println!(
         "{} seeds (n={}, all faults{}): {} passed, {} failed in {:.1} s ({:.1} seeds/s, {jobs} jobs)",
@@ -111,7 +119,10 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
     );
     if !failed.is_empty() {
         for s in failed.iter().take(20) {
-            println!("reproduce: rampart sim --seed {s} --replicas {}", args.replicas);
+            println!(
+                "reproduce: rampart sim --seed {s} --replicas {}",
+                args.replicas
+            );
         }
         bail!("{} of {total} seeds failed", failed.len());
     }

@@ -51,8 +51,10 @@ pub mod layout {
 /// Tuning of a [`Log`]. All limits bound memory; see each field.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Entries buffered before [`Log::append`] commits on its own. Memory: at most this many
-    /// frames (each ≤ 64 KiB) plus 2 tiles per 256 entries.
+    /// Entries per batch (= per MAC epoch and per segment fsync) before [`Log::append`] hands
+    /// the batch to the durability thread on its own. Memory: two batches (the one being
+    /// sealed and the one in flight), each also bounded by `batch_bytes_max`, plus 2 tiles
+    /// per 256 entries.
     pub batch_entries_max: usize,
     /// Bytes of frames buffered before an automatic commit.
     pub batch_bytes_max: usize,

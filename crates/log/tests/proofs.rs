@@ -30,7 +30,7 @@ fn proofs_at_many_sizes_match_the_model() {
     let (mut log, _) = Log::open(
         &dir,
         Config {
-            batch_entries_max: 100,
+            batch_entries_max: 20_000,
             ..Config::default()
         },
     )

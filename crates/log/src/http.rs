@@ -9,6 +9,9 @@
 //! at most [`BODY_BYTES_MAX`] bytes holding at most [`APPEND_LINES_MAX`] newline-separated
 //! entries. The entries are sealed, fsynced and checkpointed before the response
 //! (`<first-index> <count> <tree-size>`), so a 200 means durable and published.
+//!
+//! At most [`REQUESTS_IN_FLIGHT_MAX`] requests are served at once, so request memory is
+//! bounded by `REQUESTS_IN_FLIGHT_MAX × BODY_BYTES_MAX`.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -30,6 +33,8 @@ use crate::{ENTRY_DATA_MAX, Log, layout};
 pub const BODY_BYTES_MAX: usize = 1 << 20;
 /// Most entries one `POST /add` may append.
 pub const APPEND_LINES_MAX: usize = 1000;
+/// Requests handled at once. Worst-case request memory: 64 × 1 MiB bodies.
+pub const REQUESTS_IN_FLIGHT_MAX: usize = 64;
 /// Largest tile file served (a full entry bundle of maximal entries).
 const TILE_BYTES_MAX: usize = 256 * (2 + crate::entry::ENTRY_BYTES_MAX);
 
@@ -91,6 +96,11 @@ pub fn router(state: Arc<ServeState>) -> Router {
         .route("/proof/consistency/{old}", get(consistency))
         .route("/add", post(add))
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        // Bounds memory: at most this many requests (each body ≤ BODY_BYTES_MAX) at once;
+        // others wait in the accept queue without their bodies being read.
+        .layer(tower::limit::ConcurrencyLimitLayer::new(
+            REQUESTS_IN_FLIGHT_MAX,
+        ))
         .with_state(state)
 }
 

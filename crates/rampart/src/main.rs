@@ -17,24 +17,37 @@ struct Cli {
     /// Verbosity of diagnostics on stderr (-v info, -vv debug, -vvv trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// Store configuration file (written by `rampart init`).
+    #[arg(long, global = true, env = "RAMPART_CONFIG", default_value = "rampart.toml")]
+    config: std::path::PathBuf,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the deterministic BFT simulator over many seeds (faults, crashes, Byzantine replicas).
-    Sim(cmd::sim::SimArgs),
+    #[command(flatten)]
+    Store(cmd::store::StoreCommand),
+    /// Benchmarks (results print beside a baseline measured in the same run).
+    #[command(subcommand)]
+    Bench(cmd::bench::BenchCommand),
+    /// Run the main job on the embedded default: a local cloud-of-clouds, with faults.
+    Demo(cmd::demo::DemoArgs),
     /// Secure log: forward-integrity sealed, Merkle-tree, signed-checkpoint audit trail.
     Log(cmd::log::LogArgs),
+    /// Run the deterministic BFT simulator over many seeds (faults, crashes, Byzantine replicas).
+    Sim(cmd::sim::SimArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     let result = match cli.command {
-        Command::Sim(args) => cmd::sim::run(args),
+        Command::Store(c) => cmd::store::run(c, &cli.config),
+        Command::Bench(c) => cmd::bench::run(c),
+        Command::Demo(args) => cmd::demo::run(args),
         Command::Log(args) => cmd::log::run(args),
+        Command::Sim(args) => cmd::sim::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,201 @@
+//! The store as a new user meets it: the real `rampart` binary on local-directory clouds.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn rampart(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RAMPART_CONFIG")
+        .output()
+        .expect("running rampart")
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = rampart(dir, args);
+    assert!(out.status.success(), "rampart {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs a command that must fail with exactly one line on stderr; returns that line.
+fn fails(dir: &Path, args: &[&str]) -> String {
+    let out = rampart(dir, args);
+    assert!(!out.status.success(), "rampart {args:?} should have failed");
+    let err = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "rampart {args:?}: want one error line, got: {err}");
+    assert!(lines[0].starts_with("rampart: error: "), "{err}");
+    lines[0].to_owned()
+}
+
+fn digest_file(p: &Path) -> [u8; 32] {
+    let mut f = std::fs::File::open(p).unwrap();
+    let mut h = rampart_crypto::hash::Hasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    *h.finalize().as_bytes()
+}
+
+fn write_big_file(p: &Path, mib: u64) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(p).unwrap());
+    let mut block = vec![0u8; 1 << 20];
+    for i in 0..mib {
+        // Distinct, non-repeating blocks: a counter mixed into every 8 bytes.
+        for (j, chunk) in block.chunks_mut(8).enumerate() {
+            let v = (i << 20 | j as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            chunk.copy_from_slice(&v.to_le_bytes());
+        }
+        f.write_all(&block).unwrap();
+    }
+    f.flush().unwrap();
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten() {
+            let p = e.unwrap().path();
+            if p.is_dir() { stack.push(p) } else { out.push(p) }
+        }
+    }
+    out
+}
+
+/// The acceptance scenario, with a 1 GiB object.
+#[test]
+fn one_gib_survives_a_destroyed_and_a_corrupted_cloud() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    ok(dir, &["init"]);
+    let input = dir.join("big.bin");
+    write_big_file(&input, 1024);
+    let want = digest_file(&input);
+    ok(dir, &["put", "big.bin", "records/big.bin"]);
+    let ls = ok(dir, &["ls"]);
+    assert!(ls.contains("records/big.bin") && ls.contains("1073741824"), "{ls}");
+
+    // Nothing readable in the clouds: the first 64 bytes of the file appear nowhere.
+    let needle = &std::fs::read(&input).unwrap()[..64];
+    for f in files_under(&dir.join("clouds")) {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(!bytes.windows(64).any(|w| w == needle), "plaintext in {}", f.display());
+    }
+
+    // Destroy cloud 1 entirely.
+    std::fs::remove_dir_all(dir.join("clouds/cloud-1")).unwrap();
+    ok(dir, &["get", "records/big.bin", "out1.bin"]);
+    assert_eq!(digest_file(&dir.join("out1.bin")), want);
+    let scrub = ok(dir, &["scrub"]);
+    assert!(scrub.contains("misbehaving clouds: local-1"), "{scrub}");
+    assert!(scrub.contains("repaired: local-1"), "{scrub}");
+    let stat = ok(dir, &["stat", "records/big.bin"]);
+    assert!(stat.contains("4 of 4 clouds hold current metadata; 4 hold valid shards"), "{stat}");
+
+    // Corrupt bytes in cloud 2's shard files.
+    for f in files_under(&dir.join("clouds/cloud-2/rampart/v1/b")) {
+        let mut bytes = std::fs::read(&f).unwrap();
+        let at = bytes.len() / 3;
+        bytes[at] ^= 0x5a;
+        std::fs::write(&f, bytes).unwrap();
+    }
+    ok(dir, &["get", "records/big.bin", "out2.bin"]);
+    assert_eq!(digest_file(&dir.join("out2.bin")), want);
+    let check = rampart(dir, &["scrub", "--check"]);
+    assert!(!check.status.success(), "scrub --check must report the corruption");
+    assert!(String::from_utf8_lossy(&check.stdout).contains("misbehaving clouds: local-2"));
+    let scrub = ok(dir, &["scrub"]);
+    assert!(scrub.contains("misbehaving clouds: local-2") && scrub.contains("repaired: local-2"), "{scrub}");
+    assert!(ok(dir, &["scrub", "--check"]).contains("all 4 clouds healthy"));
+
+    // Two of four clouds destroyed: the read fails and writes no output file.
+    std::fs::remove_dir_all(dir.join("clouds/cloud-3")).unwrap();
+    std::fs::remove_dir_all(dir.join("clouds/cloud-4")).unwrap();
+    let err = fails(dir, &["get", "records/big.bin", "out3.bin"]);
+    assert!(err.contains("refusing to read"), "{err}");
+    assert!(!dir.join("out3.bin").exists());
+}
+
+#[test]
+fn stdin_stdout_rm_gc_and_versions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    ok(dir, &["init"]);
+    for v in ["one", "two", "three"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rampart"))
+            .args(["put", "-", "notes/today"])
+            .current_dir(dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(v.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+    assert_eq!(ok(dir, &["get", "notes/today", "-"]), "three");
+    let stat = ok(dir, &["stat", "notes/today"]);
+    assert_eq!(stat.matches(" bytes  written at ").count(), 3, "{stat}");
+    let gc = ok(dir, &["gc", "--keep", "1", "--grace-secs", "0"]);
+    assert!(gc.contains("dropped 2 old versions"), "{gc}");
+    assert_eq!(ok(dir, &["get", "notes/today", "-"]), "three");
+    ok(dir, &["rm", "notes/today"]);
+    let err = fails(dir, &["get", "notes/today", "-"]);
+    assert!(err.contains("no object named"), "{err}");
+    assert_eq!(ok(dir, &["ls"]), "");
+    let gc = ok(dir, &["gc", "--grace-secs", "0"]);
+    assert!(gc.contains("purged 1 deleted keys"), "{gc}");
+}
+
+#[test]
+fn bad_input_gets_one_line_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // No config yet.
+    let e = fails(dir, &["ls"]);
+    assert!(e.contains("rampart.toml"), "{e}");
+    let e = fails(dir, &["--config", "/nonexistent/r.toml", "ls"]);
+    assert!(e.contains("/nonexistent/r.toml"), "{e}");
+    ok(dir, &["init"]);
+    assert!(fails(dir, &["init"]).contains("refusing to overwrite"));
+    std::fs::write(dir.join("f.txt"), "data").unwrap();
+    ok(dir, &["put", "f.txt", "k"]);
+
+    assert!(fails(dir, &["get", "nope", "-"]).contains("no object named \"nope\""));
+    assert!(fails(dir, &["put", "missing.txt", "k2"]).contains("missing.txt"));
+    assert!(fails(dir, &["put", "f.txt", ""]).contains("invalid key"));
+    assert!(fails(dir, &["get", "k", "no/such/dir/out"]).contains("no/such/dir"));
+
+    // A corrupted (truncated) config file.
+    let config = std::fs::read_to_string(dir.join("rampart.toml")).unwrap();
+    std::fs::write(dir.join("rampart.toml"), &config[..config.len() / 2]).unwrap();
+    assert!(fails(dir, &["ls"]).contains("config"));
+    std::fs::write(dir.join("rampart.toml"), "clouds = 3\n").unwrap();
+    assert!(fails(dir, &["ls"]).contains("config"));
+    std::fs::write(dir.join("rampart.toml"), &config).unwrap();
+
+    // The wrong signing key: metadata written with the old key does not verify.
+    let key = std::fs::read_to_string(dir.join("rampart.key")).unwrap();
+    let other = key
+        .lines()
+        .map(|l| if l.starts_with("signing_key") { format!("signing_key = \"{}\"", "11".repeat(32)) } else { l.to_owned() })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(dir.join("rampart.key"), other).unwrap();
+    let e = fails(dir, &["get", "k", "-"]);
+    assert!(e.contains("untrusted key"), "{e}");
+    std::fs::write(dir.join("rampart.key"), &key).unwrap();
+    assert_eq!(ok(dir, &["get", "k", "-"]), "data");
+
+    // f + 1 clouds gone.
+    std::fs::remove_dir_all(dir.join("clouds/cloud-2")).unwrap();
+    std::fs::remove_dir_all(dir.join("clouds/cloud-3")).unwrap();
+    assert!(fails(dir, &["get", "k", "-"]).contains("refusing to read"));
+}

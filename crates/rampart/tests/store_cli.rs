@@ -199,3 +199,29 @@ fn bad_input_gets_one_line_errors() {
     std::fs::remove_dir_all(dir.join("clouds/cloud-3")).unwrap();
     assert!(fails(dir, &["get", "k", "-"]).contains("refusing to read"));
 }
+
+/// With `[audit]` configured, put, get and rm are sealed into a secure log that verifies.
+#[test]
+fn store_operations_are_audited_to_a_secure_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    ok(dir, &["init"]);
+    ok(dir, &["log", "init", "audit"]);
+    let mut cfg = std::fs::read_to_string(dir.join("rampart.toml")).unwrap();
+    cfg.push_str("\n[audit]\nlog_dir = \"audit\"\n");
+    std::fs::write(dir.join("rampart.toml"), cfg).unwrap();
+    std::fs::write(dir.join("f.txt"), "x").unwrap();
+    ok(dir, &["put", "f.txt", "ward-7/chart"]);
+    ok(dir, &["get", "ward-7/chart", "-"]);
+    ok(dir, &["rm", "ward-7/chart"]);
+    fails(dir, &["get", "ward-7/chart", "-"]);
+    ok(dir, &["log", "verify", "audit", "--key", "audit.verifier-secret"]);
+    let mut all = Vec::new();
+    for f in files_under(&dir.join("audit")) {
+        all.extend(std::fs::read(f).unwrap());
+    }
+    let text = String::from_utf8_lossy(&all);
+    for needle in ["\tput\tward-7/chart\tv1.", "\tget\tward-7/chart\tv1.", "\trm\tward-7/chart\tv2.", "\tget\tward-7/chart\t\tfailed"] {
+        assert!(text.contains(needle), "audit log lacks {needle:?}");
+    }
+}

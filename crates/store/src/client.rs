@@ -23,6 +23,8 @@ use tokio::sync::mpsc::error::SendTimeoutError;
 use tokio::task::JoinHandle;
 use zeroize::Zeroizing;
 
+use rampart_log::audit::{AuditEvent, AuditSink, LogAuditSink, Outcome};
+
 use crate::StoreError;
 use crate::cloud::{CasOutcome, CasToken, Cloud, CloudError};
 use crate::config::{Secrets, StoreConfig};
@@ -101,6 +103,7 @@ struct Inner {
     name_id_key: Zeroizing<[u8; 32]>,
     name_seal: SealingKey,
     tuning: Tuning,
+    audit: Option<Arc<dyn AuditSink>>,
 }
 
 impl fmt::Debug for CloudOfClouds {
@@ -632,7 +635,37 @@ impl CloudOfClouds {
             .enumerate()
             .map(|(i, c)| Cloud::from_config(i, c))
             .collect::<Result<Vec<_>, _>>()?;
-        Self::from_parts(cfg.store_id, cfg.protocol, cfg.segment_size, cfg.secrets, cfg.trusted_writers, clouds, Tuning::default())
+        let audit = match &cfg.audit {
+            Some(a) => Some(Arc::new(LogAuditSink::open(&a.log_dir).map_err(StoreError::Audit)?) as Arc<dyn AuditSink>),
+            None => None,
+        };
+        let store = Self::from_parts(cfg.store_id, cfg.protocol, cfg.segment_size, cfg.secrets, cfg.trusted_writers, clouds, Tuning::default())?;
+        Ok(store.with_audit(audit))
+    }
+
+    /// Records every `put`, `get` and `delete` (and its outcome) to `sink`.
+    pub fn with_audit(self, sink: Option<Arc<dyn AuditSink>>) -> Self {
+        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| panic!("with_audit must be called before the client is cloned"));
+        Self { inner: Arc::new(Inner { audit: sink, ..inner }) }
+    }
+
+    /// Appends one event to the audit log, if one is configured. Runs the (fsyncing)
+    /// append on a blocking thread.
+    async fn audit<T>(&self, action: &'static str, key: &str, result: Result<T, StoreError>, version: impl Fn(&T) -> Version) -> Result<T, StoreError> {
+        let Some(sink) = self.inner.audit.clone() else { return result };
+        let actor = format!("ed25519:{}", &self.inner.signing_key.verifying_key().to_string()[..16]);
+        let (outcome, version) = match &result {
+            Ok(v) => (Outcome::Success, Some(version(v).to_string())),
+            Err(_) => (Outcome::Failed, None),
+        };
+        let key = key.to_owned();
+        let recorded = tokio::task::spawn_blocking(move || {
+            sink.record(&AuditEvent { actor_key_id: &actor, action, object: &key, version: version.as_deref(), outcome })
+        })
+        .await
+        .map_err(|e| StoreError::Io { context: "audit task".into(), source: std::io::Error::other(e) })?;
+        recorded.map_err(StoreError::Audit)?;
+        result
     }
 
     /// Builds a client from parts (tests use this with in-memory or faulty clouds).
@@ -673,6 +706,7 @@ impl CloudOfClouds {
                 trusted,
                 name_seal,
                 tuning,
+                audit: None,
             }),
         })
     }
@@ -940,6 +974,17 @@ impl CloudOfClouds {
         attrs: Vec<u8>,
         progress: Option<Progress>,
     ) -> Result<PutReceipt, StoreError> {
+        let r = self.put_unaudited(key, input, attrs, progress).await;
+        self.audit("put", key, r, |r| r.version).await
+    }
+
+    async fn put_unaudited<R: AsyncRead + Unpin + Send>(
+        &self,
+        key: &str,
+        input: R,
+        attrs: Vec<u8>,
+        progress: Option<Progress>,
+    ) -> Result<PutReceipt, StoreError> {
         let name_id = self.name_id(key)?;
         if attrs.len() > ATTRS_BYTES_MAX {
             return Err(StoreError::TooLarge { what: "attributes", limit: ATTRS_BYTES_MAX as u64 });
@@ -1136,6 +1181,17 @@ impl CloudOfClouds {
     /// earlier, verified segments may already have been written to `out`, so callers
     /// writing files should write to a temporary file and rename on success.
     pub async fn get<W: AsyncWrite + Unpin + Send>(
+        &self,
+        key: &str,
+        out: &mut W,
+        range: Option<Range<u64>>,
+        progress: Option<Progress>,
+    ) -> Result<GetReceipt, StoreError> {
+        let r = self.get_unaudited(key, out, range, progress).await;
+        self.audit("get", key, r, |r| r.version).await
+    }
+
+    async fn get_unaudited<W: AsyncWrite + Unpin + Send>(
         &self,
         key: &str,
         out: &mut W,
@@ -1372,6 +1428,11 @@ impl CloudOfClouds {
 
     /// Marks `key` deleted with a signed tombstone version. The data is removed by `gc`.
     pub async fn delete(&self, key: &str) -> Result<Version, StoreError> {
+        let r = self.delete_unaudited(key).await;
+        self.audit("rm", key, r, |v| *v).await
+    }
+
+    async fn delete_unaudited(&self, key: &str) -> Result<Version, StoreError> {
         let name_id = self.name_id(key)?;
         let template = VersionEntry {
             version: Version { counter: 0, writer: self.inner.signing_key.verifying_key().to_bytes() },

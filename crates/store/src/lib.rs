@@ -221,6 +221,9 @@ pub enum StoreError {
     /// The output stream failed while writing.
     #[error("writing output: {0}")]
     Output(#[source] std::io::Error),
+    /// The operation ran but could not be recorded in the configured audit log.
+    #[error("audit log: {0}")]
+    Audit(#[source] rampart_log::Error),
     /// A cryptographic operation failed.
     #[error(transparent)]
     Crypto(rampart_crypto::CryptoError),

@@ -152,7 +152,7 @@ impl<Au: Authenticator> Client<Au> {
                 max: self.op_bytes_max,
             });
         }
-        self.seq = RequestSeq(self.seq.0 + 1);
+        self.seq = RequestSeq(self.seq.0.saturating_add(1));
         let seq = self.seq;
         self.outstanding = Some(Outstanding {
             seq,

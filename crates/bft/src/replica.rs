@@ -609,7 +609,8 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
     }
 
     fn current_timeout(&self) -> Duration {
-        self.config.request_timeout * (1u32 << self.failed_regencies.min(TIMEOUT_BACKOFF_EXP_MAX))
+        let factor = 1u32 << self.failed_regencies.min(TIMEOUT_BACKOFF_EXP_MAX);
+        self.config.request_timeout.checked_mul(factor).unwrap_or(Duration::MAX)
     }
 
     fn pick_peer(&mut self) -> ReplicaId {

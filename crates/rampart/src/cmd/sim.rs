@@ -117,6 +117,25 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
         elapsed.as_secs_f64(),
         total as f64 / elapsed.as_secs_f64().max(1e-9),
     );
+    let sum = |f: fn(&rampart_sim::Summary) -> u64| -> u64 {
+        all.iter().flatten().map(|r| f(&r.summary)).sum()
+    };
+    println!(
+        "totals: decided={} ops={} ro_fast={} ro_fallback={} regencies={} state_transfers={} \
+         crashes={} partitions={} rejected={} packets={} byzantine_runs={} virtual_s={}",
+        sum(|s| s.decided_max),
+        sum(|s| s.ops_completed),
+        sum(|s| s.read_only_fast),
+        sum(|s| s.read_only_fallbacks),
+        sum(|s| s.regencies),
+        sum(|s| s.state_transfers),
+        sum(|s| s.crashes),
+        sum(|s| s.partitions),
+        sum(|s| s.rejected),
+        sum(|s| s.packets),
+        sum(|s| u64::from(!s.byzantine.is_empty())),
+        sum(|s| s.virtual_ms) / 1000,
+    );
     if !failed.is_empty() {
         for s in failed.iter().take(20) {
             println!(

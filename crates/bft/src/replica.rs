@@ -610,7 +610,10 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
 
     fn current_timeout(&self) -> Duration {
         let factor = 1u32 << self.failed_regencies.min(TIMEOUT_BACKOFF_EXP_MAX);
-        self.config.request_timeout.checked_mul(factor).unwrap_or(Duration::MAX)
+        self.config
+            .request_timeout
+            .checked_mul(factor)
+            .unwrap_or(Duration::MAX)
     }
 
     fn pick_peer(&mut self) -> ReplicaId {

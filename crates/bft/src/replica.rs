@@ -356,10 +356,10 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             SeqNo(0)
         };
         self.log.retain(|d| d.cid() > keep_after);
-        if let Some(v) = rec.vote {
-            if v.cid == self.open.cid {
-                self.open.vote = v;
-            }
+        if let Some(v) = rec.vote
+            && v.cid == self.open.cid
+        {
+            self.open.vote = v;
         }
         // Recovery replays history: nothing to tell peers or observers about it.
         self.outputs.retain(|o| matches!(o, Output::Persist { .. }));
@@ -513,10 +513,10 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         self.now = self.now.max(now);
         let now = self.now;
         if self.stop_target == self.regency && !self.syncing {
-            if let Some(oldest) = self.pending.values().map(|(_, t)| *t).min() {
-                if oldest.saturating_add(self.current_timeout()) <= now {
-                    self.start_stop(self.regency.next());
-                }
+            if let Some(oldest) = self.pending.values().map(|(_, t)| *t).min()
+                && oldest.saturating_add(self.current_timeout()) <= now
+            {
+                self.start_stop(self.regency.next());
             }
         } else if self.stop_deadline.is_some_and(|d| d <= now) {
             self.start_stop(self.stop_target.next());
@@ -643,22 +643,22 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             return Err(PeerFault::BadSignature);
         }
         if r.read_only {
-            if self.st.is_none() {
-                if let Some(result) = self.app.query(&r.op) {
-                    let result = self.bounded_result(result);
-                    self.stats.read_only_served += 1;
-                    let body = ReplicaBody::Reply {
-                        client: r.client,
-                        seq: r.seq,
-                        read_only: true,
-                        result,
-                    };
-                    let msg = self.sign(body);
-                    self.outputs.push_back(Output::Reply {
-                        client: r.client,
-                        msg,
-                    });
-                }
+            if self.st.is_none()
+                && let Some(result) = self.app.query(&r.op)
+            {
+                let result = self.bounded_result(result);
+                self.stats.read_only_served += 1;
+                let body = ReplicaBody::Reply {
+                    client: r.client,
+                    seq: r.seq,
+                    read_only: true,
+                    result,
+                };
+                let msg = self.sign(body);
+                self.outputs.push_back(Output::Reply {
+                    client: r.client,
+                    msg,
+                });
             }
             return Ok(());
         }
@@ -874,14 +874,14 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             return Ok(());
         }
         let digest = batch.digest();
-        if let Some((r, d, _)) = &self.open.proposal {
-            if *r == regency {
-                return if *d == digest {
-                    Ok(())
-                } else {
-                    Err(PeerFault::Equivocation)
-                };
-            }
+        if let Some((r, d, _)) = &self.open.proposal
+            && *r == regency
+        {
+            return if *d == digest {
+                Ok(())
+            } else {
+                Err(PeerFault::Equivocation)
+            };
         }
         self.validate_batch(&batch, true)?;
         self.set_proposal(regency, batch);
@@ -999,10 +999,10 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
     }
 
     fn known_batch(&self, digest: Digest) -> Option<&Batch> {
-        if let Some((_, d, b)) = &self.open.proposal {
-            if *d == digest {
-                return Some(b);
-            }
+        if let Some((_, d, b)) = &self.open.proposal
+            && *d == digest
+        {
+            return Some(b);
         }
         match &self.open.vote.written {
             Some((c, b)) if c.digest == digest => Some(b),
@@ -1104,7 +1104,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             // The regency makes progress: a STOP we sent is stale (e.g. we were cut off).
             self.withdraw_stop();
         }
-        if cid.0 % self.config.checkpoint_interval == 0 {
+        if cid.0.is_multiple_of(self.config.checkpoint_interval) {
             self.take_checkpoint();
         }
         if let Some(sync) = self.pending_sync.take() {
@@ -1278,19 +1278,18 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         if sd.regency != regency {
             return false;
         }
-        if let Some(c) = &sd.last_decided {
-            if c.kind != VoteKind::Accept || !c.verify(&self.config, &self.auth) {
-                return false;
-            }
+        if let Some(c) = &sd.last_decided
+            && (c.kind != VoteKind::Accept || !c.verify(&self.config, &self.auth))
+        {
+            return false;
         }
-        if let Some((c, b)) = &sd.written {
-            if c.kind != VoteKind::Write
+        if let Some((c, b)) = &sd.written
+            && (c.kind != VoteKind::Write
                 || c.regency >= regency
                 || c.digest != b.digest()
-                || !c.verify(&self.config, &self.auth)
-            {
-                return false;
-            }
+                || !c.verify(&self.config, &self.auth))
+        {
+            return false;
         }
         true
     }
@@ -1326,12 +1325,12 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         }
         let mut best: Option<(Regency, Digest, &Batch)> = None;
         for p in proofs {
-            if let ReplicaBody::StopData(sd) = &p.body {
-                if let Some((c, b)) = &sd.written {
-                    if c.cid == h.next() && best.is_none_or(|(r, _, _)| c.regency > r) {
-                        best = Some((c.regency, c.digest, b));
-                    }
-                }
+            if let ReplicaBody::StopData(sd) = &p.body
+                && let Some((c, b)) = &sd.written
+                && c.cid == h.next()
+                && best.is_none_or(|(r, _, _)| c.regency > r)
+            {
+                best = Some((c.regency, c.digest, b));
             }
         }
         (h, best.map(|(_, d, _)| d), best.map(|(_, _, b)| b.clone()))
@@ -1745,46 +1744,47 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         }
         let regency = self.regency;
         let cid = self.open.cid;
-        if self.config.leader(regency) == self.id {
-            if let Some((r, _, batch)) = &self.open.proposal {
-                if *r == regency {
-                    let sync_instance = self
-                        .regency_proof
-                        .as_ref()
-                        .is_some_and(|p| matches!(&p.body, ReplicaBody::Sync(s) if s.cid == cid));
-                    let msg = if sync_instance {
-                        self.regency_proof.clone().map(Message::Replica)
-                    } else {
-                        let body = ReplicaBody::Propose {
-                            regency,
-                            cid,
-                            batch: batch.clone(),
-                        };
-                        Some(self.sign(body))
-                    };
-                    if let Some(msg) = msg {
-                        self.after_persist(Output::Broadcast { msg });
-                    }
-                }
-            }
-        }
-        if let Some((r, d)) = self.open.vote.wrote {
-            if r == regency && self.open.vote.cid == cid {
-                self.broadcast_after_persist(ReplicaBody::Write {
+        if self.config.leader(regency) == self.id
+            && let Some((r, _, batch)) = &self.open.proposal
+            && *r == regency
+        {
+            let sync_instance = self
+                .regency_proof
+                .as_ref()
+                .is_some_and(|p| matches!(&p.body, ReplicaBody::Sync(s) if s.cid == cid));
+            let msg = if sync_instance {
+                self.regency_proof.clone().map(Message::Replica)
+            } else {
+                let body = ReplicaBody::Propose {
                     regency,
                     cid,
-                    digest: d,
-                });
+                    batch: batch.clone(),
+                };
+                Some(self.sign(body))
+            };
+            if let Some(msg) = msg {
+                self.after_persist(Output::Broadcast { msg });
             }
         }
-        if let Some((r, d)) = self.open.vote.accepted {
-            if r == regency && self.open.vote.cid == cid {
-                self.broadcast_after_persist(ReplicaBody::Accept {
-                    regency,
-                    cid,
-                    digest: d,
-                });
-            }
+        if let Some((r, d)) = self.open.vote.wrote
+            && r == regency
+            && self.open.vote.cid == cid
+        {
+            self.broadcast_after_persist(ReplicaBody::Write {
+                regency,
+                cid,
+                digest: d,
+            });
+        }
+        if let Some((r, d)) = self.open.vote.accepted
+            && r == regency
+            && self.open.vote.cid == cid
+        {
+            self.broadcast_after_persist(ReplicaBody::Accept {
+                regency,
+                cid,
+                digest: d,
+            });
         }
     }
 
@@ -1809,13 +1809,13 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             self.outputs.len() <= OUTPUTS_MAX,
             "driver is not draining poll_output"
         );
-        if let Some((r, _)) = self.open.vote.wrote {
-            if self.open.vote.cid == self.open.cid {
-                assert!(
-                    r <= self.regency,
-                    "wrote in a regency above the installed one"
-                );
-            }
+        if let Some((r, _)) = self.open.vote.wrote
+            && self.open.vote.cid == self.open.cid
+        {
+            assert!(
+                r <= self.regency,
+                "wrote in a regency above the installed one"
+            );
         }
         if let Some((r, _, _)) = &self.open.proposal {
             assert!(*r <= self.regency);

@@ -191,25 +191,27 @@ impl Byzantine {
                 cid,
                 digest,
             }) if self.has(Behaviour::Equivocate) => {
-                if let Some((r, c, da, db)) = self.split {
-                    if r == *regency && c == *cid && da == *digest {
-                        let is_write = matches!(body, Some(ReplicaBody::Write { .. }));
-                        let mb = if is_write {
-                            self.sign(ReplicaBody::Write {
-                                regency: r,
-                                cid: c,
-                                digest: db,
-                            })
-                        } else {
-                            self.sign(ReplicaBody::Accept {
-                                regency: r,
-                                cid: c,
-                                digest: db,
-                            })
-                        };
-                        let (a, bn): (Vec<Node>, Vec<Node>) = dests.iter().partition(|n| half(n));
-                        rewritten = Some((a, msg.clone(), bn, mb));
-                    }
+                if let Some((r, c, da, db)) = self.split
+                    && r == *regency
+                    && c == *cid
+                    && da == *digest
+                {
+                    let is_write = matches!(body, Some(ReplicaBody::Write { .. }));
+                    let mb = if is_write {
+                        self.sign(ReplicaBody::Write {
+                            regency: r,
+                            cid: c,
+                            digest: db,
+                        })
+                    } else {
+                        self.sign(ReplicaBody::Accept {
+                            regency: r,
+                            cid: c,
+                            digest: db,
+                        })
+                    };
+                    let (a, bn): (Vec<Node>, Vec<Node>) = dests.iter().partition(|n| half(n));
+                    rewritten = Some((a, msg.clone(), bn, mb));
                 }
             }
             Some(ReplicaBody::StopData(sd)) if self.has(Behaviour::LieStopData) => {

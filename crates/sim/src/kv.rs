@@ -172,7 +172,7 @@ impl Application for KvApp {
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
-        if snapshot.len() % 9 != 0 {
+        if !snapshot.len().is_multiple_of(9) {
             return Err(RestoreError {
                 reason: "malformed snapshot",
             });

@@ -626,10 +626,10 @@ impl Sim {
                 decided: self.decided.keys().last().copied().unwrap_or(0),
             });
         }
-        if self.failure.is_none() {
-            if let Err(e) = lin::check(&self.history) {
-                self.failure = Some(Failure::Linearizability(e));
-            }
+        if self.failure.is_none()
+            && let Err(e) = lin::check(&self.history)
+        {
+            self.failure = Some(Failure::Linearizability(e));
         }
         self.summary.decided_max = self.decided.keys().last().copied().unwrap_or(0);
         for c in &self.clients {
@@ -663,17 +663,17 @@ impl Sim {
     fn next_timer(&self) -> Option<(u64, Node)> {
         let mut best: Option<(u64, Node)> = None;
         for (i, s) in self.replicas.iter().enumerate() {
-            if let Some(t) = s.core.as_ref().and_then(Core::poll_timeout) {
-                if best.is_none_or(|(b, _)| t.0 < b) {
-                    best = Some((t.0, Node::Replica(i as u8)));
-                }
+            if let Some(t) = s.core.as_ref().and_then(Core::poll_timeout)
+                && best.is_none_or(|(b, _)| t.0 < b)
+            {
+                best = Some((t.0, Node::Replica(i as u8)));
             }
         }
         for (i, c) in self.clients.iter().enumerate() {
-            if let Some(t) = c.core.poll_timeout() {
-                if best.is_none_or(|(b, _)| t.0 < b) {
-                    best = Some((t.0, Node::Client(i as u64)));
-                }
+            if let Some(t) = c.core.poll_timeout()
+                && best.is_none_or(|(b, _)| t.0 < b)
+            {
+                best = Some((t.0, Node::Client(i as u64)));
             }
         }
         best
@@ -884,13 +884,14 @@ impl Sim {
                 // Peer faults are counted by the core; the simulator only checks that the
                 // core stays live and never panics.
                 let res = core.handle_bytes(now, peer, &bytes);
-                if let Err(e) = res {
-                    if std::env::var_os("RAMPART_SIM_DEBUG").is_some() && self.now > self.heal_at {
-                        eprintln!(
-                            "t={}ms replica {r} rejected from {from:?}: {e}",
-                            self.now / 1_000_000
-                        );
-                    }
+                if let Err(e) = res
+                    && std::env::var_os("RAMPART_SIM_DEBUG").is_some()
+                    && self.now > self.heal_at
+                {
+                    eprintln!(
+                        "t={}ms replica {r} rejected from {from:?}: {e}",
+                        self.now / 1_000_000
+                    );
                 }
                 self.drain_replica(r);
             }
@@ -906,10 +907,10 @@ impl Sim {
 
     fn send(&mut self, from: Node, to: Node, bytes: Vec<u8>) {
         self.summary.packets += 1;
-        if let (Node::Replica(a), Node::Replica(b)) = (from, to) {
-            if self.net.blocked.contains(&(a, b)) {
-                return;
-            }
+        if let (Node::Replica(a), Node::Replica(b)) = (from, to)
+            && self.net.blocked.contains(&(a, b))
+        {
+            return;
         }
         if self.net.drop_p > 0.0 && self.rng.gen_bool(self.net.drop_p) {
             return;

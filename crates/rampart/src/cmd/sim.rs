@@ -138,8 +138,13 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
     );
     if !failed.is_empty() {
         for s in failed.iter().take(20) {
+            let flag = match args.danger_mutation {
+                None => "",
+                Some(Mutation::WeakQuorum) => " --danger-mutation weak-quorum",
+                Some(Mutation::SkipSyncCheck) => " --danger-mutation skip-sync-check",
+            };
             println!(
-                "reproduce: rampart sim --seed {s} --replicas {}",
+                "reproduce: rampart sim --seed {s} --replicas {}{flag}",
                 args.replicas
             );
         }

@@ -122,14 +122,30 @@ pub async fn run(sizes: &[u64], parent: &std::path::Path) -> Result<Report, Benc
             }
             bg.push(t.elapsed().as_secs_f64());
             if n != data.len() {
-                return Err(BenchError::Mismatch { what: format!("baseline {key}") });
+                return Err(BenchError::Mismatch {
+                    what: format!("baseline {key}"),
+                });
             }
         }
-        rows.push(Row { size, op: "put", store_secs: median(sp), baseline_secs: median(bp) });
-        rows.push(Row { size, op: "get", store_secs: median(sg), baseline_secs: median(bg) });
+        rows.push(Row {
+            size,
+            op: "put",
+            store_secs: median(sp),
+            baseline_secs: median(bp),
+        });
+        rows.push(Row {
+            size,
+            op: "get",
+            store_secs: median(sg),
+            baseline_secs: median(bg),
+        });
     }
     let (pipeline_gbps_per_core, blake3_gbps) = pipeline_rate(256 << 20)?;
-    Ok(Report { rows, pipeline_gbps_per_core, blake3_gbps })
+    Ok(Report {
+        rows,
+        pipeline_gbps_per_core,
+        blake3_gbps,
+    })
 }
 
 /// Encodes `total` bytes of random plaintext in 4 MiB segments on this thread.
@@ -137,8 +153,18 @@ fn pipeline_rate(total: usize) -> Result<(f64, f64), BenchError> {
     let seg = 4 << 20;
     let mut plain = vec![0u8; seg];
     OsRng.fill_bytes(&mut plain);
-    let ctx = SegmentContext { store_id: [1; 16], name_id: [2; 32], blob_id: [3; 16] };
-    let codec = Codec::new(Protocol::Confidential, 2, 4, Some(rampart_crypto::aead::SegmentKey::generate()), ctx)?;
+    let ctx = SegmentContext {
+        store_id: [1; 16],
+        name_id: [2; 32],
+        blob_id: [3; 16],
+    };
+    let codec = Codec::new(
+        Protocol::Confidential,
+        2,
+        4,
+        Some(rampart_crypto::aead::SegmentKey::generate()),
+        ctx,
+    )?;
     let segments = total / seg;
     let t = Instant::now();
     for i in 0..segments {
@@ -161,14 +187,24 @@ struct CountingSink {
 }
 
 impl tokio::io::AsyncWrite for CountingSink {
-    fn poll_write(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
         self.get_mut().hasher.update(buf);
         std::task::Poll::Ready(Ok(buf.len()))
     }
-    fn poll_flush(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
-    fn poll_shutdown(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
 }

@@ -1,6 +1,12 @@
 //! Raw throughput of the building blocks the store pipeline chains together.
+// criterion_group! generates undocumented functions.
+#![allow(missing_docs)]
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use rampart_crypto::{aead::SegmentKey, erasure::{ErasureCode, ReedSolomon}, hash::Digest};
+use rampart_crypto::{
+    aead::SegmentKey,
+    erasure::{ErasureCode, ReedSolomon},
+    hash::Digest,
+};
 
 fn bench(c: &mut Criterion) {
     let seg = vec![0xa5u8; 4 << 20];

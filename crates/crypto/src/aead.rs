@@ -65,7 +65,12 @@ impl SegmentKey {
     }
 
     /// Decrypts `buf` (ciphertext followed by tag) in place and strips the tag.
-    pub fn open_in_place(&self, counter: u64, aad: &[u8], buf: &mut Vec<u8>) -> Result<(), CryptoError> {
+    pub fn open_in_place(
+        &self,
+        counter: u64,
+        aad: &[u8],
+        buf: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
         let plain_len = self
             .cipher
             .open_in_place(counter_nonce(counter), Aad::from(aad), buf)
@@ -90,7 +95,9 @@ pub struct SealingKey {
 impl SealingKey {
     /// Builds the key from 32 bytes (usually derived with [`crate::hash::derive_key`]).
     pub fn new(key: &[u8; KEY_LEN]) -> Self {
-        Self { cipher: cipher(key) }
+        Self {
+            cipher: cipher(key),
+        }
     }
 
     /// Returns `nonce || ciphertext || tag` for `plaintext` bound to `aad`.
@@ -102,7 +109,11 @@ impl SealingKey {
         out.extend_from_slice(plaintext);
         let mut body = out.split_off(NONCE_LEN);
         self.cipher
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut body)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut body,
+            )
             .expect("AES-GCM sealing cannot fail for in-memory buffers under 64 GiB");
         out.extend_from_slice(&body);
         out
@@ -149,12 +160,21 @@ mod tests {
 
         // Wrong counter, wrong context, flipped bit: all rejected.
         let mut b = sealed.clone();
-        assert_eq!(key.open_in_place(8, b"ctx", &mut b), Err(CryptoError::AeadOpen));
+        assert_eq!(
+            key.open_in_place(8, b"ctx", &mut b),
+            Err(CryptoError::AeadOpen)
+        );
         let mut b = sealed.clone();
-        assert_eq!(key.open_in_place(7, b"ctX", &mut b), Err(CryptoError::AeadOpen));
+        assert_eq!(
+            key.open_in_place(7, b"ctX", &mut b),
+            Err(CryptoError::AeadOpen)
+        );
         let mut b = sealed;
         b[3] ^= 1;
-        assert_eq!(key.open_in_place(7, b"ctx", &mut b), Err(CryptoError::AeadOpen));
+        assert_eq!(
+            key.open_in_place(7, b"ctx", &mut b),
+            Err(CryptoError::AeadOpen)
+        );
     }
 
     #[test]
@@ -170,10 +190,16 @@ mod tests {
         let k = SealingKey::new(&[9; 32]);
         let a = k.seal(b"n", b"same");
         let b = k.seal(b"n", b"same");
-        assert_ne!(a, b, "two seals of the same plaintext must differ (random nonce)");
+        assert_ne!(
+            a, b,
+            "two seals of the same plaintext must differ (random nonce)"
+        );
         assert_eq!(k.open(b"n", &a).unwrap(), b"same");
         assert_eq!(k.open(b"m", &a), Err(CryptoError::AeadOpen));
-        assert!(matches!(k.open(b"n", &a[..10]), Err(CryptoError::CiphertextTooShort { .. })));
+        assert!(matches!(
+            k.open(b"n", &a[..10]),
+            Err(CryptoError::CiphertextTooShort { .. })
+        ));
     }
 
     proptest! {

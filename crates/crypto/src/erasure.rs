@@ -31,15 +31,22 @@ impl ReedSolomon {
     /// An `(n, k)` code. Requires `1 <= k <= n <= 256`. With `k == n` there is no parity.
     pub fn new(k: usize, n: usize) -> Result<Self, CryptoError> {
         if k == 0 || k > n || n > 256 {
-            return Err(CryptoError::Erasure { reason: "need 1 <= k <= n <= 256" });
+            return Err(CryptoError::Erasure {
+                reason: "need 1 <= k <= n <= 256",
+            });
         }
         // reed-solomon-erasure rejects zero parity shards; model k == n as one parity
         // shard that is simply never stored. Simpler: forbid it, Rampart always has n > k.
         if k == n {
-            return Err(CryptoError::Erasure { reason: "need at least one parity shard" });
+            return Err(CryptoError::Erasure {
+                reason: "need at least one parity shard",
+            });
         }
-        let inner = reed_solomon_erasure::galois_8::ReedSolomon::new(k, n - k)
-            .map_err(|_| CryptoError::Erasure { reason: "invalid code parameters" })?;
+        let inner = reed_solomon_erasure::galois_8::ReedSolomon::new(k, n - k).map_err(|_| {
+            CryptoError::Erasure {
+                reason: "invalid code parameters",
+            }
+        })?;
         Ok(Self { inner })
     }
 }
@@ -56,19 +63,25 @@ impl ErasureCode for ReedSolomon {
     fn encode(&self, data: &[&[u8]], parity: &mut [&mut [u8]]) -> Result<(), CryptoError> {
         self.inner
             .encode_sep(data, parity)
-            .map_err(|_| CryptoError::Erasure { reason: "shard count or length mismatch" })
+            .map_err(|_| CryptoError::Erasure {
+                reason: "shard count or length mismatch",
+            })
     }
 
     fn reconstruct(&self, shards: &mut [Option<Vec<u8>>]) -> Result<(), CryptoError> {
         self.inner
             .reconstruct(shards)
-            .map_err(|_| CryptoError::Erasure { reason: "too few shards or length mismatch" })
+            .map_err(|_| CryptoError::Erasure {
+                reason: "too few shards or length mismatch",
+            })
     }
 
     fn reconstruct_data(&self, shards: &mut [Option<Vec<u8>>]) -> Result<(), CryptoError> {
         self.inner
             .reconstruct_data(shards)
-            .map_err(|_| CryptoError::Erasure { reason: "too few shards or length mismatch" })
+            .map_err(|_| CryptoError::Erasure {
+                reason: "too few shards or length mismatch",
+            })
     }
 }
 

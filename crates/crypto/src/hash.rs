@@ -109,6 +109,9 @@ mod tests {
     #[test]
     fn keyed_hash_depends_on_key() {
         assert_ne!(Digest::keyed(&[1; 32], b"x"), Digest::keyed(&[2; 32], b"x"));
-        assert_ne!(derive_key("rampart test a", b"m"), derive_key("rampart test b", b"m"));
+        assert_ne!(
+            derive_key("rampart test a", b"m"),
+            derive_key("rampart test b", b"m")
+        );
     }
 }

@@ -25,10 +25,14 @@ impl Share {
     /// Parses an encoded share, checking its length and identifier.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
         if bytes.len() != SHARE_LEN {
-            return Err(CryptoError::Sharing { reason: "share has the wrong length" });
+            return Err(CryptoError::Sharing {
+                reason: "share has the wrong length",
+            });
         }
         if bytes[0] == 0 {
-            return Err(CryptoError::Sharing { reason: "share identifier 0 is reserved" });
+            return Err(CryptoError::Sharing {
+                reason: "share identifier 0 is reserved",
+            });
         }
         Ok(Self(Zeroizing::new(bytes.to_vec())))
     }
@@ -52,13 +56,24 @@ impl fmt::Debug for Share {
 
 /// Splits `secret` into `n` shares with identifiers `1..=n`, any `threshold` of which
 /// recover it. Requires `2 <= threshold <= n <= 255`.
-pub fn split(secret: &[u8; SECRET_LEN], threshold: usize, n: usize) -> Result<Vec<Share>, CryptoError> {
+pub fn split(
+    secret: &[u8; SECRET_LEN],
+    threshold: usize,
+    n: usize,
+) -> Result<Vec<Share>, CryptoError> {
     if threshold < 2 || threshold > n || n > 255 {
-        return Err(CryptoError::Sharing { reason: "need 2 <= threshold <= n <= 255" });
+        return Err(CryptoError::Sharing {
+            reason: "need 2 <= threshold <= n <= 255",
+        });
     }
-    let shares = Gf256::split_array(threshold, n, secret, OsRng)
-        .map_err(|_| CryptoError::Sharing { reason: "split failed" })?;
-    Ok(shares.into_iter().map(|s| Share(Zeroizing::new(s))).collect())
+    let shares =
+        Gf256::split_array(threshold, n, secret, OsRng).map_err(|_| CryptoError::Sharing {
+            reason: "split failed",
+        })?;
+    Ok(shares
+        .into_iter()
+        .map(|s| Share(Zeroizing::new(s)))
+        .collect())
 }
 
 /// Recovers the secret from exactly `threshold` distinct shares.
@@ -69,12 +84,17 @@ pub fn combine(shares: &[Share]) -> Result<Zeroizing<[u8; SECRET_LEN]>, CryptoEr
     check_distinct(shares)?;
     let raw: Vec<Vec<u8>> = shares.iter().map(|s| s.0.to_vec()).collect();
     let raw = Zeroizing::new(raw);
-    let secret = Zeroizing::new(
-        Gf256::combine_array(&raw[..]).map_err(|_| CryptoError::Sharing { reason: "combine failed" })?,
-    );
+    let secret =
+        Zeroizing::new(
+            Gf256::combine_array(&raw[..]).map_err(|_| CryptoError::Sharing {
+                reason: "combine failed",
+            })?,
+        );
     let mut out = Zeroizing::new([0u8; SECRET_LEN]);
     if secret.len() != SECRET_LEN {
-        return Err(CryptoError::Sharing { reason: "combined secret has the wrong length" });
+        return Err(CryptoError::Sharing {
+            reason: "combined secret has the wrong length",
+        });
     }
     out.copy_from_slice(&secret);
     Ok(out)
@@ -88,11 +108,15 @@ pub fn combine(shares: &[Share]) -> Result<Zeroizing<[u8; SECRET_LEN]>, CryptoEr
 /// combining at zero therefore yields `p(id)`, using only the library's interpolation.
 pub fn reshare(shares: &[Share], id: u8) -> Result<Share, CryptoError> {
     if id == 0 {
-        return Err(CryptoError::Sharing { reason: "share identifier 0 is reserved" });
+        return Err(CryptoError::Sharing {
+            reason: "share identifier 0 is reserved",
+        });
     }
     check_distinct(shares)?;
     if shares.iter().any(|s| s.id() == id) {
-        return Err(CryptoError::Sharing { reason: "the share to rebuild is among the inputs" });
+        return Err(CryptoError::Sharing {
+            reason: "the share to rebuild is among the inputs",
+        });
     }
     let relabelled: Vec<Share> = shares
         .iter()
@@ -111,11 +135,15 @@ pub fn reshare(shares: &[Share], id: u8) -> Result<Share, CryptoError> {
 
 fn check_distinct(shares: &[Share]) -> Result<(), CryptoError> {
     if shares.len() < 2 {
-        return Err(CryptoError::Sharing { reason: "need at least two shares" });
+        return Err(CryptoError::Sharing {
+            reason: "need at least two shares",
+        });
     }
     for (i, a) in shares.iter().enumerate() {
         if shares[i + 1..].iter().any(|b| b.id() == a.id()) {
-            return Err(CryptoError::Sharing { reason: "duplicate share identifiers" });
+            return Err(CryptoError::Sharing {
+                reason: "duplicate share identifiers",
+            });
         }
     }
     Ok(())
@@ -147,10 +175,17 @@ mod tests {
         let secret = [7u8; 32];
         let shares = split(&secret, 3, 7).unwrap();
         for lost in 0..7 {
-            let others: Vec<Share> =
-                shares.iter().filter(|s| s.id() != shares[lost].id()).take(3).cloned().collect();
+            let others: Vec<Share> = shares
+                .iter()
+                .filter(|s| s.id() != shares[lost].id())
+                .take(3)
+                .cloned()
+                .collect();
             let rebuilt = reshare(&others, shares[lost].id()).unwrap();
-            assert_eq!(rebuilt, shares[lost], "share {lost} must be rebuilt bit for bit");
+            assert_eq!(
+                rebuilt, shares[lost],
+                "share {lost} must be rebuilt bit for bit"
+            );
         }
     }
 

@@ -58,14 +58,17 @@ impl VerifyingKey {
     pub fn from_bytes(bytes: &[u8; PUBLIC_KEY_LEN]) -> Result<Self, CryptoError> {
         ed25519_dalek::VerifyingKey::from_bytes(bytes)
             .map(Self)
-            .map_err(|_| CryptoError::MalformedKey { what: "Ed25519 public key" })
+            .map_err(|_| CryptoError::MalformedKey {
+                what: "Ed25519 public key",
+            })
     }
 
     /// Parses the lower-case hex form.
     pub fn from_hex(s: &str) -> Result<Self, CryptoError> {
         let mut b = [0u8; PUBLIC_KEY_LEN];
-        hex::decode_to_slice(s.trim(), &mut b)
-            .map_err(|_| CryptoError::MalformedKey { what: "Ed25519 public key (hex)" })?;
+        hex::decode_to_slice(s.trim(), &mut b).map_err(|_| CryptoError::MalformedKey {
+            what: "Ed25519 public key (hex)",
+        })?;
         Self::from_bytes(&b)
     }
 
@@ -77,7 +80,9 @@ impl VerifyingKey {
     /// Verifies `sig` over `msg` with strict (non-malleable) checks.
     pub fn verify(&self, msg: &[u8], sig: &[u8; SIGNATURE_LEN]) -> Result<(), CryptoError> {
         let sig = ed25519_dalek::Signature::from_bytes(sig);
-        self.0.verify_strict(msg, &sig).map_err(|_| CryptoError::BadSignature)
+        self.0
+            .verify_strict(msg, &sig)
+            .map_err(|_| CryptoError::BadSignature)
     }
 }
 
@@ -108,7 +113,10 @@ mod tests {
         bad[0] ^= 1;
         assert_eq!(pk.verify(b"metadata", &bad), Err(CryptoError::BadSignature));
         let other = SigningKey::generate().verifying_key();
-        assert_eq!(other.verify(b"metadata", &sig), Err(CryptoError::BadSignature));
+        assert_eq!(
+            other.verify(b"metadata", &sig),
+            Err(CryptoError::BadSignature)
+        );
     }
 
     #[test]

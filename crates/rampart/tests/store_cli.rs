@@ -15,7 +15,11 @@ fn rampart(dir: &Path, args: &[&str]) -> Output {
 
 fn ok(dir: &Path, args: &[&str]) -> String {
     let out = rampart(dir, args);
-    assert!(out.status.success(), "rampart {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "rampart {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -25,7 +29,11 @@ fn fails(dir: &Path, args: &[&str]) -> String {
     assert!(!out.status.success(), "rampart {args:?} should have failed");
     let err = String::from_utf8(out.stderr).unwrap();
     let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "rampart {args:?}: want one error line, got: {err}");
+    assert_eq!(
+        lines.len(),
+        1,
+        "rampart {args:?}: want one error line, got: {err}"
+    );
     assert!(lines[0].starts_with("rampart: error: "), "{err}");
     lines[0].to_owned()
 }
@@ -64,7 +72,11 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).into_iter().flatten() {
             let p = e.unwrap().path();
-            if p.is_dir() { stack.push(p) } else { out.push(p) }
+            if p.is_dir() {
+                stack.push(p)
+            } else {
+                out.push(p)
+            }
         }
     }
     out
@@ -81,13 +93,20 @@ fn one_gib_survives_a_destroyed_and_a_corrupted_cloud() {
     let want = digest_file(&input);
     ok(dir, &["put", "big.bin", "records/big.bin"]);
     let ls = ok(dir, &["ls"]);
-    assert!(ls.contains("records/big.bin") && ls.contains("1073741824"), "{ls}");
+    assert!(
+        ls.contains("records/big.bin") && ls.contains("1073741824"),
+        "{ls}"
+    );
 
     // Nothing readable in the clouds: the first 64 bytes of the file appear nowhere.
     let needle = &std::fs::read(&input).unwrap()[..64];
     for f in files_under(&dir.join("clouds")) {
         let bytes = std::fs::read(&f).unwrap();
-        assert!(!bytes.windows(64).any(|w| w == needle), "plaintext in {}", f.display());
+        assert!(
+            !bytes.windows(64).any(|w| w == needle),
+            "plaintext in {}",
+            f.display()
+        );
     }
 
     // Destroy cloud 1 entirely.
@@ -98,7 +117,10 @@ fn one_gib_survives_a_destroyed_and_a_corrupted_cloud() {
     assert!(scrub.contains("misbehaving clouds: local-1"), "{scrub}");
     assert!(scrub.contains("repaired: local-1"), "{scrub}");
     let stat = ok(dir, &["stat", "records/big.bin"]);
-    assert!(stat.contains("4 of 4 clouds hold current metadata; 4 hold valid shards"), "{stat}");
+    assert!(
+        stat.contains("4 of 4 clouds hold current metadata; 4 hold valid shards"),
+        "{stat}"
+    );
 
     // Corrupt bytes in cloud 2's shard files.
     for f in files_under(&dir.join("clouds/cloud-2/rampart/v1/b")) {
@@ -110,10 +132,16 @@ fn one_gib_survives_a_destroyed_and_a_corrupted_cloud() {
     ok(dir, &["get", "records/big.bin", "out2.bin"]);
     assert_eq!(digest_file(&dir.join("out2.bin")), want);
     let check = rampart(dir, &["scrub", "--check"]);
-    assert!(!check.status.success(), "scrub --check must report the corruption");
+    assert!(
+        !check.status.success(),
+        "scrub --check must report the corruption"
+    );
     assert!(String::from_utf8_lossy(&check.stdout).contains("misbehaving clouds: local-2"));
     let scrub = ok(dir, &["scrub"]);
-    assert!(scrub.contains("misbehaving clouds: local-2") && scrub.contains("repaired: local-2"), "{scrub}");
+    assert!(
+        scrub.contains("misbehaving clouds: local-2") && scrub.contains("repaired: local-2"),
+        "{scrub}"
+    );
     assert!(ok(dir, &["scrub", "--check"]).contains("all 4 clouds healthy"));
 
     // Two of four clouds destroyed: the read fails and writes no output file.
@@ -185,7 +213,13 @@ fn bad_input_gets_one_line_errors() {
     let key = std::fs::read_to_string(dir.join("rampart.key")).unwrap();
     let other = key
         .lines()
-        .map(|l| if l.starts_with("signing_key") { format!("signing_key = \"{}\"", "11".repeat(32)) } else { l.to_owned() })
+        .map(|l| {
+            if l.starts_with("signing_key") {
+                format!("signing_key = \"{}\"", "11".repeat(32))
+            } else {
+                l.to_owned()
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n");
     std::fs::write(dir.join("rampart.key"), other).unwrap();
@@ -215,13 +249,21 @@ fn store_operations_are_audited_to_a_secure_log() {
     ok(dir, &["get", "ward-7/chart", "-"]);
     ok(dir, &["rm", "ward-7/chart"]);
     fails(dir, &["get", "ward-7/chart", "-"]);
-    ok(dir, &["log", "verify", "audit", "--key", "audit.verifier-secret"]);
+    ok(
+        dir,
+        &["log", "verify", "audit", "--key", "audit.verifier-secret"],
+    );
     let mut all = Vec::new();
     for f in files_under(&dir.join("audit")) {
         all.extend(std::fs::read(f).unwrap());
     }
     let text = String::from_utf8_lossy(&all);
-    for needle in ["\tput\tward-7/chart\tv1.", "\tget\tward-7/chart\tv1.", "\trm\tward-7/chart\tv2.", "\tget\tward-7/chart\t\tfailed"] {
+    for needle in [
+        "\tput\tward-7/chart\tv1.",
+        "\tget\tward-7/chart\tv1.",
+        "\trm\tward-7/chart\tv2.",
+        "\tget\tward-7/chart\t\tfailed",
+    ] {
         assert!(text.contains(needle), "audit log lacks {needle:?}");
     }
 }

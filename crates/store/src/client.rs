@@ -161,10 +161,13 @@ pub struct ObjectInfo {
 /// One line of `list`.
 pub type ListEntry = ObjectInfo;
 
+/// A background task: the cloud it works on, what it does, and its handle.
+type Task = (String, &'static str, JoinHandle<Result<(), String>>);
+
 /// Work that continues after an operation returned (stragglers).
 #[derive(Default)]
 pub struct Background {
-    tasks: Vec<(String, &'static str, JoinHandle<Result<(), String>>)>,
+    tasks: Vec<Task>,
 }
 
 impl fmt::Debug for Background {
@@ -273,7 +276,8 @@ pub struct CloudHealth {
 impl CloudHealth {
     /// True when the cloud holds everything it should.
     pub fn healthy(&self) -> bool {
-        self.metadata == MetaHealth::Current && matches!(self.shards, ShardHealth::Valid | ShardHealth::NotApplicable)
+        self.metadata == MetaHealth::Current
+            && matches!(self.shards, ShardHealth::Valid | ShardHealth::NotApplicable)
     }
 }
 
@@ -333,6 +337,9 @@ pub struct GcReport {
 // ---------------------------------------------------------------------------------------
 // Paths and small helpers.
 
+/// One cloud's metadata listing: the name ids it holds, or why it failed.
+type Listing = Result<Vec<[u8; 32]>, String>;
+
 fn meta_prefix() -> Path {
     Path::from(format!("{ROOT}/m"))
 }
@@ -346,7 +353,11 @@ fn blobs_prefix(name_id: &[u8; 32]) -> Path {
 }
 
 fn blob_prefix(name_id: &[u8; 32], blob_id: &[u8; 16]) -> Path {
-    Path::from(format!("{ROOT}/b/{}/{}", hex::encode(name_id), hex::encode(blob_id)))
+    Path::from(format!(
+        "{ROOT}/b/{}/{}",
+        hex::encode(name_id),
+        hex::encode(blob_id)
+    ))
 }
 
 fn shard_path(name_id: &[u8; 32], blob_id: &[u8; 16], cloud: usize) -> Path {
@@ -364,18 +375,26 @@ fn parse_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn one_line(e: &dyn fmt::Display) -> String {
-    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn join_failures(f: &[(String, String)]) -> String {
     if f.is_empty() {
         return "no errors reported".into();
     }
-    f.iter().map(|(c, r)| format!("{c}: {r}")).collect::<Vec<_>>().join("; ")
+    f.iter()
+        .map(|(c, r)| format!("{c}: {r}"))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 // ---------------------------------------------------------------------------------------
@@ -428,9 +447,19 @@ impl MetaView {
         let bad = self.bad_answers(clouds);
         match self.best() {
             Some((m, _)) if bad.len() <= f => Ok(m),
-            Some(_) => Err(StoreError::TooManyFaulty { key: key.to_owned(), faulty: bad.len(), f, detail: join_failures(&bad) }),
-            None if bad.iter().all(|(_, r)| r == "no metadata") => Err(StoreError::NotFound { key: key.to_owned() }),
-            None => Err(StoreError::NoValidMetadata { key: key.to_owned(), detail: join_failures(&bad) }),
+            Some(_) => Err(StoreError::TooManyFaulty {
+                key: key.to_owned(),
+                faulty: bad.len(),
+                f,
+                detail: join_failures(&bad),
+            }),
+            None if bad.iter().all(|(_, r)| r == "no metadata") => Err(StoreError::NotFound {
+                key: key.to_owned(),
+            }),
+            None => Err(StoreError::NoValidMetadata {
+                key: key.to_owned(),
+                detail: join_failures(&bad),
+            }),
         }
     }
 }
@@ -448,7 +477,7 @@ enum Wait {
 struct Quorum<T> {
     tx: mpsc::Sender<(usize, Result<T, String>)>,
     rx: mpsc::Receiver<(usize, Result<T, String>)>,
-    handles: Vec<Option<(String, &'static str, JoinHandle<Result<(), String>>)>>,
+    handles: Vec<Option<Task>>,
     outstanding: usize,
 }
 
@@ -456,7 +485,12 @@ impl<T: Send + 'static> Quorum<T> {
     fn new(n: usize) -> Self {
         // Each task sends exactly once, so capacity n never blocks.
         let (tx, rx) = mpsc::channel(n.max(1));
-        Self { tx, rx, handles: (0..n).map(|_| None).collect(), outstanding: 0 }
+        Self {
+            tx,
+            rx,
+            handles: (0..n).map(|_| None).collect(),
+            outstanding: 0,
+        }
     }
 
     fn spawn<F>(&mut self, i: usize, cloud: &str, what: &'static str, fut: F)
@@ -513,7 +547,12 @@ struct Uploads {
 
 impl Uploads {
     /// Starts an upload of `shard_path(i)` for every cloud `i` in `which`.
-    fn start(client: &CloudOfClouds, name_id: &[u8; 32], blob_id: &[u8; 16], which: &[usize]) -> Self {
+    fn start(
+        client: &CloudOfClouds,
+        name_id: &[u8; 32],
+        blob_id: &[u8; 16],
+        which: &[usize],
+    ) -> Self {
         let n = client.n();
         let tuning = &client.inner.tuning;
         let mut up = Self {
@@ -562,7 +601,8 @@ impl Uploads {
     fn cancel(&mut self, i: usize, why: &str) {
         if self.senders[i].take().is_some() {
             tracing::warn!(cloud = %self.clouds[i].name, "dropping cloud from write: {why}");
-            self.failures.push((self.clouds[i].name.clone(), why.to_owned()));
+            self.failures
+                .push((self.clouds[i].name.clone(), why.to_owned()));
         }
         self.aborts[i].store(true, Ordering::SeqCst);
     }
@@ -601,12 +641,21 @@ impl Uploads {
                 self.failures.push((self.clouds[j].name.clone(), e));
             }
         }
-        self.failures.iter().rev().find(|(c, _)| *c == self.clouds[i].name).map(|(_, r)| r.clone())
+        self.failures
+            .iter()
+            .rev()
+            .find(|(c, _)| *c == self.clouds[i].name)
+            .map(|(_, r)| r.clone())
     }
 
     /// Closes the queues and waits until `need` uploads completed; the rest continue as
     /// background work.
-    async fn finish(mut self, op: &'static str, need: usize, n: usize) -> Result<Background, StoreError> {
+    async fn finish(
+        mut self,
+        op: &'static str,
+        need: usize,
+        n: usize,
+    ) -> Result<Background, StoreError> {
         for s in &mut self.senders {
             *s = None;
         }
@@ -620,7 +669,13 @@ impl Uploads {
         }
         if ok < need {
             self.failures.dedup();
-            return Err(StoreError::QuorumUnavailable { op, answered: ok, needed: need, n, detail: join_failures(&self.failures) });
+            return Err(StoreError::QuorumUnavailable {
+                op,
+                answered: ok,
+                needed: need,
+                n,
+                detail: join_failures(&self.failures),
+            });
         }
         Ok(self.tasks.into_background())
     }
@@ -636,34 +691,71 @@ impl CloudOfClouds {
             .map(|(i, c)| Cloud::from_config(i, c))
             .collect::<Result<Vec<_>, _>>()?;
         let audit = match &cfg.audit {
-            Some(a) => Some(Arc::new(LogAuditSink::open(&a.log_dir).map_err(StoreError::Audit)?) as Arc<dyn AuditSink>),
+            Some(a) => Some(
+                Arc::new(LogAuditSink::open(&a.log_dir).map_err(StoreError::Audit)?)
+                    as Arc<dyn AuditSink>,
+            ),
             None => None,
         };
-        let store = Self::from_parts(cfg.store_id, cfg.protocol, cfg.segment_size, cfg.secrets, cfg.trusted_writers, clouds, Tuning::default())?;
+        let store = Self::from_parts(
+            cfg.store_id,
+            cfg.protocol,
+            cfg.segment_size,
+            cfg.secrets,
+            cfg.trusted_writers,
+            clouds,
+            Tuning::default(),
+        )?;
         Ok(store.with_audit(audit))
     }
 
     /// Records every `put`, `get` and `delete` (and its outcome) to `sink`.
     pub fn with_audit(self, sink: Option<Arc<dyn AuditSink>>) -> Self {
-        let inner = Arc::try_unwrap(self.inner).unwrap_or_else(|_| panic!("with_audit must be called before the client is cloned"));
-        Self { inner: Arc::new(Inner { audit: sink, ..inner }) }
+        let inner = Arc::try_unwrap(self.inner)
+            .unwrap_or_else(|_| panic!("with_audit must be called before the client is cloned"));
+        Self {
+            inner: Arc::new(Inner {
+                audit: sink,
+                ..inner
+            }),
+        }
     }
 
     /// Appends one event to the audit log, if one is configured. Runs the (fsyncing)
     /// append on a blocking thread.
-    async fn audit<T>(&self, action: &'static str, key: &str, result: Result<T, StoreError>, version: impl Fn(&T) -> Version) -> Result<T, StoreError> {
-        let Some(sink) = self.inner.audit.clone() else { return result };
-        let actor = format!("ed25519:{}", &self.inner.signing_key.verifying_key().to_string()[..16]);
+    async fn audit<T>(
+        &self,
+        action: &'static str,
+        key: &str,
+        result: Result<T, StoreError>,
+        version: impl Fn(&T) -> Version,
+    ) -> Result<T, StoreError> {
+        let Some(sink) = self.inner.audit.clone() else {
+            return result;
+        };
+        let actor = format!(
+            "ed25519:{}",
+            &self.inner.signing_key.verifying_key().to_string()[..16]
+        );
         let (outcome, version) = match &result {
             Ok(v) => (Outcome::Success, Some(version(v).to_string())),
             Err(_) => (Outcome::Failed, None),
         };
         let key = key.to_owned();
         let recorded = tokio::task::spawn_blocking(move || {
-            sink.record(&AuditEvent { actor_key_id: &actor, action, object: &key, version: version.as_deref(), outcome })
+            sink.record(&AuditEvent {
+                actor_key_id: &actor,
+                action,
+                object: &key,
+                version: version.as_deref(),
+                outcome,
+            })
         })
         .await
-        .map_err(|e| StoreError::Io { context: "audit task".into(), source: std::io::Error::other(e) })?;
+        .map_err(|e| StoreError::Io {
+            context: "audit task".into(),
+            source: std::io::Error::other(e),
+        })?;
         recorded.map_err(StoreError::Audit)?;
         result
     }
@@ -680,11 +772,17 @@ impl CloudOfClouds {
         tuning: Tuning,
     ) -> Result<Self, StoreError> {
         let n = clouds.len();
-        if n < 4 || n > crate::meta::CLOUDS_MAX {
-            return Err(StoreError::CloudConfig { cloud: "*".into(), reason: format!("need 4..=16 clouds, got {n}") });
+        if !(4..=crate::meta::CLOUDS_MAX).contains(&n) {
+            return Err(StoreError::CloudConfig {
+                cloud: "*".into(),
+                reason: format!("need 4..=16 clouds, got {n}"),
+            });
         }
         if segment_size == 0 || segment_size > crate::meta::SEGMENT_BYTES_MAX {
-            return Err(StoreError::TooLarge { what: "segment size", limit: crate::meta::SEGMENT_BYTES_MAX as u64 });
+            return Err(StoreError::TooLarge {
+                what: "segment size",
+                limit: crate::meta::SEGMENT_BYTES_MAX as u64,
+            });
         }
         for (i, c) in clouds.iter().enumerate() {
             assert_eq!(c.index, i, "cloud indexes must match their position");
@@ -742,10 +840,14 @@ impl CloudOfClouds {
             return Err(StoreError::InvalidKey { reason: "empty" });
         }
         if key.len() > KEY_BYTES_MAX {
-            return Err(StoreError::InvalidKey { reason: "longer than 1024 bytes" });
+            return Err(StoreError::InvalidKey {
+                reason: "longer than 1024 bytes",
+            });
         }
         if key.chars().any(char::is_control) {
-            return Err(StoreError::InvalidKey { reason: "contains control characters" });
+            return Err(StoreError::InvalidKey {
+                reason: "contains control characters",
+            });
         }
         Ok(Digest::keyed(&self.inner.name_id_key, key.as_bytes()).0)
     }
@@ -755,7 +857,11 @@ impl CloudOfClouds {
     }
 
     fn decrypt_name(&self, name_id: &[u8; 32], entry: &VersionEntry) -> Option<String> {
-        let plain = self.inner.name_seal.open(&self.name_aad(name_id), &entry.encrypted_name).ok()?;
+        let plain = self
+            .inner
+            .name_seal
+            .open(&self.name_aad(name_id), &entry.encrypted_name)
+            .ok()?;
         let name = String::from_utf8(plain).ok()?;
         // The name must hash to the id it is filed under, or a writer lied.
         (self.name_id(&name).ok()? == *name_id).then_some(name)
@@ -782,13 +888,19 @@ impl CloudOfClouds {
                 let path = path.clone();
                 async move {
                     let t0 = Instant::now();
-                    let r = tokio::time::timeout(timeout, c.read_versioned(&path, META_BYTES_MAX)).await;
+                    let r = tokio::time::timeout(timeout, c.read_versioned(&path, META_BYTES_MAX))
+                        .await;
                     c.observe(t0.elapsed());
                     (c.index, r)
                 }
             })
             .collect();
-        let mut clouds: Vec<CloudMeta> = (0..self.n()).map(|_| CloudMeta { answer: None, token: None }).collect();
+        let mut clouds: Vec<CloudMeta> = (0..self.n())
+            .map(|_| CloudMeta {
+                answer: None,
+                token: None,
+            })
+            .collect();
         let mut answered = 0;
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
@@ -802,13 +914,19 @@ impl CloudOfClouds {
             let Some((i, r)) = next else { break };
             let (answer, token) = match r {
                 Err(_) => (MetaAnswer::Unreachable("timed out".into()), None),
-                Ok(Err(CloudError::TooLarge { len })) => {
-                    (MetaAnswer::Invalid(format!("metadata of {len} bytes exceeds the limit")), None)
-                }
+                Ok(Err(CloudError::TooLarge { len })) => (
+                    MetaAnswer::Invalid(format!("metadata of {len} bytes exceeds the limit")),
+                    None,
+                ),
                 Ok(Err(e)) => (MetaAnswer::Unreachable(one_line(&e)), None),
                 Ok(Ok((None, tok))) => (MetaAnswer::Absent, Some(tok)),
                 Ok(Ok((Some(bytes), tok))) => {
-                    match Metadata::decode_verified(&bytes, &self.inner.store_id, name_id, &self.inner.trusted) {
+                    match Metadata::decode_verified(
+                        &bytes,
+                        &self.inner.store_id,
+                        name_id,
+                        &self.inner.trusted,
+                    ) {
                         Ok(m) => (MetaAnswer::Valid(Box::new(m), bytes), Some(tok)),
                         Err(e) => {
                             self.inner.clouds[i].strike();
@@ -820,7 +938,10 @@ impl CloudOfClouds {
             if !matches!(answer, MetaAnswer::Unreachable(_)) {
                 answered += 1;
             }
-            clouds[i] = CloudMeta { answer: Some(answer), token };
+            clouds[i] = CloudMeta {
+                answer: Some(answer),
+                token,
+            };
             if answered >= self.quorum() && deadline.is_none() {
                 match wait {
                     Wait::Quorum(grace) if grace.is_zero() => break,
@@ -834,7 +955,9 @@ impl CloudOfClouds {
                 .iter()
                 .enumerate()
                 .filter_map(|(i, c)| match &c.answer {
-                    Some(MetaAnswer::Unreachable(r)) => Some((self.inner.clouds[i].name.clone(), r.clone())),
+                    Some(MetaAnswer::Unreachable(r)) => {
+                        Some((self.inner.clouds[i].name.clone(), r.clone()))
+                    }
                     None => Some((self.inner.clouds[i].name.clone(), "no answer".into())),
                     _ => None,
                 })
@@ -861,14 +984,21 @@ impl CloudOfClouds {
 
     /// Compare-and-swaps new metadata onto every cloud, built by `mutate` from the newest
     /// valid metadata; returns once `n − f` clouds took it.
-    async fn update_meta<F>(&self, key: &str, name_id: &[u8; 32], mutate: F) -> Result<(Version, Background), StoreError>
+    async fn update_meta<F>(
+        &self,
+        key: &str,
+        name_id: &[u8; 32],
+        mutate: F,
+    ) -> Result<(Version, Background), StoreError>
     where
         F: Fn(Option<&Metadata>) -> Result<Vec<VersionEntry>, StoreError>,
     {
         let path = meta_path(name_id);
         let tuning = &self.inner.tuning;
         for attempt in 1..=tuning.cas_attempts_max {
-            let view = self.read_meta(name_id, Wait::Quorum(tuning.quorum_grace)).await?;
+            let view = self
+                .read_meta(name_id, Wait::Quorum(tuning.quorum_grace))
+                .await?;
             let entries = mutate(view.best().map(|(m, _)| m))?;
             let version = entries[0].version;
             let meta = Metadata {
@@ -887,7 +1017,12 @@ impl CloudOfClouds {
                 let (path, bytes) = (path.clone(), bytes.clone());
                 match cm.token.clone() {
                     Some(tok) => pending.spawn(i, &cloud.name.clone(), "metadata", async move {
-                        match tokio::time::timeout(timeout, cloud.compare_and_swap(&path, bytes, &tok)).await {
+                        match tokio::time::timeout(
+                            timeout,
+                            cloud.compare_and_swap(&path, bytes, &tok),
+                        )
+                        .await
+                        {
                             Ok(Ok(o)) => Ok(o),
                             Ok(Err(e)) => Err(one_line(&e)),
                             Err(_) => Err("timed out".to_string()),
@@ -897,7 +1032,9 @@ impl CloudOfClouds {
                         // No answer in the read round: bring it up to date in the background.
                         let this = self.clone();
                         let name_id = *name_id;
-                        let h = tokio::spawn(async move { this.late_meta_write(i, &name_id, bytes, version).await });
+                        let h = tokio::spawn(async move {
+                            this.late_meta_write(i, &name_id, bytes, version).await
+                        });
                         background.push(&self.inner.clouds[i].name, "metadata", h);
                     }
                 }
@@ -906,7 +1043,9 @@ impl CloudOfClouds {
             let mut failures = Vec::new();
             let mut conflicts = 0;
             while done < self.quorum() {
-                let Some((i, r)) = pending.next().await else { break };
+                let Some((i, r)) = pending.next().await else {
+                    break;
+                };
                 match r {
                     Ok(CasOutcome::Done) => done += 1,
                     Ok(CasOutcome::Conflict) => conflicts += 1,
@@ -926,38 +1065,67 @@ impl CloudOfClouds {
                     detail: join_failures(&failures),
                 });
             }
-            tracing::debug!(key, attempt, done, conflicts, "metadata compare-and-swap lost; retrying");
+            tracing::debug!(
+                key,
+                attempt,
+                done,
+                conflicts,
+                "metadata compare-and-swap lost; retrying"
+            );
             // Randomised exponential backoff so that racing writers spread out.
             let base = 5u64 << attempt.min(8);
             let jitter = OsRng.next_u64() % base;
             tokio::time::sleep(Duration::from_millis(base + jitter)).await;
         }
-        Err(StoreError::Conflict { key: key.to_owned(), attempts: tuning.cas_attempts_max })
+        Err(StoreError::Conflict {
+            key: key.to_owned(),
+            attempts: tuning.cas_attempts_max,
+        })
     }
 
     /// Brings one cloud that missed the quorum round up to `version`, unless it already
     /// holds something newer.
-    async fn late_meta_write(&self, i: usize, name_id: &[u8; 32], bytes: Bytes, version: Version) -> Result<(), String> {
+    async fn late_meta_write(
+        &self,
+        i: usize,
+        name_id: &[u8; 32],
+        bytes: Bytes,
+        version: Version,
+    ) -> Result<(), String> {
         let cloud = &self.inner.clouds[i];
         let path = meta_path(name_id);
         let work = async {
             for _ in 0..3 {
-                let (cur, tok) = cloud.read_versioned(&path, META_BYTES_MAX).await.map_err(|e| one_line(&e))?;
-                if let Some(cur) = cur {
-                    if let Ok(m) = Metadata::decode_verified(&cur, &self.inner.store_id, name_id, &self.inner.trusted) {
-                        if m.latest().version >= version {
-                            return Ok(());
-                        }
-                    }
+                let (cur, tok) = cloud
+                    .read_versioned(&path, META_BYTES_MAX)
+                    .await
+                    .map_err(|e| one_line(&e))?;
+                let held = cur.and_then(|cur| {
+                    Metadata::decode_verified(
+                        &cur,
+                        &self.inner.store_id,
+                        name_id,
+                        &self.inner.trusted,
+                    )
+                    .ok()
+                });
+                if held.is_some_and(|m| m.latest().version >= version) {
+                    return Ok(());
                 }
-                match cloud.compare_and_swap(&path, bytes.clone(), &tok).await.map_err(|e| one_line(&e))? {
+                match cloud
+                    .compare_and_swap(&path, bytes.clone(), &tok)
+                    .await
+                    .map_err(|e| one_line(&e))?
+                {
                     CasOutcome::Done => return Ok(()),
                     CasOutcome::Conflict => continue,
                 }
             }
             Err("kept conflicting".to_string())
         };
-        tokio::time::timeout(self.inner.tuning.op_timeout * 2, work).await.map_err(|_| "timed out".to_string())?
+        tokio::time::timeout(self.inner.tuning.op_timeout * 2, work)
+            .await
+            .map_err(|_| "timed out".to_string())?
     }
 
     // -----------------------------------------------------------------------------------
@@ -987,17 +1155,26 @@ impl CloudOfClouds {
     ) -> Result<PutReceipt, StoreError> {
         let name_id = self.name_id(key)?;
         if attrs.len() > ATTRS_BYTES_MAX {
-            return Err(StoreError::TooLarge { what: "attributes", limit: ATTRS_BYTES_MAX as u64 });
+            return Err(StoreError::TooLarge {
+                what: "attributes",
+                limit: ATTRS_BYTES_MAX as u64,
+            });
         }
         let protocol = self.inner.protocol;
         let (n, k) = (self.n(), self.k(protocol));
         let mut blob_id = [0u8; 16];
         OsRng.fill_bytes(&mut blob_id);
-        let ctx = SegmentContext { store_id: self.inner.store_id, name_id, blob_id };
+        let ctx = SegmentContext {
+            store_id: self.inner.store_id,
+            name_id,
+            blob_id,
+        };
 
         let all: Vec<usize> = (0..n).collect();
         let mut uploads = Uploads::start(self, &name_id, &blob_id, &all);
-        let result = self.put_data(&mut uploads, input, protocol, k, ctx, progress).await;
+        let result = self
+            .put_data(&mut uploads, input, protocol, k, ctx, progress)
+            .await;
         let (size, content_digest, share_digests, shard_digests) = match result {
             Ok(v) => v,
             Err(e) => {
@@ -1023,22 +1200,49 @@ impl CloudOfClouds {
         let manifest_inline = if encoded.len() <= MANIFEST_INLINE_MAX {
             Some(encoded)
         } else {
-            background.extend(self.put_everywhere(manifest_path(&name_id, &blob_id), Bytes::from(encoded), "manifest").await?);
+            background.extend(
+                self.put_everywhere(
+                    manifest_path(&name_id, &blob_id),
+                    Bytes::from(encoded),
+                    "manifest",
+                )
+                .await?,
+            );
             None
         };
 
         let entry_template = VersionEntry {
-            version: Version { counter: 0, writer: self.inner.signing_key.verifying_key().to_bytes() },
+            version: Version {
+                counter: 0,
+                writer: self.inner.signing_key.verifying_key().to_bytes(),
+            },
             created_ms: now_ms(),
-            encrypted_name: self.inner.name_seal.seal(&self.name_aad(&name_id), key.as_bytes()),
-            object: Some(ObjectRef { protocol, blob_id, size, content_digest, manifest_digest, manifest_inline, attrs }),
+            encrypted_name: self
+                .inner
+                .name_seal
+                .seal(&self.name_aad(&name_id), key.as_bytes()),
+            object: Some(ObjectRef {
+                protocol,
+                blob_id,
+                size,
+                content_digest,
+                manifest_digest,
+                manifest_inline,
+                attrs,
+            }),
         };
         let (version, bg) = self
-            .update_meta(key, &name_id, |base| Ok(push_version(base, entry_template.clone())))
+            .update_meta(key, &name_id, |base| {
+                Ok(push_version(base, entry_template.clone()))
+            })
             .await?;
         background.extend(bg);
         tracing::info!(key, %version, size, "put complete");
-        Ok(PutReceipt { version, size, background })
+        Ok(PutReceipt {
+            version,
+            size,
+            background,
+        })
     }
 
     /// Streams the input through the pipeline into the uploaders. Returns the size, the
@@ -1056,10 +1260,15 @@ impl CloudOfClouds {
         let (seg_key, share_digests) = match protocol {
             Protocol::Confidential => {
                 let key = SegmentKey::generate();
-                let shares = shamir::split(key.danger_key_bytes(), k, n).map_err(StoreError::Crypto)?;
-                let digests: Vec<Digest> = shares.iter().map(|s| Digest::of(s.as_bytes())).collect();
+                let shares =
+                    shamir::split(key.danger_key_bytes(), k, n).map_err(StoreError::Crypto)?;
+                let digests: Vec<Digest> =
+                    shares.iter().map(|s| Digest::of(s.as_bytes())).collect();
                 // The header of each cloud's blob is its key share.
-                let headers: Vec<Bytes> = shares.iter().map(|s| Bytes::copy_from_slice(s.as_bytes())).collect();
+                let headers: Vec<Bytes> = shares
+                    .iter()
+                    .map(|s| Bytes::copy_from_slice(s.as_bytes()))
+                    .collect();
                 self.dispatch(uploads, headers).await?;
                 (Some(key), digests)
             }
@@ -1070,7 +1279,9 @@ impl CloudOfClouds {
         let mut hasher = Hasher::new();
         let mut size = 0u64;
         let mut shard_digests = Vec::new();
-        let mut in_flight: std::collections::VecDeque<JoinHandle<Result<EncodedSegment, StoreError>>> = Default::default();
+        let mut in_flight: std::collections::VecDeque<
+            JoinHandle<Result<EncodedSegment, StoreError>>,
+        > = Default::default();
         let mut input_done = false;
         loop {
             // Keep two segments encoding while the previous one uploads (2 cores).
@@ -1089,14 +1300,21 @@ impl CloudOfClouds {
                             p(size);
                         }
                         let codec = codec.clone();
-                        in_flight.push_back(tokio::task::spawn_blocking(move || codec.encode(index, last, plain)));
+                        in_flight.push_back(tokio::task::spawn_blocking(move || {
+                            codec.encode(index, last, plain)
+                        }));
                         input_done = last;
                     }
                     None => input_done = true,
                 }
             }
-            let Some(h) = in_flight.pop_front() else { break };
-            let enc = h.await.map_err(|e| StoreError::Io { context: "encoding task".into(), source: std::io::Error::other(e) })??;
+            let Some(h) = in_flight.pop_front() else {
+                break;
+            };
+            let enc = h.await.map_err(|e| StoreError::Io {
+                context: "encoding task".into(),
+                source: std::io::Error::other(e),
+            })??;
             shard_digests.extend(enc.digests);
             self.dispatch(uploads, enc.shards).await?;
         }
@@ -1123,13 +1341,20 @@ impl CloudOfClouds {
     }
 
     /// Writes one small immutable object to every cloud; returns after `n − f`.
-    async fn put_everywhere(&self, path: Path, bytes: Bytes, what: &'static str) -> Result<Background, StoreError> {
+    async fn put_everywhere(
+        &self,
+        path: Path,
+        bytes: Bytes,
+        what: &'static str,
+    ) -> Result<Background, StoreError> {
         let mut q = Quorum::new(self.n());
         for c in &self.inner.clouds {
             let (c2, path, bytes) = (c.clone(), path.clone(), bytes.clone());
             let timeout = self.inner.tuning.op_timeout;
             q.spawn(c.index, &c.name, what, async move {
-                match tokio::time::timeout(timeout, c2.store().put(&path, PutPayload::from(bytes))).await {
+                match tokio::time::timeout(timeout, c2.store().put(&path, PutPayload::from(bytes)))
+                    .await
+                {
                     Ok(Ok(_)) => Ok(()),
                     Ok(Err(e)) => Err(one_line(&e)),
                     Err(_) => Err("timed out".into()),
@@ -1147,7 +1372,13 @@ impl CloudOfClouds {
                 return Ok(q.into_background());
             }
         }
-        Err(StoreError::QuorumUnavailable { op: what, answered: ok, needed: self.quorum(), n: self.n(), detail: join_failures(&failures) })
+        Err(StoreError::QuorumUnavailable {
+            op: what,
+            answered: ok,
+            needed: self.quorum(),
+            n: self.n(),
+            detail: join_failures(&failures),
+        })
     }
 
     // -----------------------------------------------------------------------------------
@@ -1156,9 +1387,14 @@ impl CloudOfClouds {
     /// The newest version's description, from verified metadata only.
     pub async fn head(&self, key: &str) -> Result<ObjectInfo, StoreError> {
         let name_id = self.name_id(key)?;
-        let view = self.read_meta(&name_id, Wait::Quorum(Duration::ZERO)).await?;
+        let view = self
+            .read_meta(&name_id, Wait::Quorum(Duration::ZERO))
+            .await?;
         let meta = view.require(key, &self.inner.clouds, self.f())?;
-        self.info(key, meta.latest()).ok_or_else(|| StoreError::NotFound { key: key.to_owned() })
+        self.info(key, meta.latest())
+            .ok_or_else(|| StoreError::NotFound {
+                key: key.to_owned(),
+            })
     }
 
     fn info(&self, key: &str, e: &VersionEntry) -> Option<ObjectInfo> {
@@ -1199,19 +1435,36 @@ impl CloudOfClouds {
         progress: Option<Progress>,
     ) -> Result<GetReceipt, StoreError> {
         let name_id = self.name_id(key)?;
-        let view = self.read_meta(&name_id, Wait::Quorum(Duration::ZERO)).await?;
-        let entry = view.require(key, &self.inner.clouds, self.f())?.latest().clone();
-        let obj = entry.object.clone().ok_or_else(|| StoreError::NotFound { key: key.to_owned() })?;
+        let view = self
+            .read_meta(&name_id, Wait::Quorum(Duration::ZERO))
+            .await?;
+        let entry = view
+            .require(key, &self.inner.clouds, self.f())?
+            .latest()
+            .clone();
+        let obj = entry.object.clone().ok_or_else(|| StoreError::NotFound {
+            key: key.to_owned(),
+        })?;
         let manifest = Arc::new(self.load_manifest(&name_id, &obj).await?);
         let full = range.is_none();
         let range = range.unwrap_or(0..obj.size);
         if range.start > range.end || range.end > obj.size {
-            return Err(StoreError::TooLarge { what: "requested range end", limit: obj.size });
+            return Err(StoreError::TooLarge {
+                what: "requested range end",
+                limit: obj.size,
+            });
         }
-        let reader = Arc::new(self.blob_reader(name_id, manifest.clone(), range.start).await?);
+        let reader = Arc::new(
+            self.blob_reader(name_id, manifest.clone(), range.start)
+                .await?,
+        );
         let seg = manifest.segment_size as u64;
         let (first, last_seg) = (range.start / seg, range.end.saturating_sub(1) / seg);
-        let segments: Vec<u64> = if range.is_empty() && !full { vec![] } else { (first..=last_seg.max(first)).collect() };
+        let segments: Vec<u64> = if range.is_empty() && !full {
+            vec![]
+        } else {
+            (first..=last_seg.max(first)).collect()
+        };
         let window = self.inner.tuning.read_window_segments.max(1);
         let mut stream = stream::iter(segments)
             .map(|s| {
@@ -1230,23 +1483,33 @@ impl CloudOfClouds {
             let from = range.start.saturating_sub(seg_start) as usize;
             let to = ((range.end - seg_start) as usize).min(plain.len());
             if from < to {
-                out.write_all(&plain[from..to]).await.map_err(StoreError::Output)?;
+                out.write_all(&plain[from..to])
+                    .await
+                    .map_err(StoreError::Output)?;
                 written += (to - from) as u64;
             }
             if let Some(p) = &progress {
                 p(written);
             }
         }
-        if let Some(h) = hasher {
-            if h.finalize() != obj.content_digest {
-                return Err(StoreError::Integrity { reason: "content digest of the whole object does not match" });
-            }
+        if hasher.is_some_and(|h| h.finalize() != obj.content_digest) {
+            return Err(StoreError::Integrity {
+                reason: "content digest of the whole object does not match",
+            });
         }
         out.flush().await.map_err(StoreError::Output)?;
-        Ok(GetReceipt { version: entry.version, size: obj.size, bytes_written: written })
+        Ok(GetReceipt {
+            version: entry.version,
+            size: obj.size,
+            bytes_written: written,
+        })
     }
 
-    async fn load_manifest(&self, name_id: &[u8; 32], obj: &ObjectRef) -> Result<Manifest, StoreError> {
+    async fn load_manifest(
+        &self,
+        name_id: &[u8; 32],
+        obj: &ObjectRef,
+    ) -> Result<Manifest, StoreError> {
         let bytes = match &obj.manifest_inline {
             Some(b) => Bytes::from(b.clone()),
             None => {
@@ -1255,7 +1518,12 @@ impl CloudOfClouds {
                 let mut found = None;
                 for i in self.ranked() {
                     let c = &self.inner.clouds[i];
-                    match tokio::time::timeout(self.inner.tuning.op_timeout, c.read_versioned(&path, MANIFEST_BYTES_MAX)).await {
+                    match tokio::time::timeout(
+                        self.inner.tuning.op_timeout,
+                        c.read_versioned(&path, MANIFEST_BYTES_MAX),
+                    )
+                    .await
+                    {
                         Ok(Ok((Some(b), _))) if Digest::of(&b) == obj.manifest_digest => {
                             found = Some(b);
                             break;
@@ -1264,7 +1532,9 @@ impl CloudOfClouds {
                             c.strike();
                             failures.push((c.name.clone(), "manifest digest mismatch".to_string()));
                         }
-                        Ok(Ok((None, _))) => failures.push((c.name.clone(), "manifest missing".to_string())),
+                        Ok(Ok((None, _))) => {
+                            failures.push((c.name.clone(), "manifest missing".to_string()))
+                        }
                         Ok(Err(e)) => failures.push((c.name.clone(), one_line(&e))),
                         Err(_) => failures.push((c.name.clone(), "timed out".to_string())),
                     }
@@ -1279,44 +1549,91 @@ impl CloudOfClouds {
             }
         };
         if Digest::of(&bytes) != obj.manifest_digest {
-            return Err(StoreError::Integrity { reason: "inline manifest does not match its digest" });
+            return Err(StoreError::Integrity {
+                reason: "inline manifest does not match its digest",
+            });
         }
         let m = Manifest::decode(&bytes)?;
-        if m.blob_id != obj.blob_id || m.size != obj.size || m.protocol != obj.protocol || m.n as usize != self.n() {
-            return Err(StoreError::Integrity { reason: "manifest does not match its metadata entry" });
+        if m.blob_id != obj.blob_id
+            || m.size != obj.size
+            || m.protocol != obj.protocol
+            || m.n as usize != self.n()
+        {
+            return Err(StoreError::Integrity {
+                reason: "manifest does not match its metadata entry",
+            });
         }
         if m.k as usize != self.k(m.protocol) {
-            return Err(StoreError::Integrity { reason: "manifest coding parameters do not match this store" });
+            return Err(StoreError::Integrity {
+                reason: "manifest coding parameters do not match this store",
+            });
         }
         Ok(m)
     }
 
     /// Prepares to read a blob: for DepSky-CA, fetches `k` verified key shares.
-    async fn blob_reader(&self, name_id: [u8; 32], manifest: Arc<Manifest>, _from: u64) -> Result<BlobReader, StoreError> {
+    async fn blob_reader(
+        &self,
+        name_id: [u8; 32],
+        manifest: Arc<Manifest>,
+        _from: u64,
+    ) -> Result<BlobReader, StoreError> {
         let key = match manifest.protocol {
             Protocol::Confidential => {
-                let shares = self.fetch_shares(&name_id, &manifest, &HashSet::new()).await?;
+                let shares = self
+                    .fetch_shares(&name_id, &manifest, &HashSet::new())
+                    .await?;
                 let secret = shamir::combine(&shares).map_err(StoreError::Crypto)?;
                 Some(SegmentKey::from_bytes(secret))
             }
             Protocol::Replicated => None,
         };
-        let ctx = SegmentContext { store_id: self.inner.store_id, name_id, blob_id: manifest.blob_id };
-        let codec = Codec::new(manifest.protocol, manifest.k as usize, manifest.n as usize, key, ctx)?;
-        Ok(BlobReader { client: self.clone(), name_id, manifest, codec: Arc::new(codec) })
+        let ctx = SegmentContext {
+            store_id: self.inner.store_id,
+            name_id,
+            blob_id: manifest.blob_id,
+        };
+        let codec = Codec::new(
+            manifest.protocol,
+            manifest.k as usize,
+            manifest.n as usize,
+            key,
+            ctx,
+        )?;
+        Ok(BlobReader {
+            client: self.clone(),
+            name_id,
+            manifest,
+            codec: Arc::new(codec),
+        })
     }
 
-    async fn fetch_shares(&self, name_id: &[u8; 32], m: &Arc<Manifest>, exclude: &HashSet<usize>) -> Result<Vec<Share>, StoreError> {
+    async fn fetch_shares(
+        &self,
+        name_id: &[u8; 32],
+        m: &Arc<Manifest>,
+        exclude: &HashSet<usize>,
+    ) -> Result<Vec<Share>, StoreError> {
         let hl = m.header_len() as u64;
         let m2 = m.clone();
         let got = self
-            .hedged_fetch(name_id, &m.blob_id, m.k as usize, 0..hl, u64::MAX, exclude, move |i, b| {
-                let share = Share::from_bytes(b).map_err(|_| "malformed key share")?;
-                if Digest::of(share.as_bytes()) != m2.share_digests[i] || share.id() as usize != i + 1 {
-                    return Err("key share does not match the manifest");
-                }
-                Ok(share)
-            })
+            .hedged_fetch(
+                name_id,
+                &m.blob_id,
+                m.k as usize,
+                0..hl,
+                u64::MAX,
+                exclude,
+                move |i, b| {
+                    let share = Share::from_bytes(b).map_err(|_| "malformed key share")?;
+                    if Digest::of(share.as_bytes()) != m2.share_digests[i]
+                        || share.id() as usize != i + 1
+                    {
+                        return Err("key share does not match the manifest");
+                    }
+                    Ok(share)
+                },
+            )
             .await?;
         Ok(got.into_iter().flatten().collect())
     }
@@ -1339,7 +1656,11 @@ impl CloudOfClouds {
         V: Fn(usize, &[u8]) -> Result<T, &'static str>,
     {
         let n = self.n();
-        let order: Vec<usize> = self.ranked().into_iter().filter(|i| !exclude.contains(i)).collect();
+        let order: Vec<usize> = self
+            .ranked()
+            .into_iter()
+            .filter(|i| !exclude.contains(i))
+            .collect();
         let mut slots: Vec<Option<T>> = (0..n).map(|_| None).collect();
         let mut ok = 0;
         let mut failures: Vec<(String, String)> = Vec::new();
@@ -1366,7 +1687,12 @@ impl CloudOfClouds {
             next += 1;
         }
         let hedge_delay = {
-            let slowest = order.iter().take(need).map(|&i| self.inner.clouds[i].latency()).max().unwrap_or_default();
+            let slowest = order
+                .iter()
+                .take(need)
+                .map(|&i| self.inner.clouds[i].latency())
+                .max()
+                .unwrap_or_default();
             self.inner.tuning.hedge_delay_min.max(slowest * 3)
         };
         let hedge = tokio::time::sleep(hedge_delay);
@@ -1420,7 +1746,13 @@ impl CloudOfClouds {
                 else => break,
             }
         }
-        Err(StoreError::NotEnoughShards { segment, valid: ok, needed: need, n, detail: join_failures(&failures) })
+        Err(StoreError::NotEnoughShards {
+            segment,
+            valid: ok,
+            needed: need,
+            n,
+            detail: join_failures(&failures),
+        })
     }
 
     // -----------------------------------------------------------------------------------
@@ -1435,15 +1767,25 @@ impl CloudOfClouds {
     async fn delete_unaudited(&self, key: &str) -> Result<Version, StoreError> {
         let name_id = self.name_id(key)?;
         let template = VersionEntry {
-            version: Version { counter: 0, writer: self.inner.signing_key.verifying_key().to_bytes() },
+            version: Version {
+                counter: 0,
+                writer: self.inner.signing_key.verifying_key().to_bytes(),
+            },
             created_ms: now_ms(),
-            encrypted_name: self.inner.name_seal.seal(&self.name_aad(&name_id), key.as_bytes()),
+            encrypted_name: self
+                .inner
+                .name_seal
+                .seal(&self.name_aad(&name_id), key.as_bytes()),
             object: None,
         };
         let (version, bg) = self
             .update_meta(key, &name_id, |base| match base {
-                Some(m) if m.latest().object.is_some() => Ok(push_version(Some(m), template.clone())),
-                _ => Err(StoreError::NotFound { key: key.to_owned() }),
+                Some(m) if m.latest().object.is_some() => {
+                    Ok(push_version(Some(m), template.clone()))
+                }
+                _ => Err(StoreError::NotFound {
+                    key: key.to_owned(),
+                }),
             })
             .await?;
         // Deletion markers are tiny; give stragglers a moment but do not block on them.
@@ -1458,22 +1800,27 @@ impl CloudOfClouds {
     async fn listed_names(&self) -> Result<BTreeMap<[u8; 32], Vec<usize>>, StoreError> {
         let prefix = meta_prefix();
         let timeout = self.inner.tuning.op_timeout * 4;
-        let results: Vec<(usize, Result<Vec<[u8; 32]>, String>)> = futures::future::join_all(self.inner.clouds.iter().map(|c| {
-            let prefix = prefix.clone();
-            async move {
-                let work = c.store().list(Some(&prefix)).map_ok(|m| m.location).try_collect::<Vec<Path>>();
-                let r = match tokio::time::timeout(timeout, work).await {
-                    Ok(Ok(paths)) => Ok(paths
-                        .iter()
-                        .filter_map(|p| p.filename().and_then(parse_hex::<32>))
-                        .collect()),
-                    Ok(Err(e)) => Err(one_line(&e)),
-                    Err(_) => Err("timed out".into()),
-                };
-                (c.index, r)
-            }
-        }))
-        .await;
+        let results: Vec<(usize, Listing)> =
+            futures::future::join_all(self.inner.clouds.iter().map(|c| {
+                let prefix = prefix.clone();
+                async move {
+                    let work = c
+                        .store()
+                        .list(Some(&prefix))
+                        .map_ok(|m| m.location)
+                        .try_collect::<Vec<Path>>();
+                    let r = match tokio::time::timeout(timeout, work).await {
+                        Ok(Ok(paths)) => Ok(paths
+                            .iter()
+                            .filter_map(|p| p.filename().and_then(parse_hex::<32>))
+                            .collect()),
+                        Ok(Err(e)) => Err(one_line(&e)),
+                        Err(_) => Err("timed out".into()),
+                    };
+                    (c.index, r)
+                }
+            }))
+            .await;
         let mut names: BTreeMap<[u8; 32], Vec<usize>> = BTreeMap::new();
         let mut failures = Vec::new();
         let mut answered = 0;
@@ -1508,13 +1855,19 @@ impl CloudOfClouds {
         let mut out: Vec<ListEntry> = stream::iter(names.into_keys())
             .map(|id| async move {
                 let view = self.read_meta(&id, Wait::Quorum(Duration::ZERO)).await?;
-                let Some((meta, _)) = view.best() else { return Ok(None) };
+                let Some((meta, _)) = view.best() else {
+                    return Ok(None);
+                };
                 let latest = meta.latest();
-                let Some(key) = self.decrypt_name(&id, latest) else { return Ok(None) };
+                let Some(key) = self.decrypt_name(&id, latest) else {
+                    return Ok(None);
+                };
                 Ok::<_, StoreError>(self.info(&key, latest))
             })
             .buffer_unordered(conc)
-            .try_filter_map(|x| async move { Ok(x.filter(|e: &ListEntry| e.key.starts_with(prefix))) })
+            .try_filter_map(
+                |x| async move { Ok(x.filter(|e: &ListEntry| e.key.starts_with(prefix))) },
+            )
             .try_collect()
             .await?;
         out.sort_by(|a, b| a.key.cmp(&b.key));
@@ -1538,7 +1891,11 @@ impl CloudOfClouds {
     async fn inspect(&self, key: &str, name_id: &[u8; 32], view: &MetaView) -> KeyReport {
         let (meta, _) = view.best().expect("caller checked best");
         let latest = meta.latest();
-        let versions = meta.entries.iter().map(|e| (e.version, e.created_ms, e.object.as_ref().map(|o| o.size))).collect();
+        let versions = meta
+            .entries
+            .iter()
+            .map(|e| (e.version, e.created_ms, e.object.as_ref().map(|o| o.size)))
+            .collect();
         let manifest = match &latest.object {
             Some(o) => Some(self.load_manifest(name_id, o).await.map(Arc::new)),
             None => None,
@@ -1546,21 +1903,37 @@ impl CloudOfClouds {
         let mut clouds = Vec::with_capacity(self.n());
         for (i, cm) in view.clouds.iter().enumerate() {
             let metadata = match &cm.answer {
-                None => MetaHealth::Unreachable { reason: "no answer".into() },
+                None => MetaHealth::Unreachable {
+                    reason: "no answer".into(),
+                },
                 Some(MetaAnswer::Unreachable(r)) => MetaHealth::Unreachable { reason: r.clone() },
                 Some(MetaAnswer::Absent) => MetaHealth::Missing,
                 Some(MetaAnswer::Invalid(r)) => MetaHealth::Invalid { reason: r.clone() },
-                Some(MetaAnswer::Valid(m, _)) if m.latest().version == latest.version => MetaHealth::Current,
-                Some(MetaAnswer::Valid(m, _)) => MetaHealth::Stale { has: m.latest().version },
+                Some(MetaAnswer::Valid(m, _)) if m.latest().version == latest.version => {
+                    MetaHealth::Current
+                }
+                Some(MetaAnswer::Valid(m, _)) => MetaHealth::Stale {
+                    has: m.latest().version,
+                },
             };
             let shards = match &manifest {
                 None => ShardHealth::NotApplicable,
-                Some(Err(e)) => ShardHealth::Unreachable { reason: format!("manifest unavailable: {}", one_line(e)) },
+                Some(Err(e)) => ShardHealth::Unreachable {
+                    reason: format!("manifest unavailable: {}", one_line(e)),
+                },
                 Some(Ok(m)) => self.check_blob(name_id, m, i).await,
             };
-            clouds.push(CloudHealth { cloud: self.inner.clouds[i].name.clone(), metadata, shards });
+            clouds.push(CloudHealth {
+                cloud: self.inner.clouds[i].name.clone(),
+                metadata,
+                shards,
+            });
         }
-        KeyReport { key: key.to_owned(), versions, clouds }
+        KeyReport {
+            key: key.to_owned(),
+            versions,
+            clouds,
+        }
     }
 
     /// Reads cloud `i`'s whole blob and checks the key share and every shard.
@@ -1569,18 +1942,41 @@ impl CloudOfClouds {
         let path = shard_path(name_id, &m.blob_id, i);
         let timeout = self.inner.tuning.op_timeout;
         match tokio::time::timeout(timeout, c.store().head(&path)).await {
-            Err(_) => return ShardHealth::Unreachable { reason: "timed out".into() },
+            Err(_) => {
+                return ShardHealth::Unreachable {
+                    reason: "timed out".into(),
+                };
+            }
             Ok(Err(object_store::Error::NotFound { .. })) => return ShardHealth::Missing,
-            Ok(Err(e)) => return ShardHealth::Unreachable { reason: one_line(&e) },
-            Ok(Ok(meta)) if meta.size != m.blob_len() => return ShardHealth::Corrupt { segment: None },
+            Ok(Err(e)) => {
+                return ShardHealth::Unreachable {
+                    reason: one_line(&e),
+                };
+            }
+            Ok(Ok(meta)) if meta.size != m.blob_len() => {
+                return ShardHealth::Corrupt { segment: None };
+            }
             Ok(Ok(_)) => {}
         }
         if m.header_len() > 0 {
-            match tokio::time::timeout(timeout, c.store().get_range(&path, 0..m.header_len() as u64)).await {
+            match tokio::time::timeout(
+                timeout,
+                c.store().get_range(&path, 0..m.header_len() as u64),
+            )
+            .await
+            {
                 Ok(Ok(b)) if Digest::of(&b) == m.share_digests[i] => {}
                 Ok(Ok(_)) => return ShardHealth::Corrupt { segment: None },
-                Ok(Err(e)) => return ShardHealth::Unreachable { reason: one_line(&e) },
-                Err(_) => return ShardHealth::Unreachable { reason: "timed out".into() },
+                Ok(Err(e)) => {
+                    return ShardHealth::Unreachable {
+                        reason: one_line(&e),
+                    };
+                }
+                Err(_) => {
+                    return ShardHealth::Unreachable {
+                        reason: "timed out".into(),
+                    };
+                }
             }
         }
         let results = stream::iter(0..m.segments())
@@ -1592,12 +1988,19 @@ impl CloudOfClouds {
                         return (s, Ok(Digest::of(&[]) == *m.shard_digest(s, i)));
                     }
                     let off = m.shard_offset(s);
-                    let r = tokio::time::timeout(timeout, c.store().get_range(&path, off..off + len)).await;
-                    (s, match r {
-                        Ok(Ok(b)) => Ok(b.len() as u64 == len && Digest::of(&b) == *m.shard_digest(s, i)),
-                        Ok(Err(e)) => Err(one_line(&e)),
-                        Err(_) => Err("timed out".to_string()),
-                    })
+                    let r =
+                        tokio::time::timeout(timeout, c.store().get_range(&path, off..off + len))
+                            .await;
+                    (
+                        s,
+                        match r {
+                            Ok(Ok(b)) => Ok(
+                                b.len() as u64 == len && Digest::of(&b) == *m.shard_digest(s, i)
+                            ),
+                            Ok(Err(e)) => Err(one_line(&e)),
+                            Err(_) => Err("timed out".to_string()),
+                        },
+                    )
                 }
             })
             .buffered(4);
@@ -1614,7 +2017,11 @@ impl CloudOfClouds {
 
     /// Verifies every key on every cloud, names misbehaving clouds, and (with `repair`)
     /// rewrites missing or corrupt metadata, manifests and shards from healthy clouds.
-    pub async fn scrub(&self, repair: bool, progress: Option<Progress>) -> Result<ScrubReport, StoreError> {
+    pub async fn scrub(
+        &self,
+        repair: bool,
+        progress: Option<Progress>,
+    ) -> Result<ScrubReport, StoreError> {
         let names = self.listed_names().await?;
         let mut rep = ScrubReport::default();
         let mut done = 0u64;
@@ -1634,36 +2041,68 @@ impl CloudOfClouds {
                 // Listed, but no cloud has valid metadata: the listing clouds invented it
                 // or hold garbage under it.
                 for i in listed_by {
-                    rep.problems.push((self.inner.clouds[i].name.clone(), hex::encode(&id[..8]), "lists an object with no valid metadata".into()));
+                    rep.problems.push((
+                        self.inner.clouds[i].name.clone(),
+                        hex::encode(&id[..8]),
+                        "lists an object with no valid metadata".into(),
+                    ));
                 }
                 continue;
             };
             let raw = raw.clone();
-            let key = self.decrypt_name(&id, meta.latest()).unwrap_or_else(|| format!("<undecryptable {}>", hex::encode(&id[..8])));
+            let key = self
+                .decrypt_name(&id, meta.latest())
+                .unwrap_or_else(|| format!("<undecryptable {}>", hex::encode(&id[..8])));
             rep.keys += 1;
             let report = self.inspect(&key, &id, &view).await;
             for (i, ch) in report.clouds.iter().enumerate() {
-                if !listed_by.contains(&i) && ch.metadata != MetaHealth::Missing && !matches!(ch.metadata, MetaHealth::Unreachable { .. }) {
-                    rep.problems.push((ch.cloud.clone(), key.clone(), "listing omits this key".into()));
+                if !listed_by.contains(&i)
+                    && ch.metadata != MetaHealth::Missing
+                    && !matches!(ch.metadata, MetaHealth::Unreachable { .. })
+                {
+                    rep.problems.push((
+                        ch.cloud.clone(),
+                        key.clone(),
+                        "listing omits this key".into(),
+                    ));
                 }
                 if ch.metadata != MetaHealth::Current {
-                    rep.problems.push((ch.cloud.clone(), key.clone(), format!("metadata {}", describe_meta(&ch.metadata))));
+                    rep.problems.push((
+                        ch.cloud.clone(),
+                        key.clone(),
+                        format!("metadata {}", describe_meta(&ch.metadata)),
+                    ));
                 }
                 if !matches!(ch.shards, ShardHealth::Valid | ShardHealth::NotApplicable) {
-                    rep.problems.push((ch.cloud.clone(), key.clone(), format!("shards {}", describe_shards(&ch.shards))));
+                    rep.problems.push((
+                        ch.cloud.clone(),
+                        key.clone(),
+                        format!("shards {}", describe_shards(&ch.shards)),
+                    ));
                 }
             }
             if !repair {
                 continue;
             }
-            if let Err(e) = self.repair_key(&key, &id, &view, raw, &report, &mut rep).await {
+            if let Err(e) = self
+                .repair_key(&key, &id, &view, raw, &report, &mut rep)
+                .await
+            {
                 rep.failed.push((key.clone(), one_line(&e)));
             }
         }
         Ok(rep)
     }
 
-    async fn repair_key(&self, key: &str, name_id: &[u8; 32], view: &MetaView, raw: Bytes, report: &KeyReport, rep: &mut ScrubReport) -> Result<(), StoreError> {
+    async fn repair_key(
+        &self,
+        key: &str,
+        name_id: &[u8; 32],
+        view: &MetaView,
+        raw: Bytes,
+        report: &KeyReport,
+        rep: &mut ScrubReport,
+    ) -> Result<(), StoreError> {
         let (meta, _) = view.best().expect("caller checked best");
         // Shards first, so that repaired metadata never points at missing data.
         if let Some(obj) = &meta.latest().object {
@@ -1673,10 +2112,20 @@ impl CloudOfClouds {
                 for (i, c) in self.inner.clouds.iter().enumerate() {
                     let path = manifest_path(name_id, &m.blob_id);
                     let ok = matches!(c.read_versioned(&path, MANIFEST_BYTES_MAX).await, Ok((Some(b), _)) if Digest::of(&b) == obj.manifest_digest);
-                    if !ok && !matches!(report.clouds[i].shards, ShardHealth::Unreachable { .. }) {
-                        if c.store().put(&path, PutPayload::from(bytes.clone())).await.is_ok() {
-                            rep.repaired.push((c.name.clone(), key.to_owned(), "manifest rewritten".into()));
-                        }
+                    let reachable =
+                        !matches!(report.clouds[i].shards, ShardHealth::Unreachable { .. });
+                    if !ok
+                        && reachable
+                        && c.store()
+                            .put(&path, PutPayload::from(bytes.clone()))
+                            .await
+                            .is_ok()
+                    {
+                        rep.repaired.push((
+                            c.name.clone(),
+                            key.to_owned(),
+                            "manifest rewritten".into(),
+                        ));
                     }
                 }
             }
@@ -1684,24 +2133,45 @@ impl CloudOfClouds {
                 .clouds
                 .iter()
                 .enumerate()
-                .filter(|(_, h)| matches!(h.shards, ShardHealth::Missing | ShardHealth::Corrupt { .. }))
+                .filter(|(_, h)| {
+                    matches!(h.shards, ShardHealth::Missing | ShardHealth::Corrupt { .. })
+                })
                 .map(|(i, _)| i)
                 .collect();
             if !bad.is_empty() {
                 self.rebuild_blob(name_id, m, &bad).await?;
                 for &i in &bad {
-                    rep.repaired.push((self.inner.clouds[i].name.clone(), key.to_owned(), "shards rebuilt".into()));
+                    rep.repaired.push((
+                        self.inner.clouds[i].name.clone(),
+                        key.to_owned(),
+                        "shards rebuilt".into(),
+                    ));
                 }
             }
         }
         for (i, cm) in view.clouds.iter().enumerate() {
-            let stale = !matches!(report.clouds[i].metadata, MetaHealth::Current | MetaHealth::Unreachable { .. });
+            let stale = !matches!(
+                report.clouds[i].metadata,
+                MetaHealth::Current | MetaHealth::Unreachable { .. }
+            );
             if let (true, Some(tok)) = (stale, &cm.token) {
                 let c = &self.inner.clouds[i];
-                match c.compare_and_swap(&meta_path(name_id), raw.clone(), tok).await {
-                    Ok(CasOutcome::Done) => rep.repaired.push((c.name.clone(), key.to_owned(), "metadata rewritten".into())),
-                    Ok(CasOutcome::Conflict) => rep.failed.push((key.to_owned(), format!("{}: metadata changed during repair", c.name))),
-                    Err(e) => rep.failed.push((key.to_owned(), format!("{}: {}", c.name, one_line(&e)))),
+                match c
+                    .compare_and_swap(&meta_path(name_id), raw.clone(), tok)
+                    .await
+                {
+                    Ok(CasOutcome::Done) => rep.repaired.push((
+                        c.name.clone(),
+                        key.to_owned(),
+                        "metadata rewritten".into(),
+                    )),
+                    Ok(CasOutcome::Conflict) => rep.failed.push((
+                        key.to_owned(),
+                        format!("{}: metadata changed during repair", c.name),
+                    )),
+                    Err(e) => rep
+                        .failed
+                        .push((key.to_owned(), format!("{}: {}", c.name, one_line(&e)))),
                 }
             }
         }
@@ -1709,7 +2179,12 @@ impl CloudOfClouds {
     }
 
     /// Rewrites the blobs of clouds `bad` from `k` verified shards of the others.
-    async fn rebuild_blob(&self, name_id: &[u8; 32], m: Arc<Manifest>, bad: &[usize]) -> Result<(), StoreError> {
+    async fn rebuild_blob(
+        &self,
+        name_id: &[u8; 32],
+        m: Arc<Manifest>,
+        bad: &[usize],
+    ) -> Result<(), StoreError> {
         let exclude: HashSet<usize> = bad.iter().copied().collect();
         let mut uploads = Uploads::start(self, name_id, &m.blob_id, bad);
         let straggle = self.inner.tuning.straggler_timeout;
@@ -1718,30 +2193,54 @@ impl CloudOfClouds {
                 Protocol::Confidential => {
                     let shares = self.fetch_shares(name_id, &m, &exclude).await?;
                     for &i in bad {
-                        let share = shamir::reshare(&shares, (i + 1) as u8).map_err(StoreError::Crypto)?;
+                        let share =
+                            shamir::reshare(&shares, (i + 1) as u8).map_err(StoreError::Crypto)?;
                         // Paired check: the rebuilt share must be the one the writer bound.
                         if Digest::of(share.as_bytes()) != m.share_digests[i] {
-                            return Err(StoreError::Integrity { reason: "rebuilt key share does not match the manifest" });
+                            return Err(StoreError::Integrity {
+                                reason: "rebuilt key share does not match the manifest",
+                            });
                         }
-                        uploads.send(i, Bytes::copy_from_slice(share.as_bytes()), straggle, 0).await;
+                        uploads
+                            .send(i, Bytes::copy_from_slice(share.as_bytes()), straggle, 0)
+                            .await;
                     }
                     let secret = shamir::combine(&shares).map_err(StoreError::Crypto)?;
                     Some(SegmentKey::from_bytes(secret))
                 }
                 Protocol::Replicated => None,
             };
-            let ctx = SegmentContext { store_id: self.inner.store_id, name_id: *name_id, blob_id: m.blob_id };
-            let codec = Arc::new(Codec::new(m.protocol, m.k as usize, m.n as usize, key, ctx)?);
+            let ctx = SegmentContext {
+                store_id: self.inner.store_id,
+                name_id: *name_id,
+                blob_id: m.blob_id,
+            };
+            let codec = Arc::new(Codec::new(
+                m.protocol,
+                m.k as usize,
+                m.n as usize,
+                key,
+                ctx,
+            )?);
             for s in 0..m.segments() {
                 let mut shards = self.fetch_segment_shards(name_id, &m, s, &exclude).await?;
                 let codec = codec.clone();
-                shards = tokio::task::spawn_blocking(move || codec.complete_shards(&mut shards).map(|()| shards))
-                    .await
-                    .map_err(|e| StoreError::Io { context: "repair task".into(), source: std::io::Error::other(e) })??;
+                shards = tokio::task::spawn_blocking(move || {
+                    codec.complete_shards(&mut shards).map(|()| shards)
+                })
+                .await
+                .map_err(|e| StoreError::Io {
+                    context: "repair task".into(),
+                    source: std::io::Error::other(e),
+                })??;
                 for &i in bad {
-                    let shard = shards[i].take().ok_or(StoreError::Integrity { reason: "shard missing after reconstruction" })?;
+                    let shard = shards[i].take().ok_or(StoreError::Integrity {
+                        reason: "shard missing after reconstruction",
+                    })?;
                     if Digest::of(&shard) != *m.shard_digest(s, i) {
-                        return Err(StoreError::Integrity { reason: "rebuilt shard does not match the manifest" });
+                        return Err(StoreError::Integrity {
+                            reason: "rebuilt shard does not match the manifest",
+                        });
                     }
                     uploads.send(i, Bytes::from(shard), straggle, 0).await;
                 }
@@ -1759,13 +2258,31 @@ impl CloudOfClouds {
         Ok(())
     }
 
-    async fn fetch_segment_shards(&self, name_id: &[u8; 32], m: &Arc<Manifest>, s: u64, exclude: &HashSet<usize>) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+    async fn fetch_segment_shards(
+        &self,
+        name_id: &[u8; 32],
+        m: &Arc<Manifest>,
+        s: u64,
+        exclude: &HashSet<usize>,
+    ) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         let off = m.shard_offset(s);
         let len = m.shard_len(s) as u64;
         let m2 = m.clone();
-        self.hedged_fetch(name_id, &m.blob_id, m.k as usize, off..off + len, s, exclude, move |i, b| {
-            if Digest::of(b) == *m2.shard_digest(s, i) { Ok(b.to_vec()) } else { Err("shard does not match the manifest") }
-        })
+        self.hedged_fetch(
+            name_id,
+            &m.blob_id,
+            m.k as usize,
+            off..off + len,
+            s,
+            exclude,
+            move |i, b| {
+                if Digest::of(b) == *m2.shard_digest(s, i) {
+                    Ok(b.to_vec())
+                } else {
+                    Err("shard does not match the manifest")
+                }
+            },
+        )
         .await
     }
 
@@ -1780,26 +2297,42 @@ impl CloudOfClouds {
         // Blob directories without metadata (writes that crashed before their metadata).
         for c in &self.inner.clouds {
             let prefix = Path::from(format!("{ROOT}/b"));
-            if let Ok(Ok(l)) = tokio::time::timeout(self.inner.tuning.op_timeout, c.store().list_with_delimiter(Some(&prefix))).await {
-                ids.extend(l.common_prefixes.iter().filter_map(|p| p.filename().and_then(parse_hex::<32>)));
+            if let Ok(Ok(l)) = tokio::time::timeout(
+                self.inner.tuning.op_timeout,
+                c.store().list_with_delimiter(Some(&prefix)),
+            )
+            .await
+            {
+                ids.extend(
+                    l.common_prefixes
+                        .iter()
+                        .filter_map(|p| p.filename().and_then(parse_hex::<32>)),
+                );
             }
         }
+        // Inclusive: with a zero grace period everything written up to now qualifies.
         let cutoff_ms = now_ms().saturating_sub(grace.as_millis() as u64);
         for id in ids {
             rep.keys += 1;
-            let view = match self.read_meta(&id, Wait::Quorum(self.inner.tuning.quorum_grace)).await {
+            let view = match self
+                .read_meta(&id, Wait::Quorum(self.inner.tuning.quorum_grace))
+                .await
+            {
                 Ok(v) => v,
                 Err(e) => {
-                    rep.warnings.push(format!("{}: {}", hex::encode(&id[..8]), one_line(&e)));
+                    rep.warnings
+                        .push(format!("{}: {}", hex::encode(&id[..8]), one_line(&e)));
                     continue;
                 }
             };
             let mut referenced: HashSet<[u8; 16]> = HashSet::new();
             let mut purge = false;
             if let Some((meta, _)) = view.best() {
-                let key = self.decrypt_name(&id, meta.latest()).unwrap_or_else(|| hex::encode(&id[..8]));
+                let key = self
+                    .decrypt_name(&id, meta.latest())
+                    .unwrap_or_else(|| hex::encode(&id[..8]));
                 let latest = meta.latest();
-                if latest.object.is_none() && latest.created_ms < cutoff_ms {
+                if latest.object.is_none() && latest.created_ms <= cutoff_ms {
                     purge = true;
                 } else if meta.entries.len() > keep {
                     let dropped = meta.entries.len() - keep;
@@ -1814,19 +2347,37 @@ impl CloudOfClouds {
                         Err(e) => {
                             rep.warnings.push(format!("{key}: {}", one_line(&e)));
                             // Keep everything the current metadata references.
-                            referenced.extend(meta.entries.iter().filter_map(|e| e.object.as_ref().map(|o| o.blob_id)));
+                            referenced.extend(
+                                meta.entries
+                                    .iter()
+                                    .filter_map(|e| e.object.as_ref().map(|o| o.blob_id)),
+                            );
                         }
                     }
-                    referenced.extend(meta.entries.iter().take(keep).filter_map(|e| e.object.as_ref().map(|o| o.blob_id)));
+                    referenced.extend(
+                        meta.entries
+                            .iter()
+                            .take(keep)
+                            .filter_map(|e| e.object.as_ref().map(|o| o.blob_id)),
+                    );
                 } else {
-                    referenced.extend(meta.entries.iter().filter_map(|e| e.object.as_ref().map(|o| o.blob_id)));
+                    referenced.extend(
+                        meta.entries
+                            .iter()
+                            .filter_map(|e| e.object.as_ref().map(|o| o.blob_id)),
+                    );
                 }
             }
             // Blobs referenced by no kept version: delete those of dropped versions now,
             // unknown ones only once they are older than the grace period.
             let dropped_blobs: HashSet<[u8; 16]> = view
                 .best()
-                .map(|(m, _)| m.entries.iter().filter_map(|e| e.object.as_ref().map(|o| o.blob_id)).collect())
+                .map(|(m, _)| {
+                    m.entries
+                        .iter()
+                        .filter_map(|e| e.object.as_ref().map(|o| o.blob_id))
+                        .collect()
+                })
                 .unwrap_or_default();
             for c in &self.inner.clouds {
                 let objs: Vec<object_store::ObjectMeta> = match tokio::time::timeout(
@@ -1837,22 +2388,28 @@ impl CloudOfClouds {
                 {
                     Ok(Ok(v)) => v,
                     Ok(Err(e)) => {
-                        rep.warnings.push(format!("{}: listing blobs: {}", c.name, one_line(&e)));
+                        rep.warnings
+                            .push(format!("{}: listing blobs: {}", c.name, one_line(&e)));
                         continue;
                     }
                     Err(_) => {
-                        rep.warnings.push(format!("{}: listing blobs timed out", c.name));
+                        rep.warnings
+                            .push(format!("{}: listing blobs timed out", c.name));
                         continue;
                     }
                 };
                 let doomed: Vec<Path> = objs
                     .into_iter()
                     .filter(|o| {
-                        let blob = o.location.parts().nth(4).and_then(|p| parse_hex::<16>(p.as_ref()));
+                        let blob = o
+                            .location
+                            .parts()
+                            .nth(4)
+                            .and_then(|p| parse_hex::<16>(p.as_ref()));
                         match blob {
                             Some(b) if referenced.contains(&b) => false,
                             Some(b) if dropped_blobs.contains(&b) || purge => true,
-                            _ => (o.last_modified.timestamp_millis().max(0) as u64) < cutoff_ms,
+                            _ => (o.last_modified.timestamp_millis().max(0) as u64) <= cutoff_ms,
                         }
                     })
                     .map(|o| o.location)
@@ -1866,7 +2423,8 @@ impl CloudOfClouds {
                     .await;
                 rep.objects_deleted += deleted;
                 if deleted < count {
-                    rep.warnings.push(format!("{}: {} deletions failed", c.name, count - deleted));
+                    rep.warnings
+                        .push(format!("{}: {} deletions failed", c.name, count - deleted));
                 }
             }
             if purge {
@@ -1919,7 +2477,9 @@ impl fmt::Display for ShardHealth {
 /// New version list: `entry` with the next counter, then the base's versions (bounded).
 fn push_version(base: Option<&Metadata>, mut entry: VersionEntry) -> Vec<VersionEntry> {
     let counter = base.map_or(0, |m| m.latest().version.counter);
-    entry.version.counter = counter.checked_add(1).expect("version counter overflow (2^64 writes)");
+    entry.version.counter = counter
+        .checked_add(1)
+        .expect("version counter overflow (2^64 writes)");
     let mut entries = vec![entry];
     if let Some(m) = base {
         entries.extend(m.entries.iter().take(VERSIONS_MAX - 1).cloned());
@@ -1937,13 +2497,19 @@ struct BlobReader {
 
 impl BlobReader {
     async fn read_segment(&self, s: u64) -> Result<Vec<u8>, StoreError> {
-        let shards = self.client.fetch_segment_shards(&self.name_id, &self.manifest, s, &HashSet::new()).await?;
+        let shards = self
+            .client
+            .fetch_segment_shards(&self.name_id, &self.manifest, s, &HashSet::new())
+            .await?;
         let last = s + 1 == self.manifest.segments();
         let plain_len = self.manifest.segment_plain_len(s);
         let codec = self.codec.clone();
         tokio::task::spawn_blocking(move || codec.decode(s, last, plain_len, shards))
             .await
-            .map_err(|e| StoreError::Io { context: "decoding task".into(), source: std::io::Error::other(e) })?
+            .map_err(|e| StoreError::Io {
+                context: "decoding task".into(),
+                source: std::io::Error::other(e),
+            })?
     }
 }
 
@@ -1958,12 +2524,21 @@ struct SegmentReader<R> {
 
 impl<R: AsyncRead + Unpin> SegmentReader<R> {
     fn new(input: R, segment_size: usize) -> Self {
-        Self { input, segment_size, lookahead: None, index: 0, done: false }
+        Self {
+            input,
+            segment_size,
+            lookahead: None,
+            index: 0,
+            done: false,
+        }
     }
 
     async fn fill(&mut self) -> std::io::Result<Vec<u8>> {
         let mut buf = Vec::with_capacity(self.segment_size + rampart_crypto::aead::TAG_LEN + 64);
-        (&mut self.input).take(self.segment_size as u64).read_to_end(&mut buf).await?;
+        (&mut self.input)
+            .take(self.segment_size as u64)
+            .read_to_end(&mut buf)
+            .await?;
         Ok(buf)
     }
 

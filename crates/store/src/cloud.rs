@@ -75,7 +75,12 @@ const LATENCY_PRIOR_US: u64 = 20_000;
 
 impl Cloud {
     /// Wraps an already-built store.
-    pub fn new(name: impl Into<String>, index: usize, store: Arc<dyn ObjectStore>, cas: CasMode) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        index: usize,
+        store: Arc<dyn ObjectStore>,
+        cas: CasMode,
+    ) -> Self {
         Self {
             name: name.into(),
             index,
@@ -92,8 +97,13 @@ impl Cloud {
             cloud: cfg.name.clone(),
             reason: format!("bad url: {e}"),
         })?;
-        let (store, prefix) = object_store::parse_url_opts(&url, cfg.options.iter())
-            .map_err(|e| StoreError::CloudConfig { cloud: cfg.name.clone(), reason: one_line(&e) })?;
+        let (store, prefix) =
+            object_store::parse_url_opts(&url, cfg.options.iter()).map_err(|e| {
+                StoreError::CloudConfig {
+                    cloud: cfg.name.clone(),
+                    reason: one_line(&e),
+                }
+            })?;
         let store: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() {
             Arc::from(store)
         } else {
@@ -104,7 +114,9 @@ impl Cloud {
                 cloud: cfg.name.clone(),
                 reason: "file URL is not an absolute path".into(),
             })?;
-            CasMode::LocalLock { lock_dir: dir.join(".rampart-locks") }
+            CasMode::LocalLock {
+                lock_dir: dir.join(".rampart-locks"),
+            }
         } else {
             CasMode::Native
         };
@@ -113,7 +125,10 @@ impl Cloud {
 
     /// Replaces the store with a wrapper around it (e.g. a fault injector), keeping the
     /// CAS mode.
-    pub fn map_store(mut self, f: impl FnOnce(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore>) -> Self {
+    pub fn map_store(
+        mut self,
+        f: impl FnOnce(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore>,
+    ) -> Self {
         self.store = f(self.store);
         self
     }
@@ -127,7 +142,8 @@ impl Cloud {
     pub fn observe(&self, d: Duration) {
         let us = d.as_micros().min(u64::MAX as u128) as u64;
         let old = self.latency_ewma_us.load(Ordering::Relaxed);
-        self.latency_ewma_us.store((old * 3 + us) / 4, Ordering::Relaxed);
+        self.latency_ewma_us
+            .store((old * 3 + us) / 4, Ordering::Relaxed);
     }
 
     /// Estimated latency of the next request.
@@ -142,11 +158,18 @@ impl Cloud {
 
     /// Ranking key: clouds that misbehaved go last, then by latency.
     pub fn rank(&self) -> (u32, u64) {
-        (self.strikes.load(Ordering::Relaxed).min(1), self.latency_ewma_us.load(Ordering::Relaxed))
+        (
+            self.strikes.load(Ordering::Relaxed).min(1),
+            self.latency_ewma_us.load(Ordering::Relaxed),
+        )
     }
 
     /// Reads an object that may be absent, with the token a later CAS compares against.
-    pub async fn read_versioned(&self, path: &Path, max_len: usize) -> Result<(Option<Bytes>, CasToken), CloudError> {
+    pub async fn read_versioned(
+        &self,
+        path: &Path,
+        max_len: usize,
+    ) -> Result<(Option<Bytes>, CasToken), CloudError> {
         let res = match self.store.get_opts(path, GetOptions::default()).await {
             Ok(r) => r,
             Err(object_store::Error::NotFound { .. }) => return Ok((None, CasToken::Absent)),
@@ -155,10 +178,15 @@ impl Cloud {
         if res.meta.size > max_len as u64 {
             return Err(CloudError::TooLarge { len: res.meta.size });
         }
-        let token = UpdateVersion { e_tag: res.meta.e_tag.clone(), version: res.meta.version.clone() };
+        let token = UpdateVersion {
+            e_tag: res.meta.e_tag.clone(),
+            version: res.meta.version.clone(),
+        };
         let bytes = res.bytes().await.map_err(CloudError::Backend)?;
         if bytes.len() > max_len {
-            return Err(CloudError::TooLarge { len: bytes.len() as u64 });
+            return Err(CloudError::TooLarge {
+                len: bytes.len() as u64,
+            });
         }
         let token = match self.cas {
             CasMode::Native => CasToken::Native(token),
@@ -168,7 +196,12 @@ impl Cloud {
     }
 
     /// Writes `bytes` at `path` only if the object is still what `token` says.
-    pub async fn compare_and_swap(&self, path: &Path, bytes: Bytes, token: &CasToken) -> Result<CasOutcome, CloudError> {
+    pub async fn compare_and_swap(
+        &self,
+        path: &Path,
+        bytes: Bytes,
+        token: &CasToken,
+    ) -> Result<CasOutcome, CloudError> {
         match &self.cas {
             CasMode::Native => {
                 let mode = match token {
@@ -176,12 +209,20 @@ impl Cloud {
                     CasToken::Native(v) => PutMode::Update(v.clone()),
                     CasToken::Content(_) => return Err(CloudError::TokenMismatch),
                 };
-                let opts = PutOptions { mode, ..Default::default() };
-                match self.store.put_opts(path, PutPayload::from(bytes), opts).await {
+                let opts = PutOptions {
+                    mode,
+                    ..Default::default()
+                };
+                match self
+                    .store
+                    .put_opts(path, PutPayload::from(bytes), opts)
+                    .await
+                {
                     Ok(_) => Ok(CasOutcome::Done),
-                    Err(object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. }) => {
-                        Ok(CasOutcome::Conflict)
-                    }
+                    Err(
+                        object_store::Error::Precondition { .. }
+                        | object_store::Error::AlreadyExists { .. },
+                    ) => Ok(CasOutcome::Conflict),
                     Err(e) => Err(CloudError::Backend(e)),
                 }
             }
@@ -204,7 +245,10 @@ impl Cloud {
                     drop(lock);
                     return Ok(CasOutcome::Conflict);
                 }
-                self.store.put(path, PutPayload::from(bytes)).await.map_err(CloudError::Backend)?;
+                self.store
+                    .put(path, PutPayload::from(bytes))
+                    .await
+                    .map_err(CloudError::Backend)?;
                 drop(lock);
                 Ok(CasOutcome::Done)
             }
@@ -219,7 +263,11 @@ async fn lock_file(lock_dir: &std::path::Path, path: &Path) -> Result<std::fs::F
     let lock_dir = lock_dir.to_owned();
     tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&lock_dir)?;
-        let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&file_path)?;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&file_path)?;
         f.lock()?;
         Ok(f)
     })
@@ -229,7 +277,10 @@ async fn lock_file(lock_dir: &std::path::Path, path: &Path) -> Result<std::fs::F
 }
 
 fn one_line(e: &dyn std::fmt::Display) -> String {
-    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A failure talking to one cloud. These are counted per cloud, never fatal alone.

@@ -98,23 +98,36 @@ impl Secrets {
     pub fn generate() -> Self {
         let mut ns = Zeroizing::new([0u8; 32]);
         OsRng.fill_bytes(ns.as_mut());
-        Self { signing_key: SigningKey::generate(), namespace_secret: ns }
+        Self {
+            signing_key: SigningKey::generate(),
+            namespace_secret: ns,
+        }
     }
 
     /// Key for the keyed hash that turns user keys into cloud object names.
     pub fn name_id_key(&self) -> Zeroizing<[u8; 32]> {
-        Zeroizing::new(derive_key("rampart-store 2026 name-id", self.namespace_secret.as_ref()))
+        Zeroizing::new(derive_key(
+            "rampart-store 2026 name-id",
+            self.namespace_secret.as_ref(),
+        ))
     }
 
     /// Key that seals user keys inside metadata.
     pub fn name_seal_key(&self) -> Zeroizing<[u8; 32]> {
-        Zeroizing::new(derive_key("rampart-store 2026 name-seal", self.namespace_secret.as_ref()))
+        Zeroizing::new(derive_key(
+            "rampart-store 2026 name-seal",
+            self.namespace_secret.as_ref(),
+        ))
     }
 }
 
 impl std::fmt::Debug for Secrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Secrets {{ signing_key: {:?}, namespace_secret: <redacted> }}", self.signing_key)
+        write!(
+            f,
+            "Secrets {{ signing_key: {:?}, namespace_secret: <redacted> }}",
+            self.signing_key
+        )
     }
 }
 
@@ -141,10 +154,15 @@ impl StoreConfig {
     /// Reads and validates `path` and its key file.
     pub fn load(path: &Path) -> Result<Self, StoreError> {
         let text = read_small(path)?;
-        let file: ConfigFile = toml::from_str(&text)
-            .map_err(|e| StoreError::Config { path: path.to_owned(), reason: one_line(&e.to_string()) })?;
+        let file: ConfigFile = toml::from_str(&text).map_err(|e| StoreError::Config {
+            path: path.to_owned(),
+            reason: one_line(&e.to_string()),
+        })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let cfg_err = |reason: String| StoreError::Config { path: path.to_owned(), reason };
+        let cfg_err = |reason: String| StoreError::Config {
+            path: path.to_owned(),
+            reason,
+        };
 
         let mut store_id = [0u8; 16];
         hex::decode_to_slice(&file.store_id, &mut store_id)
@@ -152,7 +170,11 @@ impl StoreConfig {
         let protocol = match file.protocol.as_str() {
             "ca" => Protocol::Confidential,
             "a" => Protocol::Replicated,
-            other => return Err(cfg_err(format!("protocol must be \"ca\" or \"a\", not {other:?}"))),
+            other => {
+                return Err(cfg_err(format!(
+                    "protocol must be \"ca\" or \"a\", not {other:?}"
+                )));
+            }
         };
         if !(SEGMENT_SIZE_MIN..=SEGMENT_BYTES_MAX).contains(&file.segment_size) {
             return Err(cfg_err(format!(
@@ -169,18 +191,22 @@ impl StoreConfig {
             if file.clouds[..i].iter().any(|o| o.name == c.name) {
                 return Err(cfg_err(format!("duplicate cloud name {:?}", c.name)));
             }
-            url::Url::parse(&c.url).map_err(|e| cfg_err(format!("cloud {:?}: bad url: {e}", c.name)))?;
+            url::Url::parse(&c.url)
+                .map_err(|e| cfg_err(format!("cloud {:?}: bad url: {e}", c.name)))?;
         }
         let key_path = base.join(&file.key_file);
         let secrets = load_key_file(&key_path)?;
         let mut trusted_writers = vec![secrets.signing_key.verifying_key()];
         for w in &file.trusted_writers {
-            let k = VerifyingKey::from_hex(w).map_err(|_| cfg_err(format!("bad trusted writer key {w:?}")))?;
+            let k = VerifyingKey::from_hex(w)
+                .map_err(|_| cfg_err(format!("bad trusted writer key {w:?}")))?;
             if !trusted_writers.contains(&k) {
                 trusted_writers.push(k);
             }
         }
-        let audit = file.audit.map(|a| AuditConfig { log_dir: base.join(a.log_dir) });
+        let audit = file.audit.map(|a| AuditConfig {
+            log_dir: base.join(a.log_dir),
+        });
         Ok(Self {
             store_id,
             protocol,
@@ -203,14 +229,22 @@ fn one_line(s: &str) -> String {
 }
 
 fn read_small(path: &Path) -> Result<String, StoreError> {
-    let io = |source| StoreError::Io { context: format!("reading {}", path.display()), source };
+    let io = |source| StoreError::Io {
+        context: format!("reading {}", path.display()),
+        source,
+    };
     let meta = fs::metadata(path).map_err(io)?;
     if meta.len() > CONFIG_BYTES_MAX {
-        return Err(StoreError::Config { path: path.to_owned(), reason: "file is too large".into() });
+        return Err(StoreError::Config {
+            path: path.to_owned(),
+            reason: "file is too large".into(),
+        });
     }
     let bytes = fs::read(path).map_err(io)?;
-    String::from_utf8(bytes)
-        .map_err(|_| StoreError::Config { path: path.to_owned(), reason: "not valid UTF-8".into() })
+    String::from_utf8(bytes).map_err(|_| StoreError::Config {
+        path: path.to_owned(),
+        reason: "not valid UTF-8".into(),
+    })
 }
 
 fn load_key_file(path: &Path) -> Result<Secrets, StoreError> {
@@ -218,18 +252,27 @@ fn load_key_file(path: &Path) -> Result<Secrets, StoreError> {
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = fs::metadata(path)
-            .map_err(|source| StoreError::Io { context: format!("reading key file {}", path.display()), source })?
+            .map_err(|source| StoreError::Io {
+                context: format!("reading key file {}", path.display()),
+                source,
+            })?
             .permissions()
             .mode();
         if mode & 0o077 != 0 {
             return Err(StoreError::Config {
                 path: path.to_owned(),
-                reason: format!("key file is accessible by others (mode {:o}); run chmod 600", mode & 0o777),
+                reason: format!(
+                    "key file is accessible by others (mode {:o}); run chmod 600",
+                    mode & 0o777
+                ),
             });
         }
     }
     let text = Zeroizing::new(read_small(path)?);
-    let bad = || StoreError::Config { path: path.to_owned(), reason: "not a valid Rampart key file".into() };
+    let bad = || StoreError::Config {
+        path: path.to_owned(),
+        reason: "not a valid Rampart key file".into(),
+    };
     let file: KeyFile = toml::from_str(&text).map_err(|_| bad())?;
     let mut seed = Zeroizing::new([0u8; 32]);
     hex::decode_to_slice(&file.signing_key, seed.as_mut()).map_err(|_| bad())?;
@@ -237,7 +280,10 @@ fn load_key_file(path: &Path) -> Result<Secrets, StoreError> {
     hex::decode_to_slice(&file.namespace_secret, ns.as_mut()).map_err(|_| bad())?;
     drop(Zeroizing::new(file.signing_key));
     drop(Zeroizing::new(file.namespace_secret));
-    Ok(Secrets { signing_key: SigningKey::from_seed(&seed), namespace_secret: ns })
+    Ok(Secrets {
+        signing_key: SigningKey::from_seed(&seed),
+        namespace_secret: ns,
+    })
 }
 
 /// What `rampart init` created.
@@ -273,9 +319,15 @@ pub fn init_local(dir: &Path, clouds: usize) -> Result<InitReport, StoreError> {
     for i in 1..=clouds {
         let d = dir.join("clouds").join(format!("cloud-{i}"));
         fs::create_dir_all(&d).map_err(io(format!("creating {}", d.display())))?;
-        let url = url::Url::from_directory_path(&d)
-            .map_err(|_| StoreError::Config { path: d.clone(), reason: "not an absolute path".into() })?;
-        cloud_cfgs.push(CloudConfig { name: format!("local-{i}"), url: url.to_string(), options: BTreeMap::new() });
+        let url = url::Url::from_directory_path(&d).map_err(|_| StoreError::Config {
+            path: d.clone(),
+            reason: "not an absolute path".into(),
+        })?;
+        cloud_cfgs.push(CloudConfig {
+            name: format!("local-{i}"),
+            url: url.to_string(),
+            options: BTreeMap::new(),
+        });
         cloud_dirs.push(d);
     }
     let secrets = Secrets::generate();
@@ -309,11 +361,19 @@ pub fn init_local(dir: &Path, clouds: usize) -> Result<InitReport, StoreError> {
     drop(Zeroizing::new(key.namespace_secret));
     write_new_file(&key_path, key_text.as_bytes(), 0o600)?;
     write_new_file(&config_path, text.as_bytes(), 0o600)?;
-    Ok(InitReport { config_path, key_path, cloud_dirs, public_key: secrets.signing_key.verifying_key() })
+    Ok(InitReport {
+        config_path,
+        key_path,
+        cloud_dirs,
+        public_key: secrets.signing_key.verifying_key(),
+    })
 }
 
 fn write_new_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StoreError> {
-    let io = |source| StoreError::Io { context: format!("writing {}", path.display()), source };
+    let io = |source| StoreError::Io {
+        context: format!("writing {}", path.display()),
+        source,
+    };
     let mut opts = fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -365,7 +425,10 @@ mod tests {
             fs::write(&rep.config_path, text).unwrap();
             let err = StoreConfig::load(&rep.config_path).unwrap_err();
             assert!(matches!(err, StoreError::Config { .. }), "case {i}: {err}");
-            assert!(!err.to_string().contains('\n'), "case {i}: error must be one line: {err}");
+            assert!(
+                !err.to_string().contains('\n'),
+                "case {i}: error must be one line: {err}"
+            );
         }
         // A key file readable by others is refused.
         fs::write(&rep.config_path, &good).unwrap();
@@ -373,7 +436,12 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             fs::set_permissions(&rep.key_path, fs::Permissions::from_mode(0o644)).unwrap();
-            assert!(StoreConfig::load(&rep.config_path).unwrap_err().to_string().contains("chmod 600"));
+            assert!(
+                StoreConfig::load(&rep.config_path)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("chmod 600")
+            );
         }
     }
 }

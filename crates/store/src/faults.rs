@@ -98,7 +98,13 @@ impl FaultyStore {
     /// Wraps `inner`; returns the store and its control handle.
     pub fn new(inner: Arc<dyn ObjectStore>) -> (Arc<Self>, FaultControl) {
         let ctl = FaultControl::default();
-        (Arc::new(Self { inner, ctl: ctl.clone() }), ctl)
+        (
+            Arc::new(Self {
+                inner,
+                ctl: ctl.clone(),
+            }),
+            ctl,
+        )
     }
 
     async fn gate(&self) -> Result<Fault> {
@@ -171,7 +177,10 @@ fn forge(current: &Bytes) -> Option<Bytes> {
 }
 
 fn injected(what: &'static str) -> object_store::Error {
-    object_store::Error::Generic { store: "FaultyStore", source: format!("injected fault: {what}").into() }
+    object_store::Error::Generic {
+        store: "FaultyStore",
+        source: format!("injected fault: {what}").into(),
+    }
 }
 
 impl fmt::Debug for FaultyStore {
@@ -195,7 +204,11 @@ impl MultipartUpload for DiscardUpload {
         Box::pin(async { Ok(()) })
     }
     async fn complete(&mut self) -> Result<PutResult> {
-        Ok(PutResult { e_tag: Some("discarded".into()), version: None, extensions: Default::default() })
+        Ok(PutResult {
+            e_tag: Some("discarded".into()),
+            version: None,
+            extensions: Default::default(),
+        })
     }
     async fn abort(&mut self) -> Result<()> {
         Ok(())
@@ -204,9 +217,18 @@ impl MultipartUpload for DiscardUpload {
 
 #[async_trait]
 impl ObjectStore for FaultyStore {
-    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> Result<PutResult> {
         if self.gate().await? == Fault::DropWrites {
-            return Ok(PutResult { e_tag: Some("discarded".into()), version: None, extensions: Default::default() });
+            return Ok(PutResult {
+                e_tag: Some("discarded".into()),
+                version: None,
+                extensions: Default::default(),
+            });
         }
         let bytes: Bytes = payload.clone().into();
         let res = self.inner.put_opts(location, payload, opts).await?;
@@ -214,7 +236,11 @@ impl ObjectStore for FaultyStore {
         Ok(res)
     }
 
-    async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
         if self.gate().await? == Fault::DropWrites {
             return Ok(Box::new(DiscardUpload));
         }
@@ -226,20 +252,32 @@ impl ObjectStore for FaultyStore {
         let res = self.inner.get_opts(location, options).await?;
         let tamper = (fault == Fault::CorruptData && !Self::is_metadata(location))
             || matches!(
-            fault,
-            Fault::CorruptReads
-                | Fault::TruncateReads
-                | Fault::StaleMetadata
-                | Fault::RollbackMetadata
-                | Fault::ForgeMetadata
-        );
+                fault,
+                Fault::CorruptReads
+                    | Fault::TruncateReads
+                    | Fault::StaleMetadata
+                    | Fault::RollbackMetadata
+                    | Fault::ForgeMetadata
+            );
         if !tamper || res.range.is_empty() {
             return Ok(res);
         }
-        let GetResult { meta, range, attributes, extensions, payload } = res;
-        let bytes = GetResult { meta: meta.clone(), range: range.clone(), attributes: attributes.clone(), extensions: extensions.clone(), payload }
-            .bytes()
-            .await?;
+        let GetResult {
+            meta,
+            range,
+            attributes,
+            extensions,
+            payload,
+        } = res;
+        let bytes = GetResult {
+            meta: meta.clone(),
+            range: range.clone(),
+            attributes: attributes.clone(),
+            extensions: extensions.clone(),
+            payload,
+        }
+        .bytes()
+        .await?;
         let out = match fault {
             Fault::CorruptReads | Fault::CorruptData => {
                 let mut v = bytes.to_vec();
@@ -248,7 +286,9 @@ impl ObjectStore for FaultyStore {
                 Bytes::from(v)
             }
             Fault::TruncateReads => bytes.slice(..bytes.len() / 2),
-            _ => self.substitute_metadata(&fault, location, &bytes).unwrap_or(bytes),
+            _ => self
+                .substitute_metadata(&fault, location, &bytes)
+                .unwrap_or(bytes),
         };
         let range = range.start..range.start + out.len() as u64;
         let mut meta = meta;
@@ -267,13 +307,19 @@ impl ObjectStore for FaultyStore {
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
         let mut out = Vec::with_capacity(ranges.len());
         for r in ranges {
-            let opts = GetOptions { range: Some(r.clone().into()), ..Default::default() };
+            let opts = GetOptions {
+                range: Some(r.clone().into()),
+                ..Default::default()
+            };
             out.push(self.get_opts(location, opts).await?.bytes().await?);
         }
         Ok(out)
     }
 
-    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
         match self.ctl.get() {
             Fault::Down => locations.map(|_| Err(injected("cloud down"))).boxed(),
             Fault::DropWrites => locations,
@@ -291,7 +337,11 @@ impl ObjectStore for FaultyStore {
         }
     }
 
-    fn list_with_offset(&self, prefix: Option<&Path>, offset: &Path) -> BoxStream<'static, Result<ObjectMeta>> {
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
         let fault = self.ctl.get();
         let inner = self.inner.list_with_offset(prefix, offset);
         match fault {
@@ -305,10 +355,10 @@ impl ObjectStore for FaultyStore {
         let fault = self.gate().await?;
         let mut res = self.inner.list_with_delimiter(prefix).await?;
         if fault == Fault::LieInListings {
-            let mut i = 0;
+            let mut i = 0u32;
             res.objects.retain(|_| {
                 i += 1;
-                i % 2 == 0
+                i.is_multiple_of(2)
             });
         }
         Ok(res)
@@ -330,14 +380,19 @@ impl ObjectStore for FaultyStore {
 }
 
 /// Hides every other entry and appends an invented one under the same prefix.
-fn lie(inner: BoxStream<'static, Result<ObjectMeta>>, prefix: Option<Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+fn lie(
+    inner: BoxStream<'static, Result<ObjectMeta>>,
+    prefix: Option<Path>,
+) -> BoxStream<'static, Result<ObjectMeta>> {
     let mut i = 0u64;
     let hidden = inner.filter(move |_| {
         i += 1;
-        futures::future::ready(i % 2 == 0)
+        futures::future::ready(i.is_multiple_of(2))
     });
     let fake_path = match prefix {
-        Some(p) => p.clone().join("00000000000000000000000000000000000000000000000000000000deadbeef"),
+        Some(p) => p
+            .clone()
+            .join("00000000000000000000000000000000000000000000000000000000deadbeef"),
         None => Path::from("invented-by-a-lying-cloud"),
     };
     let fake = ObjectMeta {

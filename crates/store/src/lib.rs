@@ -137,7 +137,9 @@ pub enum StoreError {
     /// More than `f` clouds answered with missing or invalid metadata for a key that
     /// exists: the store is outside its fault model, so nothing it returns could be
     /// trusted to be current. Repair with `scrub` (or restore the clouds) first.
-    #[error("{key:?}: metadata is missing or invalid on {faulty} clouds, more than the f = {f} this store tolerates; refusing to read ({detail})")]
+    #[error(
+        "{key:?}: metadata is missing or invalid on {faulty} clouds, more than the f = {f} this store tolerates; refusing to read ({detail})"
+    )]
     TooManyFaulty {
         /// The key.
         key: String,
@@ -164,7 +166,9 @@ pub enum StoreError {
     },
     /// Fewer than `k` clouds returned valid shards for a segment: the read fails rather
     /// than return anything unverified.
-    #[error("segment {segment}: only {valid} of {n} clouds returned valid shards, {needed} needed ({detail})")]
+    #[error(
+        "segment {segment}: only {valid} of {n} clouds returned valid shards, {needed} needed ({detail})"
+    )]
     NotEnoughShards {
         /// Segment index.
         segment: u64,

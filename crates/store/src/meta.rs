@@ -49,7 +49,10 @@ pub const MANIFEST_BYTES_MAX: usize = 64 + (SEGMENTS_MAX as usize + 1) * CLOUDS_
 /// Length of an encrypted key name: nonce + name + tag.
 const ENCRYPTED_NAME_BYTES_MAX: usize = KEY_BYTES_MAX + 12 + 16;
 
-const _: () = assert!(VERSIONS_MAX * (ATTRS_BYTES_MAX + MANIFEST_INLINE_MAX + ENCRYPTED_NAME_BYTES_MAX + 256) <= META_BYTES_MAX);
+const _: () = assert!(
+    VERSIONS_MAX * (ATTRS_BYTES_MAX + MANIFEST_INLINE_MAX + ENCRYPTED_NAME_BYTES_MAX + 256)
+        <= META_BYTES_MAX
+);
 
 /// Which DepSky protocol stored a version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,10 +159,15 @@ impl Metadata {
 
     fn encode_body(&self) -> Vec<u8> {
         let mut w = Writer::default();
-        w.raw(META_MAGIC).u8(FORMAT_V1).raw(&self.store_id).raw(&self.name_id);
+        w.raw(META_MAGIC)
+            .u8(FORMAT_V1)
+            .raw(&self.store_id)
+            .raw(&self.name_id);
         w.u32(self.entries.len() as u32);
         for e in &self.entries {
-            w.u64(e.version.counter).raw(&e.version.writer).u64(e.created_ms);
+            w.u64(e.version.counter)
+                .raw(&e.version.writer)
+                .u64(e.created_ms);
             w.bytes(&e.encrypted_name);
             match &e.object {
                 None => {
@@ -167,7 +175,8 @@ impl Metadata {
                 }
                 Some(o) => {
                     w.u8(1).u8(o.protocol.code()).raw(&o.blob_id).u64(o.size);
-                    w.raw(o.content_digest.as_bytes()).raw(o.manifest_digest.as_bytes());
+                    w.raw(o.content_digest.as_bytes())
+                        .raw(o.manifest_digest.as_bytes());
                     w.bytes(o.manifest_inline.as_deref().unwrap_or(&[]));
                     w.u8(o.manifest_inline.is_some() as u8);
                     w.bytes(&o.attrs);
@@ -180,7 +189,10 @@ impl Metadata {
 
     /// Encodes and signs. `signer` in `self` must be `key`'s public key.
     pub fn sign(&self, key: &SigningKey) -> Vec<u8> {
-        assert!(!self.entries.is_empty(), "metadata always lists at least one version");
+        assert!(
+            !self.entries.is_empty(),
+            "metadata always lists at least one version"
+        );
         assert!(self.entries.len() <= VERSIONS_MAX);
         assert!(self.entries.windows(2).all(|w| w[0].version > w[1].version));
         assert_eq!(self.signer, key.verifying_key());
@@ -201,19 +213,27 @@ impl Metadata {
     ) -> Result<Self, StoreError> {
         let meta = Self::decode_unverified(bytes)?;
         if &meta.store_id != store_id {
-            return Err(StoreError::Forged { reason: "metadata belongs to another store" });
+            return Err(StoreError::Forged {
+                reason: "metadata belongs to another store",
+            });
         }
         if &meta.name_id != name_id {
-            return Err(StoreError::Forged { reason: "metadata belongs to another key" });
+            return Err(StoreError::Forged {
+                reason: "metadata belongs to another key",
+            });
         }
         if !trusted.contains(&meta.signer) {
-            return Err(StoreError::Forged { reason: "metadata signed by an untrusted key" });
+            return Err(StoreError::Forged {
+                reason: "metadata signed by an untrusted key",
+            });
         }
         let (body, sig) = bytes.split_at(bytes.len() - SIGNATURE_LEN);
         let sig: [u8; SIGNATURE_LEN] = sig.try_into().expect("split_at gives exactly 64 bytes");
         meta.signer
             .verify(&signed_message(body), &sig)
-            .map_err(|_| StoreError::Forged { reason: "metadata signature does not verify" })?;
+            .map_err(|_| StoreError::Forged {
+                reason: "metadata signature does not verify",
+            })?;
         Ok(meta)
     }
 
@@ -221,13 +241,22 @@ impl Metadata {
     /// and diagnostics; never trust the result.
     pub fn decode_unverified(bytes: &[u8]) -> Result<Self, StoreError> {
         if bytes.len() > META_BYTES_MAX {
-            return Err(StoreError::Malformed { what: "metadata", reason: "larger than its limit" });
+            return Err(StoreError::Malformed {
+                what: "metadata",
+                reason: "larger than its limit",
+            });
         }
         if bytes.len() < SIGNATURE_LEN {
-            return Err(StoreError::Malformed { what: "metadata", reason: "truncated" });
+            return Err(StoreError::Malformed {
+                what: "metadata",
+                reason: "truncated",
+            });
         }
         let mut r = Reader::new(&bytes[..bytes.len() - SIGNATURE_LEN], "metadata");
-        let bad = |reason| StoreError::Malformed { what: "metadata", reason };
+        let bad = |reason| StoreError::Malformed {
+            what: "metadata",
+            reason,
+        };
         if r.take(4)? != META_MAGIC {
             return Err(bad("bad magic"));
         }
@@ -273,7 +302,12 @@ impl Metadata {
                 }
                 _ => return Err(bad("bad entry kind")),
             };
-            entries.push(VersionEntry { version: Version { counter, writer }, created_ms, encrypted_name, object });
+            entries.push(VersionEntry {
+                version: Version { counter, writer },
+                created_ms,
+                encrypted_name,
+                object,
+            });
         }
         if !entries.windows(2).all(|w| w[0].version > w[1].version) {
             return Err(bad("versions not strictly decreasing"));
@@ -281,7 +315,12 @@ impl Metadata {
         let signer = VerifyingKey::from_bytes(&r.array()?)
             .map_err(|_| bad("signer is not a valid public key"))?;
         r.finish()?;
-        Ok(Self { store_id, name_id, entries, signer })
+        Ok(Self {
+            store_id,
+            name_id,
+            entries,
+            signer,
+        })
     }
 }
 
@@ -357,8 +396,14 @@ impl Manifest {
     /// Canonical encoding.
     pub fn encode(&self) -> Vec<u8> {
         let mut w = Writer::default();
-        w.raw(MANIFEST_MAGIC).u8(FORMAT_V1).raw(&self.blob_id).u8(self.protocol.code());
-        w.u64(self.size).u32(self.segment_size).u8(self.k).u8(self.n);
+        w.raw(MANIFEST_MAGIC)
+            .u8(FORMAT_V1)
+            .raw(&self.blob_id)
+            .u8(self.protocol.code());
+        w.u64(self.size)
+            .u32(self.segment_size)
+            .u8(self.k)
+            .u8(self.n);
         w.u32(self.share_digests.len() as u32);
         for d in &self.share_digests {
             w.raw(d.as_bytes());
@@ -372,7 +417,10 @@ impl Manifest {
 
     /// Parses and checks internal consistency. Callers check the digest first.
     pub fn decode(bytes: &[u8]) -> Result<Self, StoreError> {
-        let bad = |reason| StoreError::Malformed { what: "manifest", reason };
+        let bad = |reason| StoreError::Malformed {
+            what: "manifest",
+            reason,
+        };
         if bytes.len() > MANIFEST_BYTES_MAX {
             return Err(bad("larger than its limit"));
         }
@@ -407,14 +455,27 @@ impl Manifest {
         if shares != want_shares {
             return Err(bad("wrong number of key-share digests"));
         }
-        let share_digests = (0..shares).map(|_| r.array().map(Digest)).collect::<Result<_, _>>()?;
+        let share_digests = (0..shares)
+            .map(|_| r.array().map(Digest))
+            .collect::<Result<_, _>>()?;
         let shards = r.u32()? as usize;
         if shards as u64 != segments * n as u64 || r.remaining() != shards * 32 {
             return Err(bad("wrong number of shard digests"));
         }
-        let shard_digests = (0..shards).map(|_| r.array().map(Digest)).collect::<Result<_, _>>()?;
+        let shard_digests = (0..shards)
+            .map(|_| r.array().map(Digest))
+            .collect::<Result<_, _>>()?;
         r.finish()?;
-        Ok(Self { blob_id, protocol, size, segment_size, k, n, share_digests, shard_digests })
+        Ok(Self {
+            blob_id,
+            protocol,
+            size,
+            segment_size,
+            k,
+            n,
+            share_digests,
+            shard_digests,
+        })
     }
 }
 
@@ -456,7 +517,12 @@ mod tests {
     }
 
     fn sample(key: &SigningKey, entries: Vec<VersionEntry>) -> Metadata {
-        Metadata { store_id: [3; 16], name_id: [4; 32], entries, signer: key.verifying_key() }
+        Metadata {
+            store_id: [3; 16],
+            name_id: [4; 32],
+            entries,
+            signer: key.verifying_key(),
+        }
     }
 
     #[test]
@@ -466,7 +532,10 @@ mod tests {
         let m = sample(&key, vec![entry(2, w, true), entry(1, w, false)]);
         let bytes = m.sign(&key);
         let trusted = [key.verifying_key()];
-        assert_eq!(Metadata::decode_verified(&bytes, &[3; 16], &[4; 32], &trusted).unwrap(), m);
+        assert_eq!(
+            Metadata::decode_verified(&bytes, &[3; 16], &[4; 32], &trusted).unwrap(),
+            m
+        );
         assert!(matches!(
             Metadata::decode_verified(&bytes, &[0; 16], &[4; 32], &trusted),
             Err(StoreError::Forged { .. })
@@ -484,7 +553,10 @@ mod tests {
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x10;
-            assert!(Metadata::decode_verified(&b, &[3; 16], &[4; 32], &trusted).is_err(), "bit flip at {i}");
+            assert!(
+                Metadata::decode_verified(&b, &[3; 16], &[4; 32], &trusted).is_err(),
+                "bit flip at {i}"
+            );
         }
     }
 

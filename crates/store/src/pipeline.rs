@@ -55,7 +55,13 @@ pub struct Codec {
 
 impl Codec {
     /// A codec for DepSky-CA (`key` is the blob's fresh data key) or DepSky-A (`key` None).
-    pub fn new(protocol: Protocol, k: usize, n: usize, key: Option<SegmentKey>, ctx: SegmentContext) -> Result<Self, StoreError> {
+    pub fn new(
+        protocol: Protocol,
+        k: usize,
+        n: usize,
+        key: Option<SegmentKey>,
+        ctx: SegmentContext,
+    ) -> Result<Self, StoreError> {
         let rs = match protocol {
             Protocol::Confidential => {
                 assert!(key.is_some(), "DepSky-CA needs a data key");
@@ -67,7 +73,12 @@ impl Codec {
     }
 
     /// Encodes segment `index` (`last` marks the final one).
-    pub fn encode(&self, index: u64, last: bool, mut plain: Vec<u8>) -> Result<EncodedSegment, StoreError> {
+    pub fn encode(
+        &self,
+        index: u64,
+        last: bool,
+        mut plain: Vec<u8>,
+    ) -> Result<EncodedSegment, StoreError> {
         match (&self.rs, &self.key) {
             (Some(rs), Some(key)) => {
                 let ct_len = plain.len() + TAG_LEN;
@@ -83,7 +94,9 @@ impl Codec {
                     rs.encode(&data, &mut p).map_err(StoreError::Crypto)?;
                 }
                 let data = Bytes::from(plain);
-                let mut shards: Vec<Bytes> = (0..self.k).map(|i| data.slice(i * len..(i + 1) * len)).collect();
+                let mut shards: Vec<Bytes> = (0..self.k)
+                    .map(|i| data.slice(i * len..(i + 1) * len))
+                    .collect();
                 shards.extend(parity.into_iter().map(Bytes::from));
                 let digests = shards.iter().map(|s| Digest::of(s)).collect();
                 Ok(EncodedSegment { shards, digests })
@@ -91,18 +104,28 @@ impl Codec {
             _ => {
                 let data = Bytes::from(plain);
                 let d = Digest::of(&data);
-                Ok(EncodedSegment { shards: vec![data; self.n], digests: vec![d; self.n] })
+                Ok(EncodedSegment {
+                    shards: vec![data; self.n],
+                    digests: vec![d; self.n],
+                })
             }
         }
     }
 
     /// Decodes segment `index` from verified shards (at least `k` present; `Some` slots
     /// must already match their manifest digests). `plain_len` comes from the manifest.
-    pub fn decode(&self, index: u64, last: bool, plain_len: usize, mut shards: Vec<Option<Vec<u8>>>) -> Result<Vec<u8>, StoreError> {
+    pub fn decode(
+        &self,
+        index: u64,
+        last: bool,
+        plain_len: usize,
+        mut shards: Vec<Option<Vec<u8>>>,
+    ) -> Result<Vec<u8>, StoreError> {
         match (&self.rs, &self.key) {
             (Some(rs), Some(key)) => {
                 if shards[..self.k].iter().any(Option::is_none) {
-                    rs.reconstruct_data(&mut shards).map_err(StoreError::Crypto)?;
+                    rs.reconstruct_data(&mut shards)
+                        .map_err(StoreError::Crypto)?;
                 }
                 let len = shards[0].as_ref().map_or(0, Vec::len);
                 let mut ct = Vec::with_capacity(len * self.k);
@@ -111,14 +134,18 @@ impl Codec {
                 }
                 ct.truncate(plain_len + TAG_LEN);
                 key.open_in_place(index, &self.ctx.aad(index, last), &mut ct)
-                    .map_err(|_| StoreError::Integrity { reason: "segment failed authenticated decryption" })?;
+                    .map_err(|_| StoreError::Integrity {
+                        reason: "segment failed authenticated decryption",
+                    })?;
                 Ok(ct)
             }
             _ => shards
                 .into_iter()
                 .flatten()
                 .next()
-                .ok_or(StoreError::Integrity { reason: "no replica to decode" }),
+                .ok_or(StoreError::Integrity {
+                    reason: "no replica to decode",
+                }),
         }
     }
 
@@ -127,7 +154,14 @@ impl Codec {
         match &self.rs {
             Some(rs) => rs.reconstruct(shards).map_err(StoreError::Crypto),
             None => {
-                let any = shards.iter().flatten().next().cloned().ok_or(StoreError::Integrity { reason: "no replica to copy" })?;
+                let any = shards
+                    .iter()
+                    .flatten()
+                    .next()
+                    .cloned()
+                    .ok_or(StoreError::Integrity {
+                        reason: "no replica to copy",
+                    })?;
                 for s in shards.iter_mut() {
                     if s.is_none() {
                         *s = Some(any.clone());
@@ -144,7 +178,11 @@ mod tests {
     use super::*;
 
     fn ctx() -> SegmentContext {
-        SegmentContext { store_id: [1; 16], name_id: [2; 32], blob_id: [3; 16] }
+        SegmentContext {
+            store_id: [1; 16],
+            name_id: [2; 32],
+            blob_id: [3; 16],
+        }
     }
 
     #[test]
@@ -157,7 +195,10 @@ mod tests {
         assert_eq!(enc.shards.len(), 4);
         for (s, d) in enc.shards.iter().zip(&enc.digests) {
             assert_eq!(Digest::of(s), *d);
-            assert!(!s.windows(6).any(|w| w == b"confid"), "shards must not contain plaintext");
+            assert!(
+                !s.windows(6).any(|w| w == b"confid"),
+                "shards must not contain plaintext"
+            );
         }
         for a in 0..4 {
             for b in 0..4 {
@@ -177,7 +218,14 @@ mod tests {
         // Another blob's context cannot open it.
         let mut other = ctx();
         other.blob_id = [9; 16];
-        let codec2 = Codec::new(Protocol::Confidential, 2, 4, Some(SegmentKey::from_bytes(kb)), other).unwrap();
+        let codec2 = Codec::new(
+            Protocol::Confidential,
+            2,
+            4,
+            Some(SegmentKey::from_bytes(kb)),
+            other,
+        )
+        .unwrap();
         assert!(codec2.decode(5, true, plain.len(), all).is_err());
     }
 

@@ -48,7 +48,10 @@ impl<'a> Reader<'a> {
     }
 
     fn err(&self, reason: &'static str) -> StoreError {
-        StoreError::Malformed { what: self.what, reason }
+        StoreError::Malformed {
+            what: self.what,
+            reason,
+        }
     }
 
     pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
@@ -91,6 +94,10 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn finish(&self) -> Result<(), StoreError> {
-        if self.buf.is_empty() { Ok(()) } else { Err(self.err("trailing bytes")) }
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err(self.err("trailing bytes"))
+        }
     }
 }

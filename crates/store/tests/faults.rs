@@ -11,7 +11,15 @@ use proptest::prelude::*;
 use rampart_store::faults::Fault;
 use rampart_store::{Protocol, StoreError};
 
-const SIZES: [usize; 7] = [0, 1, SEG as usize - 1, SEG as usize, SEG as usize + 1, 3 * SEG as usize + 7, 40_000];
+const SIZES: [usize; 7] = [
+    0,
+    1,
+    SEG as usize - 1,
+    SEG as usize,
+    SEG as usize + 1,
+    3 * SEG as usize + 7,
+    40_000,
+];
 
 fn all_faults() -> Vec<Fault> {
     vec![
@@ -29,7 +37,11 @@ fn all_faults() -> Vec<Fault> {
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -41,11 +53,21 @@ fn roundtrip_all_sizes_both_protocols() {
                 let key = format!("k{i}");
                 let bytes = data(len, i as u64);
                 put(&store, &key, &bytes).await.unwrap();
-                assert_eq!(get(&store, &key).await.unwrap(), bytes, "{protocol} size {len}");
+                assert_eq!(
+                    get(&store, &key).await.unwrap(),
+                    bytes,
+                    "{protocol} size {len}"
+                );
                 let info = store.head(&key).await.unwrap();
                 assert_eq!(info.size, len as u64);
             }
-            let listed: Vec<String> = store.list("").await.unwrap().into_iter().map(|e| e.key).collect();
+            let listed: Vec<String> = store
+                .list("")
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| e.key)
+                .collect();
             assert_eq!(listed.len(), SIZES.len());
         }
     });
@@ -58,14 +80,34 @@ fn ranged_reads_return_exact_slices() {
         let bytes = data(5 * SEG as usize + 123, 9);
         put(&store, "r", &bytes).await.unwrap();
         let len = bytes.len() as u64;
-        for range in [0..1, 0..len, 1..SEG as u64 + 1, SEG as u64..2 * SEG as u64, len - 1..len, 17..17, 4000..12000] {
+        for range in [
+            0..1,
+            0..len,
+            1..SEG as u64 + 1,
+            SEG as u64..2 * SEG as u64,
+            len - 1..len,
+            17..17,
+            4000..12000,
+        ] {
             let mut out = Vec::new();
-            let rec = store.get("r", &mut out, Some(range.clone()), None).await.unwrap();
-            assert_eq!(out, &bytes[range.start as usize..range.end as usize], "range {range:?}");
+            let rec = store
+                .get("r", &mut out, Some(range.clone()), None)
+                .await
+                .unwrap();
+            assert_eq!(
+                out,
+                &bytes[range.start as usize..range.end as usize],
+                "range {range:?}"
+            );
             assert_eq!(rec.bytes_written, range.end - range.start);
         }
         let mut out = Vec::new();
-        assert!(store.get("r", &mut out, Some(0..len + 1), None).await.is_err());
+        assert!(
+            store
+                .get("r", &mut out, Some(0..len + 1), None)
+                .await
+                .is_err()
+        );
     });
 }
 
@@ -84,12 +126,23 @@ fn any_single_faulty_cloud_is_tolerated() {
                         if before_write {
                             ctl[victim].set(fault.clone());
                         }
-                        put(&store, "key", &bytes).await.unwrap_or_else(|e| panic!("{protocol} {fault:?} put: {e}"));
+                        put(&store, "key", &bytes)
+                            .await
+                            .unwrap_or_else(|e| panic!("{protocol} {fault:?} put: {e}"));
                         ctl[victim].set(fault.clone());
-                        let got = get(&store, "key").await.unwrap_or_else(|e| panic!("{protocol} {fault:?}: {e}"));
-                        assert_eq!(got, bytes, "{protocol} {fault:?} before_write={before_write} victim={victim}");
+                        let got = get(&store, "key")
+                            .await
+                            .unwrap_or_else(|e| panic!("{protocol} {fault:?}: {e}"));
+                        assert_eq!(
+                            got, bytes,
+                            "{protocol} {fault:?} before_write={before_write} victim={victim}"
+                        );
                         let listed = store.list("").await.unwrap();
-                        assert_eq!(listed.len(), 1, "{fault:?}: listing must come from verified metadata");
+                        assert_eq!(
+                            listed.len(),
+                            1,
+                            "{fault:?}: listing must come from verified metadata"
+                        );
                         assert_eq!(listed[0].key, "key");
                         assert_eq!(listed[0].size, bytes.len() as u64);
                     }
@@ -121,7 +174,13 @@ fn two_faulty_clouds_never_yield_wrong_bytes() {
                         let msg = e.to_string();
                         assert!(!msg.contains('\n'));
                         assert!(
-                            matches!(e, StoreError::NotEnoughShards { .. } | StoreError::QuorumUnavailable { .. } | StoreError::TooManyFaulty { .. } | StoreError::NoValidMetadata { .. }),
+                            matches!(
+                                e,
+                                StoreError::NotEnoughShards { .. }
+                                    | StoreError::QuorumUnavailable { .. }
+                                    | StoreError::TooManyFaulty { .. }
+                                    | StoreError::NoValidMetadata { .. }
+                            ),
                             "{a:?}+{b:?}: unexpected error kind: {msg}"
                         );
                     }
@@ -142,8 +201,21 @@ fn two_clouds_down_fails_loudly() {
         ctl[0].set(Fault::Down);
         ctl[1].set(Fault::Down);
         let err = get(&store, "key").await.unwrap_err();
-        assert!(matches!(err, StoreError::QuorumUnavailable { answered: 2, needed: 3, .. }), "{err}");
-        assert!(err.to_string().contains("mem-0"), "names the failing clouds: {err}");
+        assert!(
+            matches!(
+                err,
+                StoreError::QuorumUnavailable {
+                    answered: 2,
+                    needed: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("mem-0"),
+            "names the failing clouds: {err}"
+        );
         let err = put(&store, "key", b"new").await.unwrap_err();
         assert!(matches!(err, StoreError::QuorumUnavailable { .. }), "{err}");
         // Nothing half-written became visible.
@@ -162,7 +234,14 @@ fn two_clouds_corrupting_fails_loudly() {
         // read refuses rather than trust the remaining two.
         ctl[0].set(Fault::CorruptReads);
         ctl[1].set(Fault::CorruptReads);
-        assert!(matches!(get(&store, "key").await, Err(StoreError::TooManyFaulty { faulty: 2, f: 1, .. })));
+        assert!(matches!(
+            get(&store, "key").await,
+            Err(StoreError::TooManyFaulty {
+                faulty: 2,
+                f: 1,
+                ..
+            })
+        ));
         // Two clouds corrupting only data: k = 2 valid shards still exist...
         ctl[0].set(Fault::CorruptData);
         ctl[1].set(Fault::CorruptData);
@@ -170,7 +249,17 @@ fn two_clouds_corrupting_fails_loudly() {
         // ...but with a third cloud down, the read must refuse.
         ctl[3].set(Fault::Down);
         let err = get(&store, "key").await.unwrap_err();
-        assert!(matches!(err, StoreError::NotEnoughShards { valid: 1, needed: 2, .. } | StoreError::QuorumUnavailable { .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                StoreError::NotEnoughShards {
+                    valid: 1,
+                    needed: 2,
+                    ..
+                } | StoreError::QuorumUnavailable { .. }
+            ),
+            "{err}"
+        );
     });
 }
 
@@ -188,7 +277,10 @@ fn corrupt_data_never_reaches_a_ranged_read() {
                 ctl[victim].set(Fault::CorruptData);
                 for _ in 0..3 {
                     let mut out = Vec::new();
-                    store.get("k", &mut out, Some(100..9000), None).await.unwrap();
+                    store
+                        .get("k", &mut out, Some(100..9000), None)
+                        .await
+                        .unwrap();
                     assert_eq!(out, &bytes[100..9000], "{protocol} victim {victim}");
                 }
             }
@@ -204,11 +296,13 @@ fn a_slow_cloud_does_not_slow_reads() {
         put(&store, "key", &bytes).await.unwrap();
         // Warm the latency estimates, then make cloud 0 very slow.
         get(&store, "key").await.unwrap();
-        ctl[0].set(Fault::Slow(Duration::from_secs(30)));
-        let t = std::time::Instant::now();
-        assert_eq!(get(&store, "key").await.unwrap(), bytes);
-        // Hedging moves on after tens of milliseconds; the slow cloud's 30 s never shows.
-        assert!(t.elapsed() < Duration::from_secs(10), "read took {:?}", t.elapsed());
+        // An hour per request: without hedging this read would never finish within the
+        // test harness's per-test limit (.config/nextest.toml); with it, it takes
+        // milliseconds. (No timing assertion: the harness limit is the bound.)
+        ctl[0].set(Fault::Slow(Duration::from_secs(3600)));
+        for _ in 0..3 {
+            assert_eq!(get(&store, "key").await.unwrap(), bytes);
+        }
     });
 }
 
@@ -216,13 +310,31 @@ fn a_slow_cloud_does_not_slow_reads() {
 fn bad_inputs_get_clear_errors() {
     rt().block_on(async {
         let (store, _) = memory_store(4, Protocol::Confidential);
-        assert!(matches!(put(&store, "", b"x").await, Err(StoreError::InvalidKey { .. })));
-        assert!(matches!(put(&store, "a\nb", b"x").await, Err(StoreError::InvalidKey { .. })));
-        assert!(matches!(put(&store, &"x".repeat(1025), b"x").await, Err(StoreError::InvalidKey { .. })));
-        assert!(matches!(get(&store, "missing").await, Err(StoreError::NotFound { .. })));
-        assert!(matches!(store.delete("missing").await, Err(StoreError::NotFound { .. })));
+        assert!(matches!(
+            put(&store, "", b"x").await,
+            Err(StoreError::InvalidKey { .. })
+        ));
+        assert!(matches!(
+            put(&store, "a\nb", b"x").await,
+            Err(StoreError::InvalidKey { .. })
+        ));
+        assert!(matches!(
+            put(&store, &"x".repeat(1025), b"x").await,
+            Err(StoreError::InvalidKey { .. })
+        ));
+        assert!(matches!(
+            get(&store, "missing").await,
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(matches!(
+            store.delete("missing").await,
+            Err(StoreError::NotFound { .. })
+        ));
         let big = vec![0u8; 9000];
-        assert!(matches!(store.put("k", &b""[..], big, None).await, Err(StoreError::TooLarge { .. })));
+        assert!(matches!(
+            store.put("k", &b""[..], big, None).await,
+            Err(StoreError::TooLarge { .. })
+        ));
     });
 }
 
@@ -251,15 +363,27 @@ fn delete_then_gc_reclaims_everything() {
         put(&store, "b", b"keep me").await.unwrap();
         let rep = store.gc(1, Duration::ZERO).await.unwrap();
         assert_eq!(rep.versions_dropped, 2, "{rep:?}");
-        assert!(rep.objects_deleted >= 8, "two old blobs on four clouds: {rep:?}");
+        assert!(
+            rep.objects_deleted >= 8,
+            "two old blobs on four clouds: {rep:?}"
+        );
         assert_eq!(get(&store, "a").await.unwrap(), data(5000, 2));
         assert_eq!(store.stat("a").await.unwrap().versions.len(), 1);
 
         store.delete("a").await.unwrap();
-        assert!(matches!(get(&store, "a").await, Err(StoreError::NotFound { .. })));
+        assert!(matches!(
+            get(&store, "a").await,
+            Err(StoreError::NotFound { .. })
+        ));
         let rep = store.gc(1, Duration::ZERO).await.unwrap();
         assert_eq!(rep.keys_purged, 1, "{rep:?}");
-        let keys: Vec<String> = store.list("").await.unwrap().into_iter().map(|e| e.key).collect();
+        let keys: Vec<String> = store
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
         assert_eq!(keys, vec!["b".to_string()]);
         assert_eq!(get(&store, "b").await.unwrap(), b"keep me");
     });
@@ -275,10 +399,19 @@ fn scrub_names_and_repairs_faulty_clouds() {
         put(&store, "k", &bytes).await.unwrap();
         ctl[2].set(Fault::None);
         let rep = store.scrub(false, None).await.unwrap();
-        assert_eq!(rep.misbehaving_clouds().first().map(|c| c.0.as_str()), Some("mem-2"), "{rep:?}");
+        assert_eq!(
+            rep.misbehaving_clouds().first().map(|c| c.0.as_str()),
+            Some("mem-2"),
+            "{rep:?}"
+        );
         assert!(rep.repaired.is_empty());
         let rep = store.scrub(true, None).await.unwrap();
-        assert!(rep.repaired.iter().any(|(c, _, w)| c == "mem-2" && w == "shards rebuilt"), "{rep:?}");
+        assert!(
+            rep.repaired
+                .iter()
+                .any(|(c, _, w)| c == "mem-2" && w == "shards rebuilt"),
+            "{rep:?}"
+        );
         assert!(rep.failed.is_empty(), "{rep:?}");
         // After repair, cloud 2 alone plus one other suffices: take two others down.
         ctl[0].set(Fault::Down);
@@ -287,7 +420,11 @@ fn scrub_names_and_repairs_faulty_clouds() {
         ctl[0].set(Fault::None);
         ctl[1].set(Fault::CorruptReads);
         ctl[3].set(Fault::CorruptReads);
-        assert_eq!(get(&store, "k").await.unwrap(), bytes, "repaired shards must be valid");
+        assert_eq!(
+            get(&store, "k").await.unwrap(),
+            bytes,
+            "repaired shards must be valid"
+        );
         // And a clean store scrubs clean.
         ctl[1].set(Fault::None);
         ctl[3].set(Fault::None);
@@ -340,7 +477,11 @@ fn concurrent_writers_are_serialised() {
         let mut versions: Vec<_> = all.iter().map(|(v, _)| *v).collect();
         versions.sort();
         versions.dedup();
-        assert_eq!(versions.len(), 20, "every acknowledged write has its own version");
+        assert_eq!(
+            versions.len(),
+            20,
+            "every acknowledged write has its own version"
+        );
         let (top, bytes) = all.iter().max_by_key(|(v, _)| *v).unwrap();
         assert_eq!(store.head("shared").await.unwrap().version, *top);
         assert_eq!(&get(&store, "shared").await.unwrap(), bytes);
@@ -356,7 +497,15 @@ enum Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let sizes = prop::sample::select(vec![0usize, 1, SEG as usize - 1, SEG as usize, SEG as usize + 1, 2 * SEG as usize, 20_000]);
+    let sizes = prop::sample::select(vec![
+        0usize,
+        1,
+        SEG as usize - 1,
+        SEG as usize,
+        SEG as usize + 1,
+        2 * SEG as usize,
+        20_000,
+    ]);
     prop_oneof![
         3 => sizes.prop_map(Op::Put),
         3 => Just(Op::Get),

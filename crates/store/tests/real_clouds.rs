@@ -27,14 +27,37 @@ fn env() -> Env {
     servers::create_bucket(&s3, "rampart-b");
     servers::create_container(&az, "rampart");
     let dir = tempfile::tempdir().unwrap();
-    let local = url::Url::from_directory_path(dir.path()).unwrap().to_string();
+    let local = url::Url::from_directory_path(dir.path())
+        .unwrap()
+        .to_string();
     let configs = vec![
-        CloudConfig { name: "s3-a".into(), url: "s3://rampart-a/tenant".into(), options: servers::s3_options(&s3) },
-        CloudConfig { name: "s3-b".into(), url: "s3://rampart-b".into(), options: servers::s3_options(&s3) },
-        CloudConfig { name: "azure".into(), url: "az://rampart".into(), options: servers::azure_options(&az) },
-        CloudConfig { name: "local".into(), url: local, options: Default::default() },
+        CloudConfig {
+            name: "s3-a".into(),
+            url: "s3://rampart-a/tenant".into(),
+            options: servers::s3_options(&s3),
+        },
+        CloudConfig {
+            name: "s3-b".into(),
+            url: "s3://rampart-b".into(),
+            options: servers::s3_options(&s3),
+        },
+        CloudConfig {
+            name: "azure".into(),
+            url: "az://rampart".into(),
+            options: servers::azure_options(&az),
+        },
+        CloudConfig {
+            name: "local".into(),
+            url: local,
+            options: Default::default(),
+        },
     ];
-    Env { _s3: s3, _az: az, _dir: dir, configs }
+    Env {
+        _s3: s3,
+        _az: az,
+        _dir: dir,
+        configs,
+    }
 }
 
 fn open(env: &Env, secrets: Secrets) -> (CloudOfClouds, Vec<FaultControl>) {
@@ -51,12 +74,25 @@ fn open(env: &Env, secrets: Secrets) -> (CloudOfClouds, Vec<FaultControl>) {
             })
         })
         .collect();
-    let store = CloudOfClouds::from_parts([9; 16], Protocol::Confidential, SEG, secrets, vec![], clouds, tuning()).unwrap();
+    let store = CloudOfClouds::from_parts(
+        [9; 16],
+        Protocol::Confidential,
+        SEG,
+        secrets,
+        vec![],
+        clouds,
+        tuning(),
+    )
+    .unwrap();
     (store, ctls)
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -65,10 +101,19 @@ fn real_clouds_roundtrip_faults_and_repair() {
     rt().block_on(async {
         let (store, ctl) = open(&env, Secrets::generate());
         // Round trips across segment boundaries, including a multipart-sized object.
-        for (i, len) in [0usize, 1, SEG as usize, 3 * SEG as usize + 1, 12 << 20].into_iter().enumerate() {
+        for (i, len) in [0usize, 1, SEG as usize, 3 * SEG as usize + 1, 12 << 20]
+            .into_iter()
+            .enumerate()
+        {
             let bytes = data(len, i as u64);
-            put(&store, &format!("obj/{i}"), &bytes).await.unwrap_or_else(|e| panic!("put {len}: {e}"));
-            assert_eq!(get(&store, &format!("obj/{i}")).await.unwrap(), bytes, "size {len}");
+            put(&store, &format!("obj/{i}"), &bytes)
+                .await
+                .unwrap_or_else(|e| panic!("put {len}: {e}"));
+            assert_eq!(
+                get(&store, &format!("obj/{i}")).await.unwrap(),
+                bytes,
+                "size {len}"
+            );
         }
         assert_eq!(store.list("obj/").await.unwrap().len(), 5);
 
@@ -89,7 +134,13 @@ fn real_clouds_roundtrip_faults_and_repair() {
                 Fault::Slow(Duration::from_millis(300)),
             ] {
                 cloud.set(fault.clone());
-                assert_eq!(get(&store, "f").await.unwrap_or_else(|e| panic!("cloud {c} {fault:?}: {e}")), bytes, "cloud {c} {fault:?}");
+                assert_eq!(
+                    get(&store, "f")
+                        .await
+                        .unwrap_or_else(|e| panic!("cloud {c} {fault:?}: {e}")),
+                    bytes,
+                    "cloud {c} {fault:?}"
+                );
                 cloud.set(Fault::None);
             }
         }
@@ -97,7 +148,10 @@ fn real_clouds_roundtrip_faults_and_repair() {
         // Two clouds down: reads and writes fail loudly, nothing half-written appears.
         ctl[0].set(Fault::Down);
         ctl[2].set(Fault::Down);
-        assert!(matches!(get(&store, "f").await, Err(StoreError::QuorumUnavailable { .. })));
+        assert!(matches!(
+            get(&store, "f").await,
+            Err(StoreError::QuorumUnavailable { .. })
+        ));
         assert!(put(&store, "f", b"lost").await.is_err());
         ctl[0].set(Fault::None);
         ctl[2].set(Fault::None);
@@ -105,10 +159,16 @@ fn real_clouds_roundtrip_faults_and_repair() {
 
         // A cloud that silently dropped a write is named and repaired by scrub.
         ctl[1].set(Fault::DropWrites);
-        put(&store, "dropped", &data(3 * SEG as usize, 5)).await.unwrap();
+        put(&store, "dropped", &data(3 * SEG as usize, 5))
+            .await
+            .unwrap();
         ctl[1].set(Fault::None);
         let rep = store.scrub(true, None).await.unwrap();
-        assert_eq!(rep.misbehaving_clouds().first().map(|c| c.0.clone()), Some("s3-b".to_string()), "{rep:?}");
+        assert_eq!(
+            rep.misbehaving_clouds().first().map(|c| c.0.clone()),
+            Some("s3-b".to_string()),
+            "{rep:?}"
+        );
         assert!(rep.failed.is_empty(), "{rep:?}");
         let stat = store.stat("dropped").await.unwrap();
         assert!(stat.clouds.iter().all(|c| c.healthy()), "{stat:?}");

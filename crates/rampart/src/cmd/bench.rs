@@ -33,9 +33,14 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
 fn store(args: StoreBenchArgs) -> Result<()> {
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let dir = args.dir.unwrap_or_else(std::env::temp_dir);
-    println!("rampart bench store: 4 local-directory clouds (n=4, f=1, DepSky-CA) vs. one local directory");
+    println!(
+        "rampart bench store: 4 local-directory clouds (n=4, f=1, DepSky-CA) vs. one local directory"
+    );
     let rep = rt.block_on(rampart_bench::store::run(&args.sizes, &dir))?;
-    println!("{:>12} {:>4} {:>14} {:>14} {:>8}", "size", "op", "store MB/s", "plain MB/s", "ratio");
+    println!(
+        "{:>12} {:>4} {:>14} {:>14} {:>8}",
+        "size", "op", "store MB/s", "plain MB/s", "ratio"
+    );
     for r in &rep.rows {
         println!(
             "{:>12} {:>4} {:>14.1} {:>14.1} {:>8.2}",

@@ -49,7 +49,10 @@ async fn open(config: &Path) -> Result<CloudOfClouds> {
     Ok(CloudOfClouds::open(StoreConfig::load(config)?)?)
 }
 
-async fn fetch_digest(store: &CloudOfClouds, key: &str) -> Result<(rampart_crypto::hash::Digest, f64)> {
+async fn fetch_digest(
+    store: &CloudOfClouds,
+    key: &str,
+) -> Result<(rampart_crypto::hash::Digest, f64)> {
     let mut sink = HashSink::default();
     let t = Instant::now();
     store.get(key, &mut sink, None, None).await?;
@@ -58,7 +61,10 @@ async fn fetch_digest(store: &CloudOfClouds, key: &str) -> Result<(rampart_crypt
 
 async fn demo(dir: &Path, size_mib: u64) -> Result<()> {
     println!("Rampart demo in {}", dir.display());
-    step(1, "rampart init: 4 local-directory clouds, tolerating 1 faulty cloud");
+    step(
+        1,
+        "rampart init: 4 local-directory clouds, tolerating 1 faulty cloud",
+    );
     let rep = rampart_store::init_local(dir, 4)?;
     let config = rep.config_path.clone();
     for d in &rep.cloud_dirs {
@@ -66,20 +72,38 @@ async fn demo(dir: &Path, size_mib: u64) -> Result<()> {
     }
     let store = open(&config).await?;
 
-    step(2, &format!("rampart put: a {size_mib} MiB file of random bytes (DepSky-CA: AES-256-GCM, RS 2-of-4, Shamir 2-of-4)"));
+    step(
+        2,
+        &format!(
+            "rampart put: a {size_mib} MiB file of random bytes (DepSky-CA: AES-256-GCM, RS 2-of-4, Shamir 2-of-4)"
+        ),
+    );
     let data_path = dir.join("demo-input.bin");
     write_random_file(&data_path, size_mib << 20)?;
     let want = rampart_crypto::hash::Digest::of(&std::fs::read(&data_path)?);
     let t = Instant::now();
     let file = tokio::fs::File::open(&data_path).await?;
-    let receipt = store.put("demo/patient-records.bin", file, Vec::new(), None).await?;
+    let receipt = store
+        .put("demo/patient-records.bin", file, Vec::new(), None)
+        .await?;
     let secs = t.elapsed().as_secs_f64();
-    receipt.background.wait(std::time::Duration::from_secs(30)).await;
-    println!("    stored {} bytes as {} in {secs:.2}s ({:.0} MB/s)", receipt.size, receipt.version, receipt.size as f64 / secs / 1e6);
+    receipt
+        .background
+        .wait(std::time::Duration::from_secs(30))
+        .await;
+    println!(
+        "    stored {} bytes as {} in {secs:.2}s ({:.0} MB/s)",
+        receipt.size,
+        receipt.version,
+        receipt.size as f64 / secs / 1e6
+    );
     let marker = b"demo-input";
     let leaks = grep_dir(&dir.join("clouds"), &std::fs::read(&data_path)?[..64])?;
     ensure!(leaks == 0, "plaintext found in cloud directories");
-    println!("    no cloud directory contains the plaintext ({} checked)", String::from_utf8_lossy(marker));
+    println!(
+        "    no cloud directory contains the plaintext ({} checked)",
+        String::from_utf8_lossy(marker)
+    );
 
     step(3, "destroy cloud local-1 entirely, then read");
     std::fs::remove_dir_all(&rep.cloud_dirs[0])?;
@@ -91,10 +115,19 @@ async fn demo(dir: &Path, size_mib: u64) -> Result<()> {
     step(4, "rampart scrub: find and repair");
     let s = store.scrub(true, None).await?;
     let bad = s.misbehaving_clouds();
-    println!("    misbehaving clouds: {bad:?}; repairs: {}", s.repaired.len());
-    ensure!(bad.first().map(|b| b.0.as_str()) == Some("local-1"), "scrub did not name local-1");
+    println!(
+        "    misbehaving clouds: {bad:?}; repairs: {}",
+        s.repaired.len()
+    );
+    ensure!(
+        bad.first().map(|b| b.0.as_str()) == Some("local-1"),
+        "scrub did not name local-1"
+    );
 
-    step(5, "corrupt bytes in every shard file of cloud local-2, then read");
+    step(
+        5,
+        "corrupt bytes in every shard file of cloud local-2, then read",
+    );
     let corrupted = corrupt_files(&rep.cloud_dirs[1].join("rampart/v1/b"))?;
     println!("    flipped bytes in {corrupted} files");
     let store = open(&config).await?;
@@ -103,10 +136,19 @@ async fn demo(dir: &Path, size_mib: u64) -> Result<()> {
     println!("    read back the exact bytes ({secs:.2}s) despite the corruption");
     let s = store.scrub(true, None).await?;
     let bad = s.misbehaving_clouds();
-    println!("    scrub: misbehaving clouds: {bad:?}; repairs: {}", s.repaired.len());
-    ensure!(bad.first().map(|b| b.0.as_str()) == Some("local-2"), "scrub did not name local-2");
+    println!(
+        "    scrub: misbehaving clouds: {bad:?}; repairs: {}",
+        s.repaired.len()
+    );
+    ensure!(
+        bad.first().map(|b| b.0.as_str()) == Some("local-2"),
+        "scrub did not name local-2"
+    );
 
-    step(6, "destroy two clouds (more than f = 1): the read must fail, not lie");
+    step(
+        6,
+        "destroy two clouds (more than f = 1): the read must fail, not lie",
+    );
     std::fs::remove_dir_all(&rep.cloud_dirs[2])?;
     std::fs::remove_dir_all(&rep.cloud_dirs[3])?;
     let store = open(&config).await?;
@@ -165,7 +207,9 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd {
             let p = e?.path();
             if p.is_dir() {
@@ -182,14 +226,24 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
 struct HashSink(rampart_crypto::hash::Hasher);
 
 impl tokio::io::AsyncWrite for HashSink {
-    fn poll_write(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
         self.get_mut().0.update(buf);
         std::task::Poll::Ready(Ok(buf.len()))
     }
-    fn poll_flush(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
-    fn poll_shutdown(self: std::pin::Pin<&mut Self>, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         std::task::Poll::Ready(Ok(()))
     }
 }

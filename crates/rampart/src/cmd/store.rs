@@ -104,12 +104,19 @@ fn init(dir: &Path, clouds: usize) -> Result<()> {
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let rep = rampart_store::init_local(dir, clouds)?;
-    println!("wrote {} and {} (mode 0600)", rep.config_path.display(), rep.key_path.display());
+    println!(
+        "wrote {} and {} (mode 0600)",
+        rep.config_path.display(),
+        rep.key_path.display()
+    );
     for d in &rep.cloud_dirs {
         println!("  cloud: {}", d.display());
     }
     println!("signing key: {}", rep.public_key);
-    println!("n = {clouds} clouds, tolerating f = {} faulty ones. Try: rampart put FILE KEY", (clouds - 1) / 3);
+    println!(
+        "n = {clouds} clouds, tolerating f = {} faulty ones. Try: rampart put FILE KEY",
+        (clouds - 1) / 3
+    );
     Ok(())
 }
 
@@ -120,12 +127,15 @@ fn progress_bar(total: Option<u64>, what: &str) -> ProgressBar {
     }
     let pb = match total {
         Some(t) => ProgressBar::new(t).with_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         ),
         None => ProgressBar::new_spinner().with_style(
-            ProgressStyle::with_template("{msg} {spinner} {bytes} {bytes_per_sec}").expect("valid template"),
+            ProgressStyle::with_template("{msg} {spinner} {bytes} {bytes_per_sec}")
+                .expect("valid template"),
         ),
     };
     pb.set_message(what.to_owned());
@@ -141,14 +151,25 @@ async fn put(store: &CloudOfClouds, local: &Path, key: &str) -> Result<()> {
     let started = Instant::now();
     let receipt = if local.as_os_str() == "-" {
         let pb = progress_bar(None, "put");
-        let r = store.put(key, tokio::io::stdin(), Vec::new(), Some(progress_of(&pb))).await;
+        let r = store
+            .put(key, tokio::io::stdin(), Vec::new(), Some(progress_of(&pb)))
+            .await;
         pb.finish_and_clear();
         r?
     } else {
-        let file = tokio::fs::File::open(local).await.with_context(|| format!("opening {}", local.display()))?;
+        let file = tokio::fs::File::open(local)
+            .await
+            .with_context(|| format!("opening {}", local.display()))?;
         let len = file.metadata().await.ok().map(|m| m.len());
         let pb = progress_bar(len, "put");
-        let r = store.put(key, tokio::io::BufReader::with_capacity(1 << 20, file), Vec::new(), Some(progress_of(&pb))).await;
+        let r = store
+            .put(
+                key,
+                tokio::io::BufReader::with_capacity(1 << 20, file),
+                Vec::new(),
+                Some(progress_of(&pb)),
+            )
+            .await;
         pb.finish_and_clear();
         r?
     };
@@ -162,10 +183,15 @@ async fn put(store: &CloudOfClouds, local: &Path, key: &str) -> Result<()> {
     );
     let bg = receipt.background.wait(STRAGGLER_WAIT).await;
     for f in &bg.failed {
-        eprintln!("rampart: warning: {f} (the write is durable on a quorum; `rampart scrub` repairs this cloud)");
+        eprintln!(
+            "rampart: warning: {f} (the write is durable on a quorum; `rampart scrub` repairs this cloud)"
+        );
     }
     for u in &bg.unfinished {
-        eprintln!("rampart: warning: {u} still running after {}s; `rampart scrub` will complete it", STRAGGLER_WAIT.as_secs());
+        eprintln!(
+            "rampart: warning: {u} still running after {}s; `rampart scrub` will complete it",
+            STRAGGLER_WAIT.as_secs()
+        );
     }
     Ok(())
 }
@@ -179,18 +205,27 @@ async fn get(store: &CloudOfClouds, key: &str, local: &Path) -> Result<()> {
     let info = store.head(key).await?;
     // Write next to the target and rename on success, so that a failed read never
     // leaves a partial file where a complete one is expected.
-    let dir = local.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let dir = local
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     let (std_file, tmp_path) = tmp.into_parts();
-    let mut file = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(std_file));
+    let mut file =
+        tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::from_std(std_file));
     let pb = progress_bar(Some(info.size), "get");
     let started = Instant::now();
-    let r = store.get(key, &mut file, None, Some(progress_of(&pb))).await;
+    let r = store
+        .get(key, &mut file, None, Some(progress_of(&pb)))
+        .await;
     pb.finish_and_clear();
     let receipt = r?;
     let file = file.into_inner();
     file.sync_all().await.context("flushing the output file")?;
-    tmp_path.persist(local).with_context(|| format!("renaming into {}", local.display()))?;
+    tmp_path
+        .persist(local)
+        .with_context(|| format!("renaming into {}", local.display()))?;
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "fetched {key} {} ({}) in {:.2}s ({}/s)",
@@ -222,11 +257,27 @@ async fn stat(store: &CloudOfClouds, key: &str) -> Result<()> {
     println!("clouds:");
     for c in &rep.clouds {
         let mark = if c.healthy() { "ok " } else { "BAD" };
-        println!("  {mark} {:<16} metadata: {:<28} shards: {}", c.cloud, c.metadata.to_string(), c.shards);
+        println!(
+            "  {mark} {:<16} metadata: {:<28} shards: {}",
+            c.cloud,
+            c.metadata.to_string(),
+            c.shards
+        );
     }
-    let valid = rep.clouds.iter().filter(|c| matches!(c.shards, ShardHealth::Valid)).count();
-    let current = rep.clouds.iter().filter(|c| c.metadata == MetaHealth::Current).count();
-    println!("{current} of {} clouds hold current metadata; {valid} hold valid shards", rep.clouds.len());
+    let valid = rep
+        .clouds
+        .iter()
+        .filter(|c| matches!(c.shards, ShardHealth::Valid))
+        .count();
+    let current = rep
+        .clouds
+        .iter()
+        .filter(|c| c.metadata == MetaHealth::Current)
+        .count();
+    println!(
+        "{current} of {} clouds hold current metadata; {valid} hold valid shards",
+        rep.clouds.len()
+    );
     Ok(())
 }
 
@@ -243,10 +294,16 @@ async fn gc(store: &CloudOfClouds, keep: usize, grace_secs: u64) -> Result<()> {
 }
 
 async fn scrub(store: &CloudOfClouds, repair: bool) -> Result<()> {
-    let pb = if std::io::stderr().is_terminal() { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
+    let pb = if std::io::stderr().is_terminal() {
+        ProgressBar::new_spinner()
+    } else {
+        ProgressBar::hidden()
+    };
     pb.set_message("scrubbing keys");
     let p = pb.clone();
-    let rep = store.scrub(repair, Some(Arc::new(move |n| p.set_position(n)))).await;
+    let rep = store
+        .scrub(repair, Some(Arc::new(move |n| p.set_position(n))))
+        .await;
     pb.finish_and_clear();
     let rep = rep?;
     for (cloud, key, problem) in &rep.problems {
@@ -260,16 +317,30 @@ async fn scrub(store: &CloudOfClouds, repair: bool) -> Result<()> {
     }
     let bad = rep.misbehaving_clouds();
     if bad.is_empty() {
-        println!("scrubbed {} keys: all {} clouds healthy", rep.keys, store.n());
+        println!(
+            "scrubbed {} keys: all {} clouds healthy",
+            rep.keys,
+            store.n()
+        );
         return Ok(());
     }
-    let names: Vec<String> = bad.iter().map(|(c, n)| format!("{c} ({n} problems)")).collect();
-    println!("scrubbed {} keys: misbehaving clouds: {}", rep.keys, names.join(", "));
+    let names: Vec<String> = bad
+        .iter()
+        .map(|(c, n)| format!("{c} ({n} problems)"))
+        .collect();
+    println!(
+        "scrubbed {} keys: misbehaving clouds: {}",
+        rep.keys,
+        names.join(", ")
+    );
     if !rep.failed.is_empty() {
         bail!("{} keys could not be repaired", rep.failed.len());
     }
     if !repair {
-        bail!("problems found on {} clouds (run `rampart scrub` without --check to repair)", bad.len());
+        bail!(
+            "problems found on {} clouds (run `rampart scrub` without --check to repair)",
+            bad.len()
+        );
     }
     println!("all problems repaired");
     Ok(())

@@ -1,5 +1,7 @@
 //! Shared helpers for the store's integration tests.
 #![allow(dead_code)]
+// Tests wait for real servers against wall-clock deadlines.
+#![allow(clippy::disallowed_methods)]
 
 pub mod servers;
 
@@ -34,7 +36,16 @@ pub fn memory_store(n: usize, protocol: Protocol) -> (CloudOfClouds, Vec<FaultCo
             Cloud::new(format!("mem-{i}"), i, faulty, CasMode::Native)
         })
         .collect();
-    let store = CloudOfClouds::from_parts([7; 16], protocol, SEG, Secrets::generate(), vec![], clouds, tuning()).unwrap();
+    let store = CloudOfClouds::from_parts(
+        [7; 16],
+        protocol,
+        SEG,
+        Secrets::generate(),
+        vec![],
+        clouds,
+        tuning(),
+    )
+    .unwrap();
     (store, ctls)
 }
 
@@ -52,7 +63,11 @@ pub fn data(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Puts `bytes` under `key`, waiting for stragglers briefly.
-pub async fn put(store: &CloudOfClouds, key: &str, bytes: &[u8]) -> Result<rampart_store::Version, rampart_store::StoreError> {
+pub async fn put(
+    store: &CloudOfClouds,
+    key: &str,
+    bytes: &[u8],
+) -> Result<rampart_store::Version, rampart_store::StoreError> {
     let r = store.put(key, bytes, Vec::new(), None).await?;
     r.background.wait(std::time::Duration::from_secs(5)).await;
     Ok(r.version)

@@ -26,15 +26,26 @@ fn tool(var: &str, fallback: &str) -> PathBuf {
     match std::env::var_os(var) {
         Some(p) => PathBuf::from(p),
         None => {
-            let found = std::env::var_os("PATH")
-                .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(fallback)).find(|p| p.is_file()));
-            found.unwrap_or_else(|| panic!("{fallback} not found: run ./scripts/test.sh, which installs it and sets {var}"))
+            let found = std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join(fallback))
+                    .find(|p| p.is_file())
+            });
+            found.unwrap_or_else(|| {
+                panic!(
+                    "{fallback} not found: run ./scripts/test.sh, which installs it and sets {var}"
+                )
+            })
         }
     }
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Polls until something accepts TCP connections on `port`, for at most 60 s.
@@ -65,7 +76,11 @@ pub fn moto() -> Server {
         .spawn()
         .expect("starting moto_server");
     wait_ready(&mut child, port, "moto_server");
-    Server { child, port, _dir: dir }
+    Server {
+        child,
+        port,
+        _dir: dir,
+    }
 }
 
 /// Starts Azurite's blob service.
@@ -74,23 +89,43 @@ pub fn azurite() -> Server {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(bin)
-        .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string(), "--silent", "--skipApiVersionCheck", "--location"])
+        .args([
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            &port.to_string(),
+            "--silent",
+            "--skipApiVersionCheck",
+            "--location",
+        ])
         .arg(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("starting azurite-blob");
     wait_ready(&mut child, port, "azurite-blob");
-    Server { child, port, _dir: dir }
+    Server {
+        child,
+        port,
+        _dir: dir,
+    }
 }
 
 /// The well-known Azurite development account key (public, documented by Microsoft).
-pub const AZURITE_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 fn python(script: &str) {
     let py = tool("RAMPART_TEST_PYTHON", "python3");
-    let out = Command::new(py).args(["-c", script]).output().expect("running python");
-    assert!(out.status.success(), "python setup failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(py)
+        .args(["-c", script])
+        .output()
+        .expect("running python");
+    assert!(
+        out.status.success(),
+        "python setup failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Creates a bucket on moto.
@@ -132,7 +167,10 @@ pub fn azure_options(az: &Server) -> std::collections::BTreeMap<String, String> 
     [
         ("azure_storage_account_name", "devstoreaccount1".to_string()),
         ("azure_storage_account_key", AZURITE_KEY.into()),
-        ("azure_storage_endpoint", format!("http://127.0.0.1:{}/devstoreaccount1", az.port)),
+        (
+            "azure_storage_endpoint",
+            format!("http://127.0.0.1:{}/devstoreaccount1", az.port),
+        ),
         ("azure_allow_http", "true".into()),
     ]
     .into_iter()

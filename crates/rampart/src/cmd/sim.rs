@@ -26,6 +26,9 @@ pub struct SimArgs {
     /// Number of replicas, n ≥ 4 (f = ⌊(n−1)/3⌋).
     #[arg(long, default_value_t = 4)]
     replicas: usize,
+    /// Virtual length of each seed's fault phase, in milliseconds (then heal).
+    #[arg(long, default_value_t = 3000)]
+    fault_ms: u64,
     /// Seeds run in parallel (each seed is single-threaded and deterministic).
     #[arg(long)]
     jobs: Option<usize>,
@@ -82,6 +85,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
                     let Some(&seed) = seeds.get(i) else { break };
                     let mut cfg = SimConfig::new(seed);
                     cfg.replicas = args.replicas;
+                    cfg.fault_phase = std::time::Duration::from_millis(args.fault_ms);
                     cfg.mutation = mutation;
                     let report = rampart_sim::run(cfg);
                     let mut all = results.lock().unwrap_or_else(|e| e.into_inner());

@@ -6,6 +6,12 @@
 
 mod cmd;
 
+/// mimalloc reuses freed multi-megabyte segment buffers; the system allocator maps and
+/// unmaps them each time, paying a page fault per 4 KiB (measured: the store pipeline
+/// ran at a third of its speed).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -18,7 +24,12 @@ struct Cli {
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
     /// Store configuration file (written by `rampart init`).
-    #[arg(long, global = true, env = "RAMPART_CONFIG", default_value = "rampart.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "RAMPART_CONFIG",
+        default_value = "rampart.toml"
+    )]
     config: std::path::PathBuf,
     #[command(subcommand)]
     command: Command,
@@ -53,7 +64,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // One line: the error and its causes, outermost first.
-            let msg = err.chain().map(|e| e.to_string()).collect::<Vec<_>>().join(": ");
+            let msg = err
+                .chain()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join(": ");
             eprintln!("rampart: error: {msg}");
             ExitCode::FAILURE
         }
@@ -69,5 +84,8 @@ fn init_tracing(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RAMPART_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -198,8 +198,8 @@ impl Background {
         self.tasks.extend(other.tasks);
     }
 
-    /// True when nothing is left running.
-    pub fn is_empty(&self) -> bool {
+    /// True when every task has finished.
+    pub fn all_finished(&self) -> bool {
         self.tasks.iter().all(|(_, _, h)| h.is_finished())
     }
 
@@ -1456,10 +1456,7 @@ impl CloudOfClouds {
                 limit: obj.size,
             });
         }
-        let reader = Arc::new(
-            self.blob_reader(name_id, manifest.clone(), range.start)
-                .await?,
-        );
+        let reader = Arc::new(self.blob_reader(name_id, manifest.clone()).await?);
         let seg = manifest.segment_size as u64;
         let (first, last_seg) = (range.start / seg, range.end.saturating_sub(1) / seg);
         let segments: Vec<u64> = if range.is_empty() && !full {
@@ -1578,7 +1575,6 @@ impl CloudOfClouds {
         &self,
         name_id: [u8; 32],
         manifest: Arc<Manifest>,
-        _from: u64,
     ) -> Result<BlobReader, StoreError> {
         let key = match manifest.protocol {
             Protocol::Confidential => {
@@ -2256,7 +2252,7 @@ impl CloudOfClouds {
             return Err(e);
         }
         let bg = uploads.finish("repair upload", bad.len(), self.n()).await?;
-        debug_assert!(bg.is_empty());
+        debug_assert!(bg.all_finished());
         Ok(())
     }
 

@@ -854,6 +854,22 @@ impl CloudOfClouds {
         Ok(Digest::keyed(&self.inner.name_id_key, key.as_bytes()).0)
     }
 
+    /// A version entry by this writer; `push_version` assigns its counter.
+    fn new_entry(&self, key: &str, name_id: &[u8; 32], object: Option<ObjectRef>) -> VersionEntry {
+        VersionEntry {
+            version: Version {
+                counter: 0,
+                writer: self.inner.signing_key.verifying_key().to_bytes(),
+            },
+            created_ms: now_ms(),
+            encrypted_name: self
+                .inner
+                .name_seal
+                .seal(&self.name_aad(name_id), key.as_bytes()),
+            object,
+        }
+    }
+
     fn name_aad(&self, name_id: &[u8; 32]) -> Vec<u8> {
         [&self.inner.store_id[..], &name_id[..]].concat()
     }
@@ -1213,17 +1229,10 @@ impl CloudOfClouds {
             None
         };
 
-        let entry_template = VersionEntry {
-            version: Version {
-                counter: 0,
-                writer: self.inner.signing_key.verifying_key().to_bytes(),
-            },
-            created_ms: now_ms(),
-            encrypted_name: self
-                .inner
-                .name_seal
-                .seal(&self.name_aad(&name_id), key.as_bytes()),
-            object: Some(ObjectRef {
+        let entry_template = self.new_entry(
+            key,
+            &name_id,
+            Some(ObjectRef {
                 protocol,
                 blob_id,
                 size,
@@ -1232,7 +1241,7 @@ impl CloudOfClouds {
                 manifest_inline,
                 attrs,
             }),
-        };
+        );
         let (version, bg) = self
             .update_meta(key, &name_id, |base| {
                 Ok(push_version(base, entry_template.clone()))
@@ -1764,18 +1773,7 @@ impl CloudOfClouds {
 
     async fn delete_unaudited(&self, key: &str) -> Result<Version, StoreError> {
         let name_id = self.name_id(key)?;
-        let template = VersionEntry {
-            version: Version {
-                counter: 0,
-                writer: self.inner.signing_key.verifying_key().to_bytes(),
-            },
-            created_ms: now_ms(),
-            encrypted_name: self
-                .inner
-                .name_seal
-                .seal(&self.name_aad(&name_id), key.as_bytes()),
-            object: None,
-        };
+        let template = self.new_entry(key, &name_id, None);
         let (version, bg) = self
             .update_meta(key, &name_id, |base| match base {
                 Some(m) if m.latest().object.is_some() => {

@@ -59,11 +59,18 @@ pub enum Fault {
     DropWrites,
 }
 
+/// The first, the previous and the latest bytes written to one metadata path.
+struct History {
+    first: Bytes,
+    previous: Option<Bytes>,
+    latest: Bytes,
+}
+
 #[derive(Default)]
 struct State {
     fault: Fault,
-    /// For metadata paths: the first and the previous bytes written (bounded: two per path).
-    history: HashMap<Path, (Bytes, Option<Bytes>)>,
+    /// For metadata paths: what was written (bounded: three versions per path).
+    history: HashMap<Path, History>,
 }
 
 /// Handle that switches a [`FaultyStore`]'s behaviour.
@@ -130,9 +137,14 @@ impl FaultyStore {
         let mut st = self.ctl.0.lock().expect("fault state lock");
         match st.history.get_mut(path) {
             None => {
-                st.history.insert(path.clone(), (bytes.clone(), None));
+                let h = History {
+                    first: bytes.clone(),
+                    previous: None,
+                    latest: bytes.clone(),
+                };
+                st.history.insert(path.clone(), h);
             }
-            Some(h) => h.1 = Some(bytes.clone()),
+            Some(h) => h.previous = Some(std::mem::replace(&mut h.latest, bytes.clone())),
         }
     }
 
@@ -142,17 +154,11 @@ impl FaultyStore {
             return None;
         }
         let st = self.ctl.0.lock().expect("fault state lock");
-        let (first, _) = st.history.get(path)?;
+        let h = st.history.get(path)?;
         match fault {
-            Fault::RollbackMetadata => Some(first.clone()),
-            Fault::StaleMetadata => {
-                // The version before the current one: the first if only two were written.
-                let h = st.history.get(path)?;
-                match &h.1 {
-                    Some(prev) if prev != current => Some(prev.clone()),
-                    _ => Some(h.0.clone()),
-                }
-            }
+            Fault::RollbackMetadata => Some(h.first.clone()),
+            // The version written before the current one (if there was one).
+            Fault::StaleMetadata => h.previous.clone(),
             Fault::ForgeMetadata => forge(current),
             _ => None,
         }
@@ -403,4 +409,43 @@ fn lie(
         version: None,
     };
     hidden.chain(stream::once(async move { Ok(fake) })).boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::ObjectStoreExt;
+    use object_store::memory::InMemory;
+
+    async fn read(s: &FaultyStore, p: &Path) -> Result<Bytes> {
+        s.get(p).await?.bytes().await
+    }
+
+    #[tokio::test]
+    async fn metadata_faults_serve_the_right_old_versions() {
+        let (s, ctl) = FaultyStore::new(Arc::new(InMemory::new()));
+        let p = Path::from("rampart/v1/m/abc");
+        for v in ["v1", "v2", "v3"] {
+            s.put(&p, PutPayload::from(v.as_bytes().to_vec()))
+                .await
+                .unwrap();
+        }
+        assert_eq!(read(&s, &p).await.unwrap(), "v3");
+        ctl.set(Fault::StaleMetadata);
+        assert_eq!(read(&s, &p).await.unwrap(), "v2");
+        ctl.set(Fault::RollbackMetadata);
+        assert_eq!(read(&s, &p).await.unwrap(), "v1");
+        ctl.set(Fault::CorruptReads);
+        assert_ne!(read(&s, &p).await.unwrap(), "v3");
+        ctl.set(Fault::Down);
+        assert!(read(&s, &p).await.is_err());
+        ctl.set(Fault::DropWrites);
+        s.put(&p, PutPayload::from(b"v4".to_vec())).await.unwrap();
+        ctl.set(Fault::None);
+        assert_eq!(
+            read(&s, &p).await.unwrap(),
+            "v3",
+            "dropped writes are not stored"
+        );
+    }
 }

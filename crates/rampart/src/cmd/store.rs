@@ -1,4 +1,6 @@
 //! `rampart init|put|get|ls|rm|stat|gc|scrub`: the cloud-of-clouds store.
+// The CLI reports elapsed wall-clock time; it is a runtime, not a sans-IO core.
+#![allow(clippy::disallowed_methods)]
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};

@@ -454,37 +454,7 @@ fn scrub_names_a_cloud_that_lies_in_listings() {
 fn concurrent_writers_are_serialised() {
     rt().block_on(async {
         let (store, _) = memory_store(4, Protocol::Confidential);
-        let mut tasks = Vec::new();
-        for w in 0..4u64 {
-            let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut acked = Vec::new();
-                for i in 0..5u64 {
-                    let bytes = data(300, w * 100 + i);
-                    let v = put(&store, "shared", &bytes).await.unwrap();
-                    // Read-your-writes: a read right after sees this version or a newer one.
-                    let info = store.head("shared").await.unwrap();
-                    assert!(info.version >= v);
-                    acked.push((v, bytes));
-                }
-                acked
-            }));
-        }
-        let mut all = Vec::new();
-        for t in tasks {
-            all.extend(t.await.unwrap());
-        }
-        let mut versions: Vec<_> = all.iter().map(|(v, _)| *v).collect();
-        versions.sort();
-        versions.dedup();
-        assert_eq!(
-            versions.len(),
-            20,
-            "every acknowledged write has its own version"
-        );
-        let (top, bytes) = all.iter().max_by_key(|(v, _)| *v).unwrap();
-        assert_eq!(store.head("shared").await.unwrap().version, *top);
-        assert_eq!(&get(&store, "shared").await.unwrap(), bytes);
+        common::check_concurrent_writers(&store, "shared", 4, 5).await;
     });
 }
 

@@ -180,29 +180,7 @@ fn real_clouds_roundtrip_faults_and_repair() {
 fn real_clouds_concurrent_writers() {
     let env = env();
     rt().block_on(async {
-        let secrets = Secrets::generate();
-        let (store, _) = open(&env, secrets);
-        let mut tasks = Vec::new();
-        for w in 0..3u64 {
-            let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut acked = Vec::new();
-                for i in 0..4u64 {
-                    let bytes = data(500, w * 10 + i);
-                    acked.push((put(&store, "race", &bytes).await.unwrap(), bytes));
-                }
-                acked
-            }));
-        }
-        let mut all = Vec::new();
-        for t in tasks {
-            all.extend(t.await.unwrap());
-        }
-        let mut versions: Vec<_> = all.iter().map(|(v, _)| *v).collect();
-        versions.sort();
-        versions.dedup();
-        assert_eq!(versions.len(), 12);
-        let (_, newest) = all.iter().max_by_key(|(v, _)| *v).unwrap();
-        assert_eq!(&get(&store, "race").await.unwrap(), newest);
+        let (store, _) = open(&env, Secrets::generate());
+        common::check_concurrent_writers(&store, "race", 3, 4).await;
     });
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{SEG, data, get, memory_store, put};
+use common::{SEG, data, get, memory_store, put, rt};
 use proptest::prelude::*;
 use rampart_store::faults::Fault;
 use rampart_store::{Protocol, StoreError};
@@ -34,14 +34,6 @@ fn all_faults() -> Vec<Fault> {
         Fault::LieInListings,
         Fault::DropWrites,
     ]
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::servers::{self, Server};
-use common::{SEG, data, get, put, tuning};
+use common::{SEG, data, get, put, rt, tuning};
 use rampart_store::cloud::Cloud;
 use rampart_store::config::{CloudConfig, Secrets};
 use rampart_store::faults::{Fault, FaultControl, FaultyStore};
@@ -85,14 +85,6 @@ fn open(env: &Env, secrets: Secrets) -> (CloudOfClouds, Vec<FaultControl>) {
     )
     .unwrap();
     (store, ctls)
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 #[test]

@@ -120,3 +120,12 @@ pub async fn check_concurrent_writers(
     assert_eq!(store.head(key).await.unwrap().version, *top);
     assert_eq!(&get(store, key).await.unwrap(), bytes);
 }
+
+/// A two-worker runtime, like the machine the tests run on.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}

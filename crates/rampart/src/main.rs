@@ -46,6 +46,8 @@ enum Command {
     Demo(cmd::demo::DemoArgs),
     /// Secure log: forward-integrity sealed, Merkle-tree, signed-checkpoint audit trail.
     Log(cmd::log::LogArgs),
+    /// Serve the S3 API over the store: clients keep their tools, clouds see ciphertext.
+    Gateway(cmd::gateway::GatewayArgs),
     /// Run the deterministic BFT simulator over many seeds (faults, crashes, Byzantine replicas).
     Sim(cmd::sim::SimArgs),
 }
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => cmd::demo::run(args),
         Command::Log(args) => cmd::log::run(args),
         Command::Sim(args) => cmd::sim::run(args),
+        Command::Gateway(args) => cmd::gateway::run(args, &cli.config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

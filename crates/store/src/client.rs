@@ -1160,24 +1160,46 @@ impl CloudOfClouds {
         attrs: Vec<u8>,
         progress: Option<Progress>,
     ) -> Result<PutReceipt, StoreError> {
-        let r = self.put_unaudited(key, input, attrs, progress).await;
-        self.audit("put", key, r, |r| r.version).await
-    }
-
-    async fn put_unaudited<R: AsyncRead + Unpin + Send>(
-        &self,
-        key: &str,
-        input: R,
-        attrs: Vec<u8>,
-        progress: Option<Progress>,
-    ) -> Result<PutReceipt, StoreError> {
-        let name_id = self.name_id(key)?;
         if attrs.len() > ATTRS_BYTES_MAX {
             return Err(StoreError::TooLarge {
                 what: "attributes",
                 limit: ATTRS_BYTES_MAX as u64,
             });
         }
+        let r = self.put_unaudited(key, input, || Ok(attrs), progress).await;
+        self.audit("put", key, r, |r| r.version).await
+    }
+
+    /// Like [`put`](Self::put), but the attributes are computed by `attrs` once the
+    /// whole input has been read and stored, before the metadata is written (for example
+    /// from a digest of the content). If `attrs` fails, nothing becomes visible.
+    pub async fn put_with_attrs_fn<R, A>(
+        &self,
+        key: &str,
+        input: R,
+        attrs: A,
+        progress: Option<Progress>,
+    ) -> Result<PutReceipt, StoreError>
+    where
+        R: AsyncRead + Unpin + Send,
+        A: FnOnce() -> Result<Vec<u8>, StoreError> + Send,
+    {
+        let r = self.put_unaudited(key, input, attrs, progress).await;
+        self.audit("put", key, r, |r| r.version).await
+    }
+
+    async fn put_unaudited<R, A>(
+        &self,
+        key: &str,
+        input: R,
+        attrs: A,
+        progress: Option<Progress>,
+    ) -> Result<PutReceipt, StoreError>
+    where
+        R: AsyncRead + Unpin + Send,
+        A: FnOnce() -> Result<Vec<u8>, StoreError> + Send,
+    {
+        let name_id = self.name_id(key)?;
         let protocol = self.inner.protocol;
         let (n, k) = (self.n(), self.k(protocol));
         let mut blob_id = [0u8; 16];
@@ -1197,6 +1219,20 @@ impl CloudOfClouds {
             Ok(v) => v,
             Err(e) => {
                 uploads.cancel_all("the write failed");
+                return Err(e);
+            }
+        };
+        let attrs = match attrs() {
+            Ok(a) if a.len() <= ATTRS_BYTES_MAX => a,
+            Ok(_) => {
+                uploads.cancel_all("the attributes are too large");
+                return Err(StoreError::TooLarge {
+                    what: "attributes",
+                    limit: ATTRS_BYTES_MAX as u64,
+                });
+            }
+            Err(e) => {
+                uploads.cancel_all("the attributes were refused");
                 return Err(e);
             }
         };
@@ -1434,7 +1470,25 @@ impl CloudOfClouds {
         range: Option<Range<u64>>,
         progress: Option<Progress>,
     ) -> Result<GetReceipt, StoreError> {
-        let r = self.get_unaudited(key, out, range, progress).await;
+        let r = self.get_unaudited(key, out, range, None, progress).await;
+        self.audit("get", key, r, |r| r.version).await
+    }
+
+    /// Like [`get`](Self::get), but only if the newest version is still `expected`
+    /// (otherwise [`StoreError::VersionChanged`] before any byte is written). Lets a
+    /// server send headers from [`head`](Self::head) and then bytes of exactly that
+    /// version.
+    pub async fn get_version<W: AsyncWrite + Unpin + Send>(
+        &self,
+        key: &str,
+        expected: Version,
+        out: &mut W,
+        range: Option<Range<u64>>,
+        progress: Option<Progress>,
+    ) -> Result<GetReceipt, StoreError> {
+        let r = self
+            .get_unaudited(key, out, range, Some(expected), progress)
+            .await;
         self.audit("get", key, r, |r| r.version).await
     }
 
@@ -1443,6 +1497,7 @@ impl CloudOfClouds {
         key: &str,
         out: &mut W,
         range: Option<Range<u64>>,
+        expected: Option<Version>,
         progress: Option<Progress>,
     ) -> Result<GetReceipt, StoreError> {
         let name_id = self.name_id(key)?;
@@ -1453,6 +1508,11 @@ impl CloudOfClouds {
             .require(key, &self.inner.clouds, self.f())?
             .latest()
             .clone();
+        if expected.is_some_and(|v| v != entry.version) {
+            return Err(StoreError::VersionChanged {
+                key: key.to_owned(),
+            });
+        }
         let obj = entry.object.clone().ok_or_else(|| StoreError::NotFound {
             key: key.to_owned(),
         })?;

@@ -69,6 +69,9 @@ struct ConfigFile {
     clouds: Vec<CloudConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     audit: Option<AuditConfig>,
+    /// Settings of the S3 gateway (`rampart gateway`), parsed strictly by that crate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gateway: Option<toml::Table>,
 }
 
 fn default_protocol() -> String {
@@ -148,6 +151,19 @@ pub struct StoreConfig {
     pub audit: Option<AuditConfig>,
     /// This client's secrets.
     pub secrets: Secrets,
+    /// The `[gateway]` table, uninterpreted: the S3 gateway crate parses it (strictly).
+    pub gateway: Option<GatewaySection>,
+}
+
+/// The raw `[gateway]` table of `rampart.toml`. It holds S3 secret keys, so its `Debug`
+/// output is redacted.
+#[derive(Clone)]
+pub struct GatewaySection(pub toml::Table);
+
+impl std::fmt::Debug for GatewaySection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GatewaySection(<redacted>)")
+    }
 }
 
 impl StoreConfig {
@@ -215,6 +231,7 @@ impl StoreConfig {
             clouds: file.clouds,
             audit,
             secrets,
+            gateway: file.gateway.map(GatewaySection),
         })
     }
 
@@ -341,6 +358,7 @@ pub fn init_local(dir: &Path, clouds: usize) -> Result<InitReport, StoreError> {
         trusted_writers: vec![],
         clouds: cloud_cfgs,
         audit: None,
+        gateway: None,
     };
     let body = toml::to_string_pretty(&file).expect("config serialises");
     let text = format!(

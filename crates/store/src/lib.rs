@@ -181,6 +181,13 @@ pub enum StoreError {
         /// Per-cloud failures.
         detail: String,
     },
+    /// The newest version is no longer the one the caller asked for (a concurrent write
+    /// or delete landed in between); nothing was read.
+    #[error("{key:?} changed since it was looked up; try again")]
+    VersionChanged {
+        /// The key.
+        key: String,
+    },
     /// Concurrent writers kept winning on some clouds; the write did not take effect
     /// (it may still become visible later as a concurrent write).
     #[error("write to {key:?} conflicted with concurrent writers {attempts} times; try again")]

@@ -1,6 +1,7 @@
 //! Subcommand implementations, one module per subsystem.
 pub mod bench;
 pub mod demo;
+pub mod gateway;
 pub mod log;
 pub mod sim;
 pub mod store;

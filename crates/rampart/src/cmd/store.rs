@@ -106,6 +106,17 @@ fn init(dir: &Path, clouds: usize) -> Result<()> {
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let rep = rampart_store::init_local(dir, clouds)?;
+    // The S3 gateway's section: listen address and one fresh access key (the file is 0600).
+    let gateway = rampart_gateway::GatewayConfig::generate();
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&rep.config_path)
+        .with_context(|| format!("opening {}", rep.config_path.display()))?;
+    std::io::Write::write_all(
+        &mut file,
+        format!("\n{}", gateway.to_toml_section()).as_bytes(),
+    )
+    .with_context(|| format!("writing {}", rep.config_path.display()))?;
     println!(
         "wrote {} and {} (mode 0600)",
         rep.config_path.display(),
@@ -115,6 +126,11 @@ fn init(dir: &Path, clouds: usize) -> Result<()> {
         println!("  cloud: {}", d.display());
     }
     println!("signing key: {}", rep.public_key);
+    println!(
+        "S3 gateway (`rampart gateway`): access key id {}; its secret is in [gateway] of {}",
+        gateway.access_keys[0].access_key_id,
+        rep.config_path.display()
+    );
     println!(
         "n = {clouds} clouds, tolerating f = {} faulty ones. Try: rampart put FILE KEY",
         (clouds - 1) / 3

@@ -1,0 +1,185 @@
+//! The `[gateway]` section of `rampart.toml`: listen address, S3 access keys, limits.
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use rand_core::{OsRng, RngCore};
+use serde::{Deserialize, Serialize};
+
+use crate::GatewayError;
+
+/// Default listen address: loopback only, so nothing is exposed without a decision.
+pub const LISTEN_DEFAULT: &str = "127.0.0.1:9000";
+/// Default largest body of one `PutObject` or `UploadPart` request: 5 GiB, as in S3.
+pub const UPLOAD_BYTES_MAX_DEFAULT: u64 = 5 * 1024 * 1024 * 1024;
+/// Default most connections served at once; more wait in the listen backlog.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 256;
+/// Most access keys in one config.
+pub const ACCESS_KEYS_MAX: usize = 64;
+
+/// One S3 credential. The secret never appears in `Debug` output or logs.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessKey {
+    /// The access key id clients send (`AWS_ACCESS_KEY_ID`).
+    pub access_key_id: String,
+    /// The shared secret for Signature V4 (`AWS_SECRET_ACCESS_KEY`).
+    pub secret_access_key: String,
+}
+
+impl fmt::Debug for AccessKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessKey")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"<redacted>")
+            .finish()
+    }
+}
+
+impl AccessKey {
+    /// A fresh random credential: a 20-character id and a 40-character secret (160 bits).
+    pub fn generate() -> Self {
+        let mut id = [0u8; 9];
+        let mut secret = [0u8; 20];
+        OsRng.fill_bytes(&mut id);
+        OsRng.fill_bytes(&mut secret);
+        Self {
+            access_key_id: format!("RMP{}", hex::encode_upper(id))[..20].to_owned(),
+            secret_access_key: hex::encode(secret),
+        }
+    }
+}
+
+/// Gateway settings, parsed strictly (unknown fields are an error).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Address to listen on when `--listen` is not given.
+    #[serde(default = "listen_default")]
+    pub listen: SocketAddr,
+    /// Largest body of one `PutObject` or `UploadPart`; larger ones get `EntityTooLarge`.
+    #[serde(default = "upload_bytes_max_default")]
+    pub upload_bytes_max: u64,
+    /// Most connections served at once.
+    #[serde(default = "connections_max_default")]
+    pub connections_max: usize,
+    /// Credentials accepted (Signature V4). At least one.
+    pub access_keys: Vec<AccessKey>,
+}
+
+fn listen_default() -> SocketAddr {
+    LISTEN_DEFAULT.parse().expect("constant address parses")
+}
+fn upload_bytes_max_default() -> u64 {
+    UPLOAD_BYTES_MAX_DEFAULT
+}
+fn connections_max_default() -> usize {
+    CONNECTIONS_MAX_DEFAULT
+}
+
+impl GatewayConfig {
+    /// A config with defaults and one fresh access key (what `rampart init` writes).
+    pub fn generate() -> Self {
+        Self {
+            listen: listen_default(),
+            upload_bytes_max: UPLOAD_BYTES_MAX_DEFAULT,
+            connections_max: CONNECTIONS_MAX_DEFAULT,
+            access_keys: vec![AccessKey::generate()],
+        }
+    }
+
+    /// Parses the raw `[gateway]` table and checks its values.
+    pub fn from_table(table: toml::Table) -> Result<Self, GatewayError> {
+        let cfg: Self = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| GatewayError::Config {
+                reason: e.message().to_owned(),
+            })?;
+        let bad = |reason: &str| {
+            Err(GatewayError::Config {
+                reason: reason.to_owned(),
+            })
+        };
+        if cfg.access_keys.is_empty() {
+            return bad("[gateway] needs at least one [[gateway.access_keys]] entry");
+        }
+        if cfg.access_keys.len() > ACCESS_KEYS_MAX {
+            return bad("[gateway] has more than 64 access keys");
+        }
+        for (i, k) in cfg.access_keys.iter().enumerate() {
+            if k.access_key_id.len() < 3 || k.access_key_id.len() > 128 {
+                return bad("access_key_id must be 3 to 128 characters");
+            }
+            if !k.access_key_id.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return bad("access_key_id must be ASCII letters and digits");
+            }
+            if k.secret_access_key.len() < 16 {
+                return bad("secret_access_key must be at least 16 characters");
+            }
+            if cfg.access_keys[..i]
+                .iter()
+                .any(|o| o.access_key_id == k.access_key_id)
+            {
+                return bad("duplicate access_key_id");
+            }
+        }
+        if cfg.upload_bytes_max == 0 {
+            return bad("upload_bytes_max must be positive");
+        }
+        if cfg.connections_max == 0 {
+            return bad("connections_max must be positive");
+        }
+        Ok(cfg)
+    }
+
+    /// The `[gateway]` section as TOML text, to append to `rampart.toml`.
+    pub fn to_toml_section(&self) -> String {
+        #[derive(Serialize)]
+        struct Wrapper<'a> {
+            gateway: &'a GatewayConfig,
+        }
+        toml::to_string_pretty(&Wrapper { gateway: self }).expect("gateway config serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_section_round_trips_and_debug_hides_the_secret() {
+        let cfg = GatewayConfig::generate();
+        let text = cfg.to_toml_section();
+        let table: toml::Table = toml::from_str(&text).unwrap();
+        let gw = table["gateway"].as_table().unwrap().clone();
+        let back = GatewayConfig::from_table(gw).unwrap();
+        assert_eq!(
+            back.access_keys[0].access_key_id,
+            cfg.access_keys[0].access_key_id
+        );
+        assert_eq!(
+            back.access_keys[0].secret_access_key,
+            cfg.access_keys[0].secret_access_key
+        );
+        assert_eq!(back.listen, cfg.listen);
+        let dbg = format!("{back:?}");
+        assert!(!dbg.contains(&cfg.access_keys[0].secret_access_key));
+        assert!(dbg.contains("<redacted>"));
+    }
+
+    #[test]
+    fn rejects_unknown_fields_and_missing_keys() {
+        let t: toml::Table = toml::from_str("access_keys = []").unwrap();
+        assert!(GatewayConfig::from_table(t).is_err());
+        let t: toml::Table = toml::from_str(
+            "typo = 1\n[[access_keys]]\naccess_key_id = \"abc\"\nsecret_access_key = \"0123456789abcdef\"",
+        )
+        .unwrap();
+        assert!(GatewayConfig::from_table(t).is_err());
+        let t: toml::Table = toml::from_str(
+            "[[access_keys]]\naccess_key_id = \"abc\"\nsecret_access_key = \"short\"",
+        )
+        .unwrap();
+        assert!(GatewayConfig::from_table(t).is_err());
+    }
+}

@@ -1,0 +1,1141 @@
+//! The `s3s::S3` implementation: S3 operations mapped onto the cloud-of-clouds store.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use md5::{Digest as _, Md5};
+use rampart_store::meta::KEY_BYTES_MAX;
+use rampart_store::{CloudOfClouds, ObjectInfo, PutReceipt, StoreError, Version};
+use rand_core::{OsRng, RngCore};
+use s3s::dto::*;
+use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
+use tokio::io::AsyncWriteExt;
+
+use crate::body::{BodyFault, Checked, PIPE_BYTES, blob_reader, response_body};
+use crate::record::{ObjectAttrs, Record};
+
+/// Store key prefix of bucket entries: `b/<bucket>`.
+const BUCKET_PREFIX: &str = "b/";
+/// Store key prefix of objects: `o/<bucket>/<key>`.
+const OBJECT_PREFIX: &str = "o/";
+/// Store key prefix of multipart uploads in progress: `u/<upload id>`.
+const UPLOAD_PREFIX: &str = "u/";
+/// Store key prefix of uploaded parts: `p/<upload id>/<part number, 5 digits>`.
+const PART_PREFIX: &str = "p/";
+/// Longest S3 object key, in bytes.
+pub const OBJECT_KEY_BYTES_MAX: usize = KEY_BYTES_MAX - OBJECT_PREFIX.len() - 63 - 1;
+/// Most bytes of user metadata (names and values) per object, as in S3.
+pub const USER_METADATA_BYTES_MAX: usize = 2048;
+/// Highest part number, as in S3.
+pub const PART_NUMBER_MAX: i32 = 10_000;
+/// Smallest part other than the last, as in S3.
+pub const PART_BYTES_MIN: u64 = 5 * 1024 * 1024;
+/// Most keys per listing page and most keys per `DeleteObjects`, as in S3.
+pub const PAGE_KEYS_MAX: usize = 1000;
+/// Store operations run at once by one `DeleteObjects` or part cleanup.
+const FAN_OUT: usize = 8;
+
+/// The gateway: an S3 service whose every object, part and bucket is a store entry.
+#[derive(Clone, Debug)]
+pub struct Gateway {
+    store: CloudOfClouds,
+    upload_bytes_max: u64,
+}
+
+impl Gateway {
+    /// A gateway over `store`, refusing request bodies over `upload_bytes_max`.
+    pub fn new(store: CloudOfClouds, upload_bytes_max: u64) -> Self {
+        Self {
+            store,
+            upload_bytes_max,
+        }
+    }
+
+    async fn require_bucket(&self, bucket: &str) -> S3Result<ObjectInfo> {
+        match self.store.head(&format!("{BUCKET_PREFIX}{bucket}")).await {
+            Ok(info) => match Record::decode(&info.attrs) {
+                Ok(Record::Bucket) => Ok(info),
+                _ => Err(no_such_bucket(bucket)),
+            },
+            Err(StoreError::NotFound { .. }) => Err(no_such_bucket(bucket)),
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    /// The newest version of an object and its attributes.
+    async fn object(&self, bucket: &str, key: &str) -> S3Result<(ObjectInfo, ObjectAttrs)> {
+        let skey = object_key(bucket, key)?;
+        match self.store.head(&skey).await {
+            Ok(info) => match Record::decode(&info.attrs) {
+                Ok(Record::Object(attrs)) => Ok((info, attrs)),
+                _ => Err(s3_error!(InternalError, "object record is not readable")),
+            },
+            Err(StoreError::NotFound { .. }) => {
+                self.require_bucket(bucket).await?;
+                Err(s3_error!(NoSuchKey, "no such key"))
+            }
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    /// Streams `input` into `skey` as an object with `attrs`, its ETag the MD5 of the bytes.
+    async fn put_stream<R>(
+        &self,
+        skey: &str,
+        input: Checked<R>,
+        mut attrs: ObjectAttrs,
+    ) -> S3Result<(PutReceipt, String)>
+    where
+        R: tokio::io::AsyncRead + Unpin + Send,
+    {
+        let slot = input.md5_slot();
+        let attrs_slot = slot.clone();
+        let receipt =
+            self.store
+                .put_with_attrs_fn(
+                    skey,
+                    input,
+                    move || {
+                        let md5 = attrs_slot.lock().expect("md5 slot lock").ok_or(
+                            StoreError::Integrity {
+                                reason: "upload body was not read to its end",
+                            },
+                        )?;
+                        if attrs.etag.is_empty() {
+                            attrs.etag = hex::encode(md5);
+                        }
+                        Ok(Record::Object(attrs).encode())
+                    },
+                    None,
+                )
+                .await
+                .map_err(store_error)?;
+        let md5 = slot
+            .lock()
+            .expect("md5 slot lock")
+            .expect("a completed put read its body to the end");
+        Ok((receipt, hex::encode(md5)))
+    }
+
+    async fn upload(&self, upload_id: &str, bucket: &str, key: &str) -> S3Result<ObjectAttrs> {
+        if upload_id.len() != 32 || !upload_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(no_such_upload());
+        }
+        match self
+            .store
+            .head(&format!("{UPLOAD_PREFIX}{upload_id}"))
+            .await
+        {
+            Ok(info) => match Record::decode(&info.attrs) {
+                Ok(Record::Upload {
+                    bucket: b,
+                    key: k,
+                    attrs,
+                }) if b == bucket && k == key => Ok(attrs),
+                _ => Err(no_such_upload()),
+            },
+            Err(StoreError::NotFound { .. }) => Err(no_such_upload()),
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    /// Parts stored for an upload, by part number: (etag, info).
+    async fn parts(&self, upload_id: &str) -> S3Result<BTreeMap<i32, (String, ObjectInfo)>> {
+        let prefix = format!("{PART_PREFIX}{upload_id}/");
+        let mut out = BTreeMap::new();
+        for info in self.store.list(&prefix).await.map_err(store_error)? {
+            let Ok(n) = info.key[prefix.len()..].parse::<i32>() else {
+                continue;
+            };
+            if let Ok(Record::Part { etag }) = Record::decode(&info.attrs) {
+                out.insert(n, (etag, info));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes an upload record, then its parts (best effort: leftovers are tombstoned
+    /// later by another abort, and their space reclaimed by `rampart gc`).
+    async fn drop_upload(&self, upload_id: &str) -> S3Result<()> {
+        match self
+            .store
+            .delete(&format!("{UPLOAD_PREFIX}{upload_id}"))
+            .await
+        {
+            Ok(_) | Err(StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(store_error(e)),
+        }
+        let parts = self.parts(upload_id).await?;
+        futures::stream::iter(parts.into_values())
+            .for_each_concurrent(FAN_OUT, |(_, info)| async move {
+                if let Err(e) = self.store.delete(&info.key).await {
+                    tracing::warn!(error = %e, "could not delete a part; gc will reclaim it");
+                }
+            })
+            .await;
+        Ok(())
+    }
+
+    /// Sorted keys of a bucket after `start_after`, grouped by `delimiter`, at most
+    /// `max_keys` entries (objects plus common prefixes).
+    async fn list_page(&self, bucket: &str, q: &ListQuery<'_>) -> S3Result<ListPage> {
+        self.require_bucket(bucket).await?;
+        let base = format!("{OBJECT_PREFIX}{bucket}/");
+        let entries = self
+            .store
+            .list(&format!("{base}{}", q.prefix))
+            .await
+            .map_err(store_error)?;
+        let mut page = ListPage::default();
+        for info in entries {
+            let key = &info.key[base.len()..];
+            if key <= q.start_after {
+                continue;
+            }
+            let prefix_len = q.prefix.len();
+            let common = q.delimiter.filter(|d| !d.is_empty()).and_then(|d| {
+                key[prefix_len..]
+                    .find(d)
+                    .map(|i| &key[..prefix_len + i + d.len()])
+            });
+            if let Some(cp) = common {
+                if cp <= q.start_after || page.prefixes.last().map(String::as_str) == Some(cp) {
+                    continue;
+                }
+                if page.objects.len() + page.prefixes.len() == q.max_keys {
+                    page.truncated = true;
+                    break;
+                }
+                page.prefixes.push(cp.to_owned());
+                page.last = cp.to_owned();
+                continue;
+            }
+            if page.objects.len() + page.prefixes.len() == q.max_keys {
+                page.truncated = true;
+                break;
+            }
+            let etag = match Record::decode(&info.attrs) {
+                Ok(Record::Object(a)) => a.etag,
+                _ => String::new(),
+            };
+            page.last = key.to_owned();
+            page.objects.push(Object {
+                key: Some(q.encode(key)),
+                size: Some(info.size as i64),
+                e_tag: Some(ETag::Strong(etag)),
+                last_modified: Some(timestamp(info.created_ms)),
+                storage_class: Some(ObjectStorageClass::from_static(
+                    ObjectStorageClass::STANDARD,
+                )),
+                ..Default::default()
+            });
+        }
+        Ok(page)
+    }
+}
+
+struct ListQuery<'a> {
+    prefix: &'a str,
+    delimiter: Option<&'a str>,
+    start_after: &'a str,
+    max_keys: usize,
+    url_encode: bool,
+}
+
+impl ListQuery<'_> {
+    fn encode(&self, s: &str) -> String {
+        if self.url_encode {
+            urlencoding::encode(s).into_owned()
+        } else {
+            s.to_owned()
+        }
+    }
+}
+
+#[derive(Default)]
+struct ListPage {
+    objects: Vec<Object>,
+    prefixes: Vec<String>,
+    truncated: bool,
+    last: String,
+}
+
+fn max_keys(m: Option<i32>) -> usize {
+    m.map_or(PAGE_KEYS_MAX, |m| (m.max(0) as usize).min(PAGE_KEYS_MAX))
+}
+
+fn no_such_bucket(bucket: &str) -> S3Error {
+    s3_error!(NoSuchBucket, "no bucket named {bucket}")
+}
+
+fn no_such_upload() -> S3Error {
+    s3_error!(NoSuchUpload, "no such multipart upload")
+}
+
+/// The store key of an object; S3 keys must fit the store's key limit.
+fn object_key(bucket: &str, key: &str) -> S3Result<String> {
+    if key.is_empty() {
+        return Err(s3_error!(InvalidArgument, "empty object key"));
+    }
+    if key.len() > OBJECT_KEY_BYTES_MAX {
+        return Err(s3_error!(
+            KeyTooLongError,
+            "object keys are limited to {OBJECT_KEY_BYTES_MAX} bytes"
+        ));
+    }
+    if key.chars().any(char::is_control) {
+        return Err(s3_error!(
+            InvalidArgument,
+            "object keys may not contain control characters"
+        ));
+    }
+    Ok(format!("{OBJECT_PREFIX}{bucket}/{key}"))
+}
+
+fn part_key(upload_id: &str, part: i32) -> String {
+    format!("{PART_PREFIX}{upload_id}/{part:05}")
+}
+
+fn timestamp(ms: u64) -> Timestamp {
+    Timestamp::from(SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
+}
+
+fn strip_etag(e: &ETag) -> &str {
+    e.value().trim_matches('"')
+}
+
+/// Maps a store error to the S3 error a client expects.
+fn store_error(e: StoreError) -> S3Error {
+    match e {
+        StoreError::NotFound { .. } => s3_error!(NoSuchKey, "no such key"),
+        StoreError::InvalidKey { reason } => s3_error!(InvalidArgument, "invalid key: {reason}"),
+        StoreError::TooLarge {
+            what: "attributes", ..
+        } => s3_error!(MetadataTooLarge, "object metadata too large"),
+        StoreError::Input(io) => input_error(&io),
+        e @ (StoreError::QuorumUnavailable { .. }
+        | StoreError::NotEnoughShards { .. }
+        | StoreError::TooManyFaulty { .. }
+        | StoreError::Conflict { .. }
+        | StoreError::VersionChanged { .. }) => {
+            tracing::warn!(error = %e, "store unavailable for a request");
+            s3_error!(ServiceUnavailable, "{e}")
+        }
+        e => {
+            tracing::error!(error = %e, "store error");
+            s3_error!(InternalError, "{e}")
+        }
+    }
+}
+
+/// An error reading a request body: our own checks, an `s3s` check (such as a
+/// mismatching `x-amz-content-sha256`), or the client going away.
+fn input_error(io: &io::Error) -> S3Error {
+    if let Some(inner) = io.get_ref() {
+        if let Some(f) = inner.downcast_ref::<BodyFault>() {
+            return match f {
+                BodyFault::TooLarge(limit) => {
+                    s3_error!(EntityTooLarge, "request body larger than {limit} bytes")
+                }
+                BodyFault::Incomplete { .. } => s3_error!(IncompleteBody, "{f}"),
+                BodyFault::BadDigest => s3_error!(BadDigest, "{f}"),
+            };
+        }
+        if let Some(e) = inner.downcast_ref::<S3Error>() {
+            return S3Error::with_message(
+                e.code().clone(),
+                e.message().unwrap_or("bad request body").to_owned(),
+            );
+        }
+    }
+    s3_error!(IncompleteBody, "request body ended early: {io}")
+}
+
+fn content_md5(v: Option<&str>) -> S3Result<Option<[u8; 16]>> {
+    let Some(v) = v else { return Ok(None) };
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(v)
+        .ok()
+        .and_then(|b| <[u8; 16]>::try_from(b).ok())
+        .map(Some)
+        .ok_or_else(|| s3_error!(InvalidDigest, "Content-MD5 is not a base64 MD5"))
+}
+
+fn body_limit(len: Option<i64>, max: u64) -> S3Result<Option<u64>> {
+    match len {
+        Some(l) if l < 0 => Err(s3_error!(InvalidArgument, "negative Content-Length")),
+        Some(l) if l as u64 > max => Err(s3_error!(
+            EntityTooLarge,
+            "request body larger than {max} bytes"
+        )),
+        l => Ok(l.map(|l| l as u64)),
+    }
+}
+
+fn user_attrs(
+    metadata: Option<Metadata>,
+    content_type: Option<String>,
+    content_encoding: Option<String>,
+    content_disposition: Option<String>,
+    content_language: Option<String>,
+    cache_control: Option<String>,
+) -> S3Result<ObjectAttrs> {
+    let metadata: BTreeMap<String, String> = metadata
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect();
+    let bytes: usize = metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if bytes > USER_METADATA_BYTES_MAX {
+        return Err(s3_error!(
+            MetadataTooLarge,
+            "user metadata is limited to {USER_METADATA_BYTES_MAX} bytes"
+        ));
+    }
+    Ok(ObjectAttrs {
+        etag: String::new(),
+        content_type,
+        content_encoding,
+        content_disposition,
+        content_language,
+        cache_control,
+        metadata,
+        parts: None,
+    })
+}
+
+fn opt_map(m: &BTreeMap<String, String>) -> Option<Metadata> {
+    (!m.is_empty()).then(|| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
+/// `If-Match` / `If-None-Match` against the current ETag.
+fn check_conditions(
+    etag: &str,
+    if_match: Option<&ETagCondition>,
+    if_none_match: Option<&ETagCondition>,
+) -> S3Result<()> {
+    let matches = |c: &ETagCondition| match c {
+        ETagCondition::Any => true,
+        ETagCondition::ETag(e) => strip_etag(e) == etag,
+    };
+    if if_match.is_some_and(|c| !matches(c)) {
+        return Err(s3_error!(PreconditionFailed, "If-Match failed"));
+    }
+    if if_none_match.is_some_and(matches) {
+        let mut e = s3_error!(NotModified);
+        e.set_status_code(http::StatusCode::NOT_MODIFIED);
+        return Err(e);
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl S3 for Gateway {
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
+        let bucket = req.input.bucket;
+        match self.require_bucket(&bucket).await {
+            Ok(_) => {
+                return Err(s3_error!(
+                    BucketAlreadyOwnedByYou,
+                    "bucket {bucket} already exists"
+                ));
+            }
+            Err(e) if *e.code() == S3ErrorCode::NoSuchBucket => {}
+            Err(e) => return Err(e),
+        }
+        self.store
+            .put(
+                &format!("{BUCKET_PREFIX}{bucket}"),
+                tokio::io::empty(),
+                Record::Bucket.encode(),
+                None,
+            )
+            .await
+            .map_err(store_error)?;
+        Ok(S3Response::new(CreateBucketOutput {
+            location: Some(format!("/{bucket}")),
+        }))
+    }
+
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        let bucket = req.input.bucket;
+        self.require_bucket(&bucket).await?;
+        let objects = self
+            .store
+            .list(&format!("{OBJECT_PREFIX}{bucket}/"))
+            .await
+            .map_err(store_error)?;
+        if !objects.is_empty() {
+            return Err(s3_error!(BucketNotEmpty, "bucket {bucket} is not empty"));
+        }
+        self.store
+            .delete(&format!("{BUCKET_PREFIX}{bucket}"))
+            .await
+            .map_err(store_error)?;
+        Ok(S3Response::new(DeleteBucketOutput::default()))
+    }
+
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
+        Ok(S3Response::new(HeadBucketOutput::default()))
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        self.require_bucket(&req.input.bucket).await?;
+        Ok(S3Response::new(GetBucketLocationOutput::default()))
+    }
+
+    async fn list_buckets(
+        &self,
+        _req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
+        let entries = self.store.list(BUCKET_PREFIX).await.map_err(store_error)?;
+        let buckets = entries
+            .into_iter()
+            .filter(|i| matches!(Record::decode(&i.attrs), Ok(Record::Bucket)))
+            .map(|i| Bucket {
+                name: Some(i.key[BUCKET_PREFIX.len()..].to_owned()),
+                creation_date: Some(timestamp(i.created_ms)),
+                bucket_region: None,
+            })
+            .collect();
+        Ok(S3Response::new(ListBucketsOutput {
+            buckets: Some(buckets),
+            owner: Some(Owner {
+                display_name: Some("rampart".into()),
+                id: Some("rampart".into()),
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        let i = req.input;
+        let skey = object_key(&i.bucket, &i.key)?;
+        let len = body_limit(i.content_length, self.upload_bytes_max)?;
+        let md5 = content_md5(i.content_md5.as_deref())?;
+        let attrs = user_attrs(
+            i.metadata,
+            i.content_type,
+            i.content_encoding,
+            i.content_disposition,
+            i.content_language,
+            i.cache_control,
+        )?;
+        self.require_bucket(&i.bucket).await?;
+        let input = Checked::new(blob_reader(i.body), self.upload_bytes_max)
+            .expect_len(len)
+            .expect_md5(md5);
+        let (_, etag) = self.put_stream(&skey, input, attrs).await?;
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: Some(ETag::Strong(etag)),
+            ..Default::default()
+        }))
+    }
+
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        let i = req.input;
+        if i.part_number.is_some() {
+            return Err(s3_error!(NotImplemented, "GET by part number"));
+        }
+        let (info, attrs) = self.object(&i.bucket, &i.key).await?;
+        check_conditions(&attrs.etag, i.if_match.as_ref(), i.if_none_match.as_ref())?;
+        let range = match &i.range {
+            None => None,
+            Some(r) => Some(
+                r.check(info.size)
+                    .map_err(|_| s3_error!(InvalidRange, "range not satisfiable"))?,
+            ),
+        };
+        let (rx, mut tx) = tokio::io::duplex(PIPE_BYTES);
+        let store = self.store.clone();
+        let (skey, version, r) = (info.key.clone(), info.version, range.clone());
+        let task = tokio::spawn(async move {
+            let res = store.get_version(&skey, version, &mut tx, r, None).await;
+            let _ = tx.shutdown().await;
+            res
+        });
+        let body = response_body(rx, task).await.map_err(store_error)?;
+        let (len, content_range) = match &range {
+            None => (info.size, None),
+            Some(r) => (
+                r.end - r.start,
+                Some(format!(
+                    "bytes {}-{}/{}",
+                    r.start,
+                    r.end.saturating_sub(1),
+                    info.size
+                )),
+            ),
+        };
+        Ok(S3Response::new(GetObjectOutput {
+            body: Some(body),
+            content_length: Some(len as i64),
+            content_range,
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(ETag::Strong(attrs.etag.clone())),
+            last_modified: Some(timestamp(info.created_ms)),
+            content_type: attrs.content_type.clone(),
+            content_encoding: attrs.content_encoding.clone(),
+            content_disposition: attrs.content_disposition.clone(),
+            content_language: attrs.content_language.clone(),
+            cache_control: attrs.cache_control.clone(),
+            metadata: opt_map(&attrs.metadata),
+            parts_count: attrs.parts.map(|p| p as i32),
+            ..Default::default()
+        }))
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        let i = req.input;
+        let (info, attrs) = self.object(&i.bucket, &i.key).await?;
+        check_conditions(&attrs.etag, i.if_match.as_ref(), i.if_none_match.as_ref())?;
+        Ok(S3Response::new(HeadObjectOutput {
+            content_length: Some(info.size as i64),
+            accept_ranges: Some("bytes".into()),
+            e_tag: Some(ETag::Strong(attrs.etag.clone())),
+            last_modified: Some(timestamp(info.created_ms)),
+            content_type: attrs.content_type.clone(),
+            content_encoding: attrs.content_encoding.clone(),
+            content_disposition: attrs.content_disposition.clone(),
+            content_language: attrs.content_language.clone(),
+            cache_control: attrs.cache_control.clone(),
+            metadata: opt_map(&attrs.metadata),
+            parts_count: attrs.parts.map(|p| p as i32),
+            ..Default::default()
+        }))
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let i = req.input;
+        let skey = object_key(&i.bucket, &i.key)?;
+        self.require_bucket(&i.bucket).await?;
+        match self.store.delete(&skey).await {
+            // Deleting a missing key succeeds in S3.
+            Ok(_) | Err(StoreError::NotFound { .. }) => {}
+            Err(e) => return Err(store_error(e)),
+        }
+        Ok(S3Response::new(DeleteObjectOutput::default()))
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let i = req.input;
+        if i.delete.objects.len() > PAGE_KEYS_MAX {
+            return Err(s3_error!(
+                MalformedXML,
+                "at most {PAGE_KEYS_MAX} keys per DeleteObjects"
+            ));
+        }
+        self.require_bucket(&i.bucket).await?;
+        let quiet = i.delete.quiet.unwrap_or(false);
+        let bucket = &i.bucket;
+        let results: Vec<(String, Result<(), S3Error>)> =
+            futures::stream::iter(i.delete.objects.into_iter().map(|o| o.key))
+                .map(|key| async move {
+                    let r = match object_key(bucket, &key) {
+                        Err(e) => Err(e),
+                        Ok(skey) => match self.store.delete(&skey).await {
+                            Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
+                            Err(e) => Err(store_error(e)),
+                        },
+                    };
+                    (key, r)
+                })
+                .buffered(FAN_OUT)
+                .collect()
+                .await;
+        let mut deleted = Vec::new();
+        let mut errors = Vec::new();
+        for (key, r) in results {
+            match r {
+                Ok(()) if !quiet => deleted.push(DeletedObject {
+                    key: Some(key),
+                    ..Default::default()
+                }),
+                Ok(()) => {}
+                Err(e) => errors.push(Error {
+                    code: Some(e.code().as_str().to_owned()),
+                    key: Some(key),
+                    message: e.message().map(str::to_owned),
+                    version_id: None,
+                }),
+            }
+        }
+        Ok(S3Response::new(DeleteObjectsOutput {
+            deleted: Some(deleted),
+            errors: (!errors.is_empty()).then_some(errors),
+            ..Default::default()
+        }))
+    }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        let i = req.input;
+        let CopySource::Bucket {
+            bucket: src_bucket,
+            key: src_key,
+            version_id,
+        } = &i.copy_source
+        else {
+            return Err(s3_error!(NotImplemented, "copy from access points"));
+        };
+        if version_id.is_some() {
+            return Err(s3_error!(NotImplemented, "copy of a specific version"));
+        }
+        let dst = object_key(&i.bucket, &i.key)?;
+        let (info, src_attrs) = self.object(src_bucket, src_key).await?;
+        check_conditions(
+            &src_attrs.etag,
+            i.copy_source_if_match.as_ref(),
+            i.copy_source_if_none_match.as_ref(),
+        )
+        .map_err(|e| match e.code() {
+            S3ErrorCode::NotModified => s3_error!(PreconditionFailed, "If-None-Match failed"),
+            _ => e,
+        })?;
+        self.require_bucket(&i.bucket).await?;
+        let replace = i
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        let mut attrs = if replace {
+            user_attrs(
+                i.metadata,
+                i.content_type,
+                i.content_encoding,
+                i.content_disposition,
+                i.content_language,
+                i.cache_control,
+            )?
+        } else {
+            src_attrs
+        };
+        // A copy is one new single-part object: its ETag is the MD5 of its bytes.
+        attrs.etag.clear();
+        attrs.parts = None;
+        if info.key == dst && !replace {
+            return Err(s3_error!(
+                InvalidRequest,
+                "copying an object onto itself needs a metadata change"
+            ));
+        }
+        let (rx, mut tx) = tokio::io::duplex(PIPE_BYTES);
+        let store = self.store.clone();
+        let (skey, version) = (info.key.clone(), info.version);
+        let task = tokio::spawn(async move {
+            let r = store.get_version(&skey, version, &mut tx, None, None).await;
+            let _ = tx.shutdown().await;
+            r
+        });
+        // A read that fails midway ends the pipe early; the length check then fails the
+        // put, so a truncated copy never becomes visible.
+        let input = Checked::new(rx, u64::MAX).expect_len(Some(info.size));
+        let put = self.put_stream(&dst, input, attrs).await;
+        let read = task.await;
+        let (_, etag) = put?;
+        match read {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(store_error(e)),
+            Err(e) => return Err(S3Error::internal_error(e)),
+        }
+        Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(ETag::Strong(etag)),
+                last_modified: Some(Timestamp::from(SystemTime::now())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
+        let i = req.input;
+        let q = ListQuery {
+            prefix: i.prefix.as_deref().unwrap_or(""),
+            delimiter: i.delimiter.as_deref(),
+            start_after: i.marker.as_deref().unwrap_or(""),
+            max_keys: max_keys(i.max_keys),
+            url_encode: i
+                .encoding_type
+                .as_ref()
+                .is_some_and(|e| e.as_str() == EncodingType::URL),
+        };
+        let page = self.list_page(&i.bucket, &q).await?;
+        Ok(S3Response::new(ListObjectsOutput {
+            name: Some(i.bucket.clone()),
+            prefix: Some(q.encode(q.prefix)),
+            marker: i.marker.as_deref().map(|m| q.encode(m)),
+            delimiter: q.delimiter.map(|d| q.encode(d)),
+            max_keys: Some(q.max_keys as i32),
+            is_truncated: Some(page.truncated),
+            next_marker: page.truncated.then(|| q.encode(&page.last)),
+            common_prefixes: Some(
+                page.prefixes
+                    .iter()
+                    .map(|p| CommonPrefix {
+                        prefix: Some(q.encode(p)),
+                    })
+                    .collect(),
+            ),
+            contents: Some(page.objects),
+            encoding_type: i.encoding_type,
+            ..Default::default()
+        }))
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let i = req.input;
+        // Continuation tokens are the hex of the last key or prefix returned.
+        let token = match &i.continuation_token {
+            None => None,
+            Some(t) => Some(
+                hex::decode(t)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| s3_error!(InvalidArgument, "invalid continuation token"))?,
+            ),
+        };
+        let start_after = token.as_deref().or(i.start_after.as_deref()).unwrap_or("");
+        let q = ListQuery {
+            prefix: i.prefix.as_deref().unwrap_or(""),
+            delimiter: i.delimiter.as_deref(),
+            start_after,
+            max_keys: max_keys(i.max_keys),
+            url_encode: i
+                .encoding_type
+                .as_ref()
+                .is_some_and(|e| e.as_str() == EncodingType::URL),
+        };
+        let page = self.list_page(&i.bucket, &q).await?;
+        let key_count = (page.objects.len() + page.prefixes.len()) as i32;
+        Ok(S3Response::new(ListObjectsV2Output {
+            name: Some(i.bucket.clone()),
+            prefix: Some(q.encode(q.prefix)),
+            delimiter: q.delimiter.map(|d| q.encode(d)),
+            max_keys: Some(q.max_keys as i32),
+            key_count: Some(key_count),
+            is_truncated: Some(page.truncated),
+            continuation_token: i.continuation_token.clone(),
+            next_continuation_token: page.truncated.then(|| hex::encode(&page.last)),
+            start_after: i.start_after.as_deref().map(|s| q.encode(s)),
+            common_prefixes: Some(
+                page.prefixes
+                    .iter()
+                    .map(|p| CommonPrefix {
+                        prefix: Some(q.encode(p)),
+                    })
+                    .collect(),
+            ),
+            contents: Some(page.objects),
+            encoding_type: i.encoding_type,
+            ..Default::default()
+        }))
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let i = req.input;
+        object_key(&i.bucket, &i.key)?;
+        let attrs = user_attrs(
+            i.metadata,
+            i.content_type,
+            i.content_encoding,
+            i.content_disposition,
+            i.content_language,
+            i.cache_control,
+        )?;
+        self.require_bucket(&i.bucket).await?;
+        let mut id = [0u8; 16];
+        OsRng.fill_bytes(&mut id);
+        let upload_id = hex::encode(id);
+        let record = Record::Upload {
+            bucket: i.bucket.clone(),
+            key: i.key.clone(),
+            attrs,
+        };
+        self.store
+            .put(
+                &format!("{UPLOAD_PREFIX}{upload_id}"),
+                tokio::io::empty(),
+                record.encode(),
+                None,
+            )
+            .await
+            .map_err(store_error)?;
+        Ok(S3Response::new(CreateMultipartUploadOutput {
+            bucket: Some(i.bucket),
+            key: Some(i.key),
+            upload_id: Some(upload_id),
+            ..Default::default()
+        }))
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        let i = req.input;
+        if !(1..=PART_NUMBER_MAX).contains(&i.part_number) {
+            return Err(s3_error!(
+                InvalidArgument,
+                "part number must be between 1 and {PART_NUMBER_MAX}"
+            ));
+        }
+        let len = body_limit(i.content_length, self.upload_bytes_max)?;
+        let md5 = content_md5(i.content_md5.as_deref())?;
+        self.upload(&i.upload_id, &i.bucket, &i.key).await?;
+        let input = Checked::new(blob_reader(i.body), self.upload_bytes_max)
+            .expect_len(len)
+            .expect_md5(md5);
+        let slot = input.md5_slot();
+        self.store
+            .put_with_attrs_fn(
+                &part_key(&i.upload_id, i.part_number),
+                input,
+                move || {
+                    let md5 = slot
+                        .lock()
+                        .expect("md5 slot lock")
+                        .ok_or(StoreError::Integrity {
+                            reason: "part body was not read to its end",
+                        })?;
+                    Ok(Record::Part {
+                        etag: hex::encode(md5),
+                    }
+                    .encode())
+                },
+                None,
+            )
+            .await
+            .map_err(store_error)
+            .map(|_| ())?;
+        let info = self
+            .store
+            .head(&part_key(&i.upload_id, i.part_number))
+            .await
+            .map_err(store_error)?;
+        let Ok(Record::Part { etag }) = Record::decode(&info.attrs) else {
+            return Err(s3_error!(InternalError, "part record is not readable"));
+        };
+        Ok(S3Response::new(UploadPartOutput {
+            e_tag: Some(ETag::Strong(etag)),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        let i = req.input;
+        self.upload(&i.upload_id, &i.bucket, &i.key).await?;
+        let marker = i.part_number_marker.unwrap_or(0);
+        let max = max_keys(i.max_parts);
+        let all = self.parts(&i.upload_id).await?;
+        let mut parts = Vec::new();
+        let mut truncated = false;
+        for (n, (etag, info)) in all.range(marker.saturating_add(1)..) {
+            if parts.len() == max {
+                truncated = true;
+                break;
+            }
+            parts.push(Part {
+                part_number: Some(*n),
+                e_tag: Some(ETag::Strong(etag.clone())),
+                size: Some(info.size as i64),
+                last_modified: Some(timestamp(info.created_ms)),
+                ..Default::default()
+            });
+        }
+        let next = parts.last().and_then(|p: &Part| p.part_number);
+        Ok(S3Response::new(ListPartsOutput {
+            bucket: Some(i.bucket),
+            key: Some(i.key),
+            upload_id: Some(i.upload_id),
+            part_number_marker: i.part_number_marker,
+            next_part_number_marker: if truncated { next } else { None },
+            max_parts: Some(max as i32),
+            is_truncated: Some(truncated),
+            parts: Some(parts),
+            ..Default::default()
+        }))
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let i = req.input;
+        self.upload(&i.upload_id, &i.bucket, &i.key).await?;
+        self.drop_upload(&i.upload_id).await?;
+        Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let i = req.input;
+        let dst = object_key(&i.bucket, &i.key)?;
+        let mut attrs = self.upload(&i.upload_id, &i.bucket, &i.key).await?;
+        let requested = i
+            .multipart_upload
+            .and_then(|m| m.parts)
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| s3_error!(MalformedXML, "no parts listed"))?;
+        if requested.len() > PART_NUMBER_MAX as usize {
+            return Err(s3_error!(MalformedXML, "too many parts"));
+        }
+        let stored = self.parts(&i.upload_id).await?;
+        let mut chosen: Vec<(String, Version, u64)> = Vec::with_capacity(requested.len());
+        let mut md5s = Md5::new();
+        let mut prev = 0;
+        for (idx, p) in requested.iter().enumerate() {
+            let n = p
+                .part_number
+                .ok_or_else(|| s3_error!(MalformedXML, "part without a number"))?;
+            if n <= prev {
+                return Err(s3_error!(
+                    InvalidPartOrder,
+                    "parts must be listed in ascending order"
+                ));
+            }
+            prev = n;
+            let (etag, info) = stored
+                .get(&n)
+                .ok_or_else(|| s3_error!(InvalidPart, "part {n} was not uploaded"))?;
+            if p.e_tag.as_ref().is_some_and(|e| strip_etag(e) != etag) {
+                return Err(s3_error!(InvalidPart, "part {n} has a different ETag"));
+            }
+            if idx + 1 < requested.len() && info.size < PART_BYTES_MIN {
+                return Err(s3_error!(
+                    EntityTooSmall,
+                    "part {n} is smaller than 5 MiB and not the last"
+                ));
+            }
+            let raw = hex::decode(etag).map_err(|_| s3_error!(InternalError, "bad part etag"))?;
+            md5s.update(&raw);
+            chosen.push((info.key.clone(), info.version, info.size));
+        }
+        attrs.etag = format!("{}-{}", hex::encode(md5s.finalize()), chosen.len());
+        attrs.parts = Some(chosen.len() as u32);
+        let total: u64 = chosen.iter().map(|c| c.2).sum();
+        let etag = attrs.etag.clone();
+        let this = self.clone();
+        let (bucket, key, upload_id) = (i.bucket, i.key, i.upload_id);
+        // The object is rewritten from its parts (each read back and verified) as one
+        // store object; this can take a while, so `s3s` keeps the connection alive with
+        // whitespace while it runs. See ADR 0401.
+        let future = async move {
+            let (rx, mut tx) = tokio::io::duplex(PIPE_BYTES);
+            let store = this.store.clone();
+            let task = tokio::spawn(async move {
+                for (skey, version, _) in &chosen {
+                    store
+                        .get_version(skey, *version, &mut tx, None, None)
+                        .await?;
+                }
+                let _ = tx.shutdown().await;
+                Ok::<_, StoreError>(())
+            });
+            let input = Checked::new(rx, u64::MAX).expect_len(Some(total));
+            let put = this.put_stream(&dst, input, attrs).await;
+            let read = task.await;
+            put?;
+            match read {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(store_error(e)),
+                Err(e) => return Err(S3Error::internal_error(e)),
+            }
+            this.drop_upload(&upload_id).await?;
+            Ok(CompleteMultipartUploadOutput {
+                bucket: Some(bucket.clone()),
+                key: Some(key.clone()),
+                e_tag: Some(ETag::Strong(etag)),
+                location: Some(format!("/{bucket}/{key}")),
+                ..Default::default()
+            })
+        };
+        Ok(S3Response::new(CompleteMultipartUploadOutput {
+            future: Some(Box::pin(future)),
+            ..Default::default()
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_keys_are_bounded_and_clean() {
+        assert_eq!(object_key("b", "k/x").unwrap(), "o/b/k/x");
+        assert!(object_key("b", "").is_err());
+        assert!(object_key("b", "a\nb").is_err());
+        let long = "x".repeat(OBJECT_KEY_BYTES_MAX + 1);
+        assert_eq!(
+            *object_key("b", &long).unwrap_err().code(),
+            S3ErrorCode::KeyTooLongError
+        );
+        // The longest bucket name plus the longest key still fits the store.
+        let bucket = "b".repeat(63);
+        let key = "k".repeat(OBJECT_KEY_BYTES_MAX);
+        assert!(object_key(&bucket, &key).unwrap().len() <= KEY_BYTES_MAX);
+    }
+
+    #[test]
+    fn user_metadata_is_limited() {
+        let mut m = Metadata::default();
+        m.insert("Big".into(), "x".repeat(USER_METADATA_BYTES_MAX));
+        assert_eq!(
+            *user_attrs(Some(m), None, None, None, None, None)
+                .unwrap_err()
+                .code(),
+            S3ErrorCode::MetadataTooLarge
+        );
+        let mut m = Metadata::default();
+        m.insert("Color".into(), "blue".into());
+        let a = user_attrs(Some(m), None, None, None, None, None).unwrap();
+        assert_eq!(a.metadata.get("color").map(String::as_str), Some("blue"));
+    }
+}

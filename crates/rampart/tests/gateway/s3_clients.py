@@ -1,0 +1,214 @@
+"""boto3 and raw-HTTP checks of `rampart gateway`, driven by tests/gateway_cli.rs.
+
+Usage: python s3_clients.py ENDPOINT STEP
+Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. Every check raises
+(non-zero exit, message on stderr) when the gateway answers anything but what an S3
+client expects.
+"""
+import concurrent.futures
+import hashlib
+import http.client
+import os
+import sys
+import urllib.parse
+
+import boto3
+import botocore
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.config import Config
+from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
+
+ENDPOINT = sys.argv[1]
+STEP = sys.argv[2]
+REGION = "us-east-1"
+CFG = Config(retries={"max_attempts": 1}, s3={"addressing_style": "path"})
+
+
+def client(secret=None, key_id=None):
+    return boto3.client(
+        "s3",
+        endpoint_url=ENDPOINT,
+        region_name=REGION,
+        aws_access_key_id=key_id or os.environ["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=secret or os.environ["AWS_SECRET_ACCESS_KEY"],
+        config=CFG,
+    )
+
+
+def expect_error(code, fn, *args, **kwargs):
+    try:
+        fn(*args, **kwargs)
+    except ClientError as e:
+        got = e.response["Error"]["Code"]
+        assert got == code, f"{fn.__name__}: expected {code}, got {got}: {e}"
+        return e
+    raise AssertionError(f"{fn.__name__}: expected {code}, but it succeeded")
+
+
+def raw(method, path, body=b"", headers=None, sign=True, query=""):
+    """Sends one request; signs it with SigV4 (payload hash included) unless sign=False."""
+    url = f"{ENDPOINT}{path}" + (f"?{query}" if query else "")
+    headers = dict(headers or {})
+    if sign:
+        creds = Credentials(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
+        req = AWSRequest(method=method, url=url, data=body, headers=headers)
+        req.headers["x-amz-content-sha256"] = hashlib.sha256(body).hexdigest()
+        SigV4Auth(creds, "s3", REGION).add_auth(req)
+        headers = dict(req.headers.items())
+    u = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    conn.request(method, u.path + (f"?{u.query}" if u.query else ""), body=body, headers=headers)
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, data.decode("utf-8", "replace")
+
+
+def paginate():
+    s3 = client()
+    s3.create_bucket(Bucket="many")
+    keys = [f"k/{i:05d}" for i in range(1100)]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda k: s3.put_object(Bucket="many", Key=k, Body=k.encode()), keys))
+    # v2 with the default page size (1000): two pages.
+    pages = list(s3.get_paginator("list_objects_v2").paginate(Bucket="many"))
+    assert len(pages) == 2, f"v2: {len(pages)} pages"
+    assert pages[0]["IsTruncated"] and pages[0]["KeyCount"] == 1000, pages[0]["KeyCount"]
+    got = [o["Key"] for p in pages for o in p.get("Contents", [])]
+    assert got == keys, "v2 pages do not list every key exactly once, in order"
+    # v1 with markers, 400 keys a page: three pages.
+    pages = list(s3.get_paginator("list_objects").paginate(Bucket="many", PaginationConfig={"PageSize": 400}))
+    assert len(pages) == 3, f"v1: {len(pages)} pages"
+    got = [o["Key"] for p in pages for o in p.get("Contents", [])]
+    assert got == keys, "v1 pages do not list every key exactly once, in order"
+    # Delimiter and prefix.
+    r = s3.list_objects_v2(Bucket="many", Delimiter="/")
+    assert [p["Prefix"] for p in r.get("CommonPrefixes", [])] == ["k/"], r
+    r = s3.list_objects_v2(Bucket="many", Prefix="k/0109")
+    assert [o["Key"] for o in r["Contents"]] == [f"k/0109{i}" for i in range(10)], r
+    # One object's bytes and ETag (MD5 for a single PUT).
+    o = s3.get_object(Bucket="many", Key="k/01099")
+    assert o["Body"].read() == b"k/01099"
+    assert o["ETag"] == '"%s"' % hashlib.md5(b"k/01099").hexdigest(), o["ETag"]
+    # Deletes: batches of at most 1000, then the bucket.
+    for i in range(0, len(keys), 1000):
+        r = s3.delete_objects(Bucket="many", Delete={"Objects": [{"Key": k} for k in keys[i : i + 1000]]})
+        assert len(r.get("Deleted", [])) == len(keys[i : i + 1000]) and not r.get("Errors"), r
+    assert s3.list_objects_v2(Bucket="many")["KeyCount"] == 0
+    s3.delete_bucket(Bucket="many")
+    expect_error("404", s3.head_bucket, Bucket="many")
+    print("paginate ok")
+
+
+def metadata():
+    s3 = client()
+    s3.put_object(Bucket="data", Key="meta.txt", Body=b"hello", ContentType="text/x-rampart",
+                  Metadata={"Color": "blue"}, CacheControl="no-cache")
+    h = s3.head_object(Bucket="data", Key="meta.txt")
+    assert h["ContentType"] == "text/x-rampart", h
+    assert h["Metadata"] == {"color": "blue"}, h
+    assert h["CacheControl"] == "no-cache", h
+    assert h["ETag"] == '"%s"' % hashlib.md5(b"hello").hexdigest(), h
+    c = s3.copy_object(Bucket="data", Key="meta-copy.txt", CopySource="data/meta.txt")
+    assert c["CopyObjectResult"]["ETag"] == h["ETag"]
+    h2 = s3.head_object(Bucket="data", Key="meta-copy.txt")
+    assert h2["Metadata"] == {"color": "blue"} and h2["ContentType"] == "text/x-rampart", h2
+    assert s3.get_object(Bucket="data", Key="meta-copy.txt")["Body"].read() == b"hello"
+    expect_error("304", s3.get_object, Bucket="data", Key="meta.txt", IfNoneMatch=h["ETag"])
+    expect_error("PreconditionFailed", s3.get_object, Bucket="data", Key="meta.txt", IfMatch='"00"')
+    for k in ["meta.txt", "meta-copy.txt"]:
+        s3.delete_object(Bucket="data", Key=k)
+        expect_error("404", s3.head_object, Bucket="data", Key=k)
+    print("metadata ok")
+
+
+def bad_input():
+    s3 = client()
+    s3.create_bucket(Bucket="bad")
+    s3.put_object(Bucket="bad", Key="keep", Body=b"old bytes")
+    # Authentication.
+    expect_error("SignatureDoesNotMatch", client(secret="x" * 40).list_buckets)
+    expect_error("InvalidAccessKeyId", client(key_id="NOSUCHKEY0000000").list_buckets)
+    status, body = raw("GET", "/", sign=False)
+    assert status == 403 and "<Code>AccessDenied</Code>" in body, (status, body)
+    status, body = raw("GET", "/bad/keep", sign=False)
+    assert status == 403 and "<Code>AccessDenied</Code>" in body, (status, body)
+    # Unknown bucket and key.
+    expect_error("NoSuchBucket", s3.list_objects_v2, Bucket="nosuchbucket")
+    expect_error("NoSuchBucket", s3.put_object, Bucket="nosuchbucket", Key="k", Body=b"x")
+    expect_error("NoSuchBucket", s3.get_object, Bucket="nosuchbucket", Key="k")
+    expect_error("NoSuchKey", s3.get_object, Bucket="bad", Key="nosuchkey")
+    expect_error("InvalidRange", s3.get_object, Bucket="bad", Key="keep", Range="bytes=100-200")
+    expect_error("BucketNotEmpty", s3.delete_bucket, Bucket="bad")
+    expect_error("BucketAlreadyOwnedByYou", s3.create_bucket, Bucket="bad")
+    # A wrong Content-MD5: refused, nothing stored.
+    expect_error("BadDigest", s3.put_object, Bucket="bad", Key="md5", Body=b"abc",
+                 ContentMD5="1B2M2Y8AsgTpgAmY7PhCfg==")
+    expect_error("404", s3.head_object, Bucket="bad", Key="md5")
+    # Too large: a single PUT and a part over the configured 6 MiB limit.
+    big = os.urandom(7 * 1024 * 1024)
+    expect_error("EntityTooLarge", s3.put_object, Bucket="bad", Key="big", Body=big)
+    expect_error("404", s3.head_object, Bucket="bad", Key="big")
+    up = s3.create_multipart_upload(Bucket="bad", Key="mp")["UploadId"]
+    expect_error("EntityTooLarge", s3.upload_part, Bucket="bad", Key="mp", UploadId=up, PartNumber=1, Body=big)
+    assert s3.list_parts(Bucket="bad", Key="mp", UploadId=up).get("Parts", []) == []
+    expect_error("InvalidArgument", s3.upload_part, Bucket="bad", Key="mp", UploadId=up, PartNumber=0, Body=b"x")
+    # Malformed XML bodies.
+    status, body = raw("POST", "/bad/mp", body=b"<CompleteMultipartUpload><Part>", query=f"uploadId={up}")
+    assert status == 400 and "<Code>MalformedXML</Code>" in body, (status, body)
+    status, body = raw("POST", "/bad", body=b"not xml at all", query="delete",
+                       headers={"Content-MD5": "", "Content-Type": "application/xml"})
+    assert status == 400 and ("MalformedXML" in body or "InvalidRequest" in body or "MissingContentMD5" in body), (status, body)
+    # Completing with parts that were never uploaded, or out of order.
+    p1 = s3.upload_part(Bucket="bad", Key="mp", UploadId=up, PartNumber=1, Body=b"a" * (5 * 1024 * 1024))
+    p2 = s3.upload_part(Bucket="bad", Key="mp", UploadId=up, PartNumber=2, Body=b"tail")
+    parts = [{"PartNumber": 1, "ETag": p1["ETag"]}, {"PartNumber": 2, "ETag": p2["ETag"]}]
+    expect_error("InvalidPart", s3.complete_multipart_upload, Bucket="bad", Key="mp", UploadId=up,
+                 MultipartUpload={"Parts": parts + [{"PartNumber": 3, "ETag": p2["ETag"]}]})
+    expect_error("InvalidPartOrder", s3.complete_multipart_upload, Bucket="bad", Key="mp", UploadId=up,
+                 MultipartUpload={"Parts": list(reversed(parts))})
+    lp = s3.list_parts(Bucket="bad", Key="mp", UploadId=up)
+    assert [(p["PartNumber"], p["Size"]) for p in lp["Parts"]] == [(1, 5 * 1024 * 1024), (2, 4)], lp
+    # An aborted upload: gone, and its object never appears.
+    s3.abort_multipart_upload(Bucket="bad", Key="mp", UploadId=up)
+    expect_error("NoSuchUpload", s3.list_parts, Bucket="bad", Key="mp", UploadId=up)
+    expect_error("NoSuchUpload", s3.complete_multipart_upload, Bucket="bad", Key="mp", UploadId=up,
+                 MultipartUpload={"Parts": parts})
+    expect_error("404", s3.head_object, Bucket="bad", Key="mp")
+    # A completed small multipart upload: exact bytes and an S3 multipart ETag.
+    up = s3.create_multipart_upload(Bucket="bad", Key="mp2")["UploadId"]
+    p1 = s3.upload_part(Bucket="bad", Key="mp2", UploadId=up, PartNumber=1, Body=b"a" * (5 * 1024 * 1024))
+    p2 = s3.upload_part(Bucket="bad", Key="mp2", UploadId=up, PartNumber=2, Body=b"tail")
+    r = s3.complete_multipart_upload(Bucket="bad", Key="mp2", UploadId=up, MultipartUpload={
+        "Parts": [{"PartNumber": 1, "ETag": p1["ETag"]}, {"PartNumber": 2, "ETag": p2["ETag"]}]})
+    want = hashlib.md5(bytes.fromhex(p1["ETag"].strip('"')) + bytes.fromhex(p2["ETag"].strip('"'))).hexdigest() + "-2"
+    assert r["ETag"] == f'"{want}"', r
+    assert s3.get_object(Bucket="bad", Key="mp2")["Body"].read() == b"a" * (5 * 1024 * 1024) + b"tail"
+    expect_error("NoSuchUpload", s3.list_parts, Bucket="bad", Key="mp2", UploadId=up)
+    # A client that disconnects mid-body: the old version stays, exactly.
+    disconnect_mid_put("/bad/keep")
+    assert s3.get_object(Bucket="bad", Key="keep")["Body"].read() == b"old bytes"
+    print("bad input ok")
+
+
+def disconnect_mid_put(path):
+    """Announces 10 MiB, sends 3 MiB of a signed (UNSIGNED-PAYLOAD) PUT, then hangs up."""
+    url = f"{ENDPOINT}{path}"
+    creds = Credentials(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
+    req = AWSRequest(method="PUT", url=url, headers={"Content-Length": str(10 * 1024 * 1024)})
+    req.headers["x-amz-content-sha256"] = "UNSIGNED-PAYLOAD"
+    SigV4Auth(creds, "s3", REGION).add_auth(req)
+    u = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    conn.putrequest("PUT", u.path, skip_accept_encoding=True)
+    for k, v in req.headers.items():
+        conn.putheader(k, v)
+    conn.endheaders()
+    conn.send(b"x" * (3 * 1024 * 1024))
+    conn.sock.shutdown(2)
+    conn.close()
+
+
+{"paginate": paginate, "metadata": metadata, "bad_input": bad_input}[STEP]()

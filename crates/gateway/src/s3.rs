@@ -1029,18 +1029,18 @@ impl S3 for Gateway {
         let stored = self.parts(&i.upload_id).await?;
         let mut chosen: Vec<(String, Version, u64)> = Vec::with_capacity(requested.len());
         let mut md5s = Md5::new();
-        let mut prev = 0;
-        for (idx, p) in requested.iter().enumerate() {
-            let n = p
-                .part_number
-                .ok_or_else(|| s3_error!(MalformedXML, "part without a number"))?;
-            if n <= prev {
-                return Err(s3_error!(
-                    InvalidPartOrder,
-                    "parts must be listed in ascending order"
-                ));
-            }
-            prev = n;
+        let numbers = requested
+            .iter()
+            .map(|p| p.part_number)
+            .collect::<Option<Vec<i32>>>()
+            .ok_or_else(|| s3_error!(MalformedXML, "part without a number"))?;
+        if numbers.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(s3_error!(
+                InvalidPartOrder,
+                "parts must be listed in ascending order"
+            ));
+        }
+        for (idx, (p, &n)) in requested.iter().zip(&numbers).enumerate() {
             let (etag, info) = stored
                 .get(&n)
                 .ok_or_else(|| s3_error!(InvalidPart, "part {n} was not uploaded"))?;

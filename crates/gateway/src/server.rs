@@ -1,14 +1,16 @@
 //! The HTTP server: `s3s` over hyper, with SigV4 authentication and a connection limit.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use rampart_store::CloudOfClouds;
-use s3s::auth::SimpleAuth;
+use s3s::auth::{S3Auth, SecretKey};
 use s3s::config::{S3Config, StaticConfigProvider};
 use s3s::service::{S3Service, S3ServiceBuilder};
+use s3s::{S3Result, s3_error};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -22,10 +24,17 @@ pub const XML_BODY_BYTES_MAX: usize = 2 * 1024 * 1024;
 /// Builds the S3 service: the gateway, Signature V4 with the configured keys (unsigned
 /// requests are refused by `s3s`'s default access check), and bounded XML bodies.
 pub fn service(store: CloudOfClouds, cfg: &GatewayConfig) -> S3Service {
-    let mut auth = SimpleAuth::new();
-    for k in &cfg.access_keys {
-        auth.register(k.access_key_id.clone(), k.secret_access_key.as_str().into());
-    }
+    let auth = AccessKeys(
+        cfg.access_keys
+            .iter()
+            .map(|k| {
+                (
+                    k.access_key_id.clone(),
+                    SecretKey::from(k.secret_access_key.as_str()),
+                )
+            })
+            .collect(),
+    );
     let mut s3_cfg = S3Config::default();
     s3_cfg.xml_max_body_size = XML_BODY_BYTES_MAX;
     s3_cfg.post_object_max_file_size = 0;
@@ -33,6 +42,22 @@ pub fn service(store: CloudOfClouds, cfg: &GatewayConfig) -> S3Service {
     b.set_auth(auth);
     b.set_config(Arc::new(StaticConfigProvider::new(Arc::new(s3_cfg))));
     b.build()
+}
+
+/// The configured credentials. `s3s` checks the signature with the secret returned here
+/// (in constant time); an unknown id gets `InvalidAccessKeyId`, as from S3.
+struct AccessKeys(HashMap<String, SecretKey>);
+
+#[async_trait::async_trait]
+impl S3Auth for AccessKeys {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<SecretKey> {
+        self.0.get(access_key).cloned().ok_or_else(|| {
+            s3_error!(
+                InvalidAccessKeyId,
+                "the access key id is not in this gateway's configuration"
+            )
+        })
+    }
 }
 
 /// Serves `service` on `listener` until `shutdown` completes, at most

@@ -166,7 +166,11 @@ def bad_input():
     p2 = s3.upload_part(Bucket="bad", Key="mp", UploadId=up, PartNumber=2, Body=b"tail")
     parts = [{"PartNumber": 1, "ETag": p1["ETag"]}, {"PartNumber": 2, "ETag": p2["ETag"]}]
     expect_error("InvalidPart", s3.complete_multipart_upload, Bucket="bad", Key="mp", UploadId=up,
-                 MultipartUpload={"Parts": parts + [{"PartNumber": 3, "ETag": p2["ETag"]}]})
+                 MultipartUpload={"Parts": [parts[0], {"PartNumber": 3, "ETag": p2["ETag"]}]})
+    expect_error("InvalidPart", s3.complete_multipart_upload, Bucket="bad", Key="mp", UploadId=up,
+                 MultipartUpload={"Parts": [parts[0], {"PartNumber": 2, "ETag": p1["ETag"]}]})
+    expect_error("EntityTooSmall", s3.complete_multipart_upload, Bucket="bad", Key="mp", UploadId=up,
+                 MultipartUpload={"Parts": [parts[1], {"PartNumber": 3, "ETag": p2["ETag"]}]})
     expect_error("InvalidPartOrder", s3.complete_multipart_upload, Bucket="bad", Key="mp", UploadId=up,
                  MultipartUpload={"Parts": list(reversed(parts))})
     lp = s3.list_parts(Bucket="bad", Key="mp", UploadId=up)

@@ -1,0 +1,489 @@
+//! `rampart gateway` as a new user meets it: `rampart init`, the real binary serving S3 on
+//! a free loopback port, and real clients (the AWS CLI and boto3) driving it.
+//!
+//! The clients come from `scripts/test.sh`, which installs them and exports
+//! `RAMPART_AWS_CLI` (the `aws` executable) and `RAMPART_TEST_PYTHON` (a Python with
+//! boto3). Without those variables the tests look for `aws` and `python3` on `PATH`, and
+//! fail with instructions if they are missing, rather than skip: a skipped test proves
+//! nothing.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Bytes planted in every file the clients upload; no cloud may ever hold them.
+const MARKER: &[u8] = b"RAMPART-GATEWAY-PLAINTEXT-MARKER-5b1e";
+/// How long the gateway may take to start listening.
+const START_DEADLINE: Duration = Duration::from_secs(60);
+
+fn tool(var: &str, fallback: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(var) {
+        return PathBuf::from(p);
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(fallback))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!("{fallback} not found: run ./scripts/test.sh, which installs it and sets {var}")
+        })
+}
+
+fn rampart(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RAMPART_CONFIG")
+        .output()
+        .expect("running rampart")
+}
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A running `rampart gateway`, killed on drop.
+struct Gateway {
+    child: Child,
+    endpoint: String,
+    key_id: String,
+    secret: String,
+    home: tempfile::TempDir,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Gateway {
+    /// Starts the gateway of the store in `dir` on a free port (`--listen 127.0.0.1:0`)
+    /// and waits, at most [`START_DEADLINE`], for the line announcing its address.
+    fn start(dir: &Path) -> Self {
+        let cfg: toml::Table =
+            toml::from_str(&std::fs::read_to_string(dir.join("rampart.toml")).unwrap()).unwrap();
+        let key = &cfg["gateway"]["access_keys"][0];
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rampart"))
+            .args(["gateway", "--listen", "127.0.0.1:0"])
+            .current_dir(dir)
+            .env_remove("RAMPART_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting rampart gateway");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining so the gateway never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(START_DEADLINE) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("rampart gateway did not announce its address within {START_DEADLINE:?}");
+            }
+        };
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line: {line}"));
+        Self {
+            child,
+            endpoint: format!("http://{addr}"),
+            key_id: key["access_key_id"].as_str().unwrap().to_owned(),
+            secret: key["secret_access_key"].as_str().unwrap().to_owned(),
+            home: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn client_env(&self, c: &mut Command) {
+        c.env("AWS_ACCESS_KEY_ID", &self.key_id)
+            .env("AWS_SECRET_ACCESS_KEY", &self.secret)
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_CONFIG_FILE", self.home.path().join("config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                self.home.path().join("credentials"),
+            )
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("HOME", self.home.path());
+    }
+
+    /// Runs the AWS CLI against the gateway.
+    fn aws(&self, args: &[&str]) -> Output {
+        let mut c = Command::new(tool("RAMPART_AWS_CLI", "aws"));
+        c.arg("--endpoint-url").arg(&self.endpoint).args(args);
+        self.client_env(&mut c);
+        c.output().expect("running the AWS CLI")
+    }
+
+    fn aws_ok(&self, args: &[&str]) -> String {
+        ok(self.aws(args), &format!("aws {args:?}"))
+    }
+
+    /// Runs one step of `tests/gateway/s3_clients.py` (boto3 and raw HTTP).
+    fn python(&self, step: &str) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gateway/s3_clients.py");
+        let mut c = Command::new(tool("RAMPART_TEST_PYTHON", "python3"));
+        c.arg(script).arg(&self.endpoint).arg(step);
+        self.client_env(&mut c);
+        let out = ok(
+            c.output().expect("running python"),
+            &format!("s3_clients.py {step}"),
+        );
+        assert!(
+            out.contains(&format!("{} ok", step.replace('_', " "))),
+            "{out}"
+        );
+    }
+}
+
+fn init(dir: &Path) {
+    ok(rampart(dir, &["init"]), "rampart init");
+}
+
+/// A file of `mib` MiB of distinct blocks, each opening with [`MARKER`].
+fn write_marked_file(p: &Path, mib: u64) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(p).unwrap());
+    let mut block = vec![0u8; 1 << 20];
+    for i in 0..mib {
+        for (j, chunk) in block.chunks_mut(8).enumerate() {
+            let v = (i << 20 | j as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            chunk.copy_from_slice(&v.to_le_bytes());
+        }
+        block[..MARKER.len()].copy_from_slice(MARKER);
+        f.write_all(&block).unwrap();
+    }
+    f.flush().unwrap();
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p)
+            } else {
+                out.push(p)
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    let (mut fa, mut fb) = (
+        std::fs::File::open(a).unwrap(),
+        std::fs::File::open(b).unwrap(),
+    );
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let na = read_full(&mut fa, &mut ba);
+        let nb = read_full(&mut fb, &mut bb);
+        if na != nb || ba[..na] != bb[..nb] {
+            return false;
+        }
+        if na == 0 {
+            return true;
+        }
+    }
+}
+
+fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> usize {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]).unwrap() {
+            0 => break,
+            k => n += k,
+        }
+    }
+    n
+}
+
+/// Cloud files holding `needle`, and the total bytes searched.
+fn clouds_containing(clouds: &Path, needle: &[u8]) -> (Vec<PathBuf>, u64) {
+    let mut hits = Vec::new();
+    let mut total = 0;
+    for p in files_under(clouds) {
+        let bytes = std::fs::read(&p).unwrap();
+        total += bytes.len() as u64;
+        if bytes.windows(needle.len()).any(|w| w == needle)
+            || p.to_string_lossy().contains("big.bin")
+        {
+            hits.push(p);
+        }
+    }
+    (hits, total)
+}
+
+/// Damages every file of one cloud (metadata, manifests, shards): a Byzantine cloud.
+fn corrupt_cloud(cloud: &Path) -> usize {
+    let files = files_under(cloud);
+    for p in &files {
+        let mut bytes = std::fs::read(p).unwrap();
+        if bytes.is_empty() {
+            bytes.push(0);
+        }
+        let mid = bytes.len() / 2;
+        bytes[0] ^= 0xff;
+        bytes[mid] ^= 0xff;
+        std::fs::write(p, bytes).unwrap();
+    }
+    files.len()
+}
+
+#[test]
+fn gateway_serves_real_clients_and_clouds_see_only_ciphertext() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    init(&dir);
+    let gw = Gateway::start(&dir);
+    gw.aws_ok(&["s3", "mb", "s3://data"]);
+
+    // 100 MiB up and down: above the CLI's 8 MiB threshold, so a 13-part upload.
+    let big = work.join("big.bin");
+    write_marked_file(&big, 100);
+    let up = big.to_str().unwrap();
+    gw.aws_ok(&["s3", "cp", "--only-show-errors", up, "s3://data/big.bin"]);
+    let down = work.join("big.down");
+    gw.aws_ok(&[
+        "s3",
+        "cp",
+        "--only-show-errors",
+        "s3://data/big.bin",
+        down.to_str().unwrap(),
+    ]);
+    assert!(same_file(&big, &down), "100 MiB download differs");
+
+    // head-object and a ranged get-object.
+    let head = gw.aws_ok(&[
+        "s3api",
+        "head-object",
+        "--bucket",
+        "data",
+        "--key",
+        "big.bin",
+    ]);
+    assert!(head.contains("\"ContentLength\": 104857600"), "{head}");
+    assert!(head.contains("-13\\\""), "multipart ETag expected: {head}");
+    let ranged = work.join("range.out");
+    let got = gw.aws_ok(&[
+        "s3api",
+        "get-object",
+        "--bucket",
+        "data",
+        "--key",
+        "big.bin",
+        "--range",
+        "bytes=1048570-1048681",
+        ranged.to_str().unwrap(),
+    ]);
+    assert!(got.contains("\"ContentLength\": 112"), "{got}");
+    assert!(got.contains("bytes 1048570-1048681/104857600"), "{got}");
+    let whole = std::fs::read(&big).unwrap();
+    assert_eq!(std::fs::read(&ranged).unwrap(), whole[1048570..1048682]);
+    drop(whole);
+
+    // sync of a directory tree, up and back down.
+    let tree = work.join("tree");
+    let names = [
+        "a.txt",
+        "b c.txt",
+        "plus+sign.txt",
+        "sub/b.txt",
+        "sub/d.bin",
+        "sub/deep/c.txt",
+        "sub/deep/e.txt",
+        "other/f.txt",
+    ];
+    for (i, n) in names.iter().enumerate() {
+        let p = tree.join(n);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let mut body = MARKER.to_vec();
+        body.extend(format!(" file {n} #{i} ").repeat(i * 300 + 1).as_bytes());
+        std::fs::write(&p, body).unwrap();
+    }
+    gw.aws_ok(&[
+        "s3",
+        "sync",
+        "--only-show-errors",
+        tree.to_str().unwrap(),
+        "s3://data/tree",
+    ]);
+    let back = work.join("tree.down");
+    gw.aws_ok(&[
+        "s3",
+        "sync",
+        "--only-show-errors",
+        "s3://data/tree",
+        back.to_str().unwrap(),
+    ]);
+    for n in names {
+        assert!(
+            same_file(&tree.join(n), &back.join(n)),
+            "{n} differs after sync"
+        );
+    }
+    assert_eq!(files_under(&back).len(), names.len());
+
+    // ls with prefixes.
+    let top = gw.aws_ok(&["s3", "ls", "s3://data/"]);
+    assert!(
+        top.contains("PRE tree/") && top.contains("104857600 big.bin"),
+        "{top}"
+    );
+    let sub = gw.aws_ok(&["s3", "ls", "s3://data/tree/sub/"]);
+    assert!(sub.contains("PRE deep/") && sub.contains(" b.txt") && sub.contains(" d.bin"));
+    assert!(!sub.contains("a.txt") && !sub.contains("c.txt"), "{sub}");
+    let rec = gw.aws_ok(&["s3", "ls", "--recursive", "s3://data/tree/"]);
+    assert_eq!(rec.lines().count(), names.len(), "{rec}");
+    assert!(
+        rec.contains("tree/b c.txt") && rec.contains("tree/plus+sign.txt"),
+        "{rec}"
+    );
+
+    // boto3: user metadata, content type, ETags, copy, conditional gets; then listing
+    // pagination past 1,000 keys (v1 and v2), delimiters, batch deletes.
+    gw.python("metadata");
+    gw.python("paginate");
+
+    // No cloud holds the plaintext (or a key name), though they hold the data.
+    let clouds = dir.join("clouds");
+    let (hits, total) = clouds_containing(&clouds, MARKER);
+    assert!(hits.is_empty(), "plaintext found in cloud files: {hits:?}");
+    assert!(total > 200 << 20, "clouds hold only {total} bytes");
+
+    // One Byzantine cloud: every one of its files damaged. Clients still get exact bytes.
+    let damaged = corrupt_cloud(&clouds.join("cloud-2"));
+    assert!(damaged > 10, "only {damaged} files in cloud-2");
+    let down2 = work.join("big.down2");
+    gw.aws_ok(&[
+        "s3",
+        "cp",
+        "--only-show-errors",
+        "s3://data/big.bin",
+        down2.to_str().unwrap(),
+    ]);
+    assert!(
+        same_file(&big, &down2),
+        "download with a corrupted cloud differs"
+    );
+    let back2 = work.join("tree.down2");
+    gw.aws_ok(&[
+        "s3",
+        "sync",
+        "--only-show-errors",
+        "s3://data/tree",
+        back2.to_str().unwrap(),
+    ]);
+    for n in names {
+        assert!(
+            same_file(&tree.join(n), &back2.join(n)),
+            "{n} differs, corrupted cloud"
+        );
+    }
+
+    // Deletes: a recursive rm (DeleteObjects) and a single delete-object.
+    gw.aws_ok(&[
+        "s3",
+        "rm",
+        "--only-show-errors",
+        "--recursive",
+        "s3://data/tree",
+    ]);
+    let left = gw.aws_ok(&["s3api", "list-objects-v2", "--bucket", "data"]);
+    assert!(
+        left.contains("big.bin") && !left.contains("tree/"),
+        "{left}"
+    );
+    gw.aws_ok(&[
+        "s3api",
+        "delete-object",
+        "--bucket",
+        "data",
+        "--key",
+        "big.bin",
+    ]);
+    let gone = gw.aws(&[
+        "s3api",
+        "head-object",
+        "--bucket",
+        "data",
+        "--key",
+        "big.bin",
+    ]);
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("404"));
+    gw.aws_ok(&["s3", "rb", "s3://data"]);
+}
+
+#[test]
+fn gateway_bad_input_gets_s3_errors_and_nothing_partial() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    init(dir);
+
+    // A config without a usable [gateway] section: one clear line, non-zero exit.
+    let cfg_path = dir.join("rampart.toml");
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap();
+    let bare = cfg.split("[gateway]").next().unwrap().to_owned();
+    std::fs::write(&cfg_path, &bare).unwrap();
+    let out = rampart(dir, &["gateway", "--listen", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("no [gateway] section"), "{err}");
+    std::fs::write(&cfg_path, format!("{bare}[gateway]\naccess_keys = []\n")).unwrap();
+    let out = rampart(dir, &["gateway", "--listen", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("at least one"), "{err}");
+
+    // Uploads limited to 6 MiB, so a 7 MiB part is too large.
+    let limited = cfg.replace(
+        "upload_bytes_max = 5368709120",
+        &format!("upload_bytes_max = {}", 6 << 20),
+    );
+    assert_ne!(limited, cfg);
+    std::fs::write(&cfg_path, limited).unwrap();
+    let gw = Gateway::start(dir);
+    gw.python("bad_input");
+    drop(gw);
+
+    // The store itself (signed metadata, read by the CLI) holds exactly the objects that
+    // completed: no trace of the refused, aborted or interrupted uploads.
+    let ls = ok(rampart(dir, &["ls", "o/"]), "rampart ls");
+    let keys: Vec<&str> = ls
+        .lines()
+        .filter_map(|l| l.split_whitespace().last())
+        .collect();
+    assert_eq!(keys, ["o/bad/keep", "o/bad/mp2"], "{ls}");
+    let stat = ok(rampart(dir, &["stat", "o/bad/keep"]), "rampart stat");
+    // One version only: the interrupted overwrite never got one.
+    assert!(stat.contains("9 bytes") && !stat.contains("v2."), "{stat}");
+}

@@ -4,17 +4,18 @@
 #   ./scripts/test.sh
 #
 # It installs the test endpoints into .test-tools/ (moto_server from PyPI for S3,
-# Azurite from npm for Azure Blob), then runs formatting, lints and the whole test
+# Azurite from npm for Azure Blob) and the S3 clients that drive `rampart gateway` (the
+# AWS CLI v1 and boto3, from PyPI), then runs formatting, lints and the whole test
 # suite. Tests that need a server start it themselves on 127.0.0.1 and stop it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOOLS="$PWD/.test-tools"
 mkdir -p "$TOOLS"
 
-if [ ! -x "$TOOLS/venv/bin/moto_server" ] || ! "$TOOLS/venv/bin/python" -c "import boto3, azure.storage.blob" 2>/dev/null; then
-  echo "== installing moto_server (S3 test endpoint) into $TOOLS/venv"
+if [ ! -x "$TOOLS/venv/bin/moto_server" ] || [ ! -x "$TOOLS/venv/bin/aws" ] || ! "$TOOLS/venv/bin/python" -c "import boto3, azure.storage.blob" 2>/dev/null; then
+  echo "== installing moto_server (S3 test endpoint), the AWS CLI and boto3 into $TOOLS/venv"
   python3 -m venv "$TOOLS/venv"
-  "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]>=5,<6" boto3 azure-storage-blob
+  "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]>=5,<6" boto3 azure-storage-blob "awscli>=1.32,<2"
 fi
 if [ ! -x "$TOOLS/node/node_modules/.bin/azurite-blob" ]; then
   echo "== installing Azurite (Azure Blob test endpoint) into $TOOLS/node"
@@ -23,6 +24,7 @@ fi
 export RAMPART_MOTO_SERVER="$TOOLS/venv/bin/moto_server"
 export RAMPART_AZURITE="$TOOLS/node/node_modules/.bin/azurite-blob"
 export RAMPART_TEST_PYTHON="$TOOLS/venv/bin/python"
+export RAMPART_AWS_CLI="$TOOLS/venv/bin/aws"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

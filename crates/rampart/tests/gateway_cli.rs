@@ -15,6 +15,8 @@ use std::time::Duration;
 
 /// Bytes planted in every file the clients upload; no cloud may ever hold them.
 const MARKER: &[u8] = b"RAMPART-GATEWAY-PLAINTEXT-MARKER-5b1e";
+/// User metadata set by `s3_clients.py metadata`; no cloud may hold it either.
+const META_MARKER: &[u8] = b"RAMPART-USER-METADATA-MARKER-9c2f";
 /// How long the gateway may take to start listening.
 const START_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -376,6 +378,11 @@ fn gateway_serves_real_clients_and_clouds_see_only_ciphertext() {
     let clouds = dir.join("clouds");
     let (hits, total) = clouds_containing(&clouds, MARKER);
     assert!(hits.is_empty(), "plaintext found in cloud files: {hits:?}");
+    let (hits, _) = clouds_containing(&clouds, META_MARKER);
+    assert!(
+        hits.is_empty(),
+        "user metadata found in cloud files: {hits:?}"
+    );
     assert!(total > 200 << 20, "clouds hold only {total} bytes");
 
     // One Byzantine cloud: every one of its files damaged. Clients still get exact bytes.

@@ -29,7 +29,7 @@ use crate::StoreError;
 use crate::cloud::{CasOutcome, CasToken, Cloud, CloudError};
 use crate::config::{Secrets, StoreConfig};
 use crate::meta::{
-    ATTRS_BYTES_MAX, KEY_BYTES_MAX, MANIFEST_BYTES_MAX, MANIFEST_INLINE_MAX, META_BYTES_MAX,
+    ATTRS_PLAIN_BYTES_MAX, KEY_BYTES_MAX, MANIFEST_BYTES_MAX, MANIFEST_INLINE_MAX, META_BYTES_MAX,
     Manifest, Metadata, ObjectRef, Protocol, SEGMENTS_MAX, VERSIONS_MAX, Version, VersionEntry,
 };
 use crate::pipeline::{Codec, EncodedSegment, SegmentContext};
@@ -874,6 +874,35 @@ impl CloudOfClouds {
         [&self.inner.store_id[..], &name_id[..]].concat()
     }
 
+    /// Seals attributes so clouds learn nothing from them (they are signed with the
+    /// metadata too). The associated data binds the store, the key and the purpose, so a
+    /// sealed name can never pass for attributes. Empty attributes stay empty.
+    fn seal_attrs(&self, name_id: &[u8; 32], attrs: &[u8]) -> Vec<u8> {
+        if attrs.is_empty() {
+            return Vec::new();
+        }
+        let mut aad = self.name_aad(name_id);
+        aad.extend_from_slice(b"/attrs");
+        self.inner.name_seal.seal(&aad, attrs)
+    }
+
+    /// Opens sealed attributes of `key`; attributes that do not open (a trusted writer
+    /// with another namespace secret) read as empty.
+    fn open_attrs(&self, key: &str, sealed: &[u8]) -> Vec<u8> {
+        if sealed.is_empty() {
+            return Vec::new();
+        }
+        let Ok(name_id) = self.name_id(key) else {
+            return Vec::new();
+        };
+        let mut aad = self.name_aad(&name_id);
+        aad.extend_from_slice(b"/attrs");
+        self.inner.name_seal.open(&aad, sealed).unwrap_or_else(|_| {
+            tracing::warn!(key, "attributes do not open under this namespace key");
+            Vec::new()
+        })
+    }
+
     fn decrypt_name(&self, name_id: &[u8; 32], entry: &VersionEntry) -> Option<String> {
         let plain = self
             .inner
@@ -1160,10 +1189,10 @@ impl CloudOfClouds {
         attrs: Vec<u8>,
         progress: Option<Progress>,
     ) -> Result<PutReceipt, StoreError> {
-        if attrs.len() > ATTRS_BYTES_MAX {
+        if attrs.len() > ATTRS_PLAIN_BYTES_MAX {
             return Err(StoreError::TooLarge {
                 what: "attributes",
-                limit: ATTRS_BYTES_MAX as u64,
+                limit: ATTRS_PLAIN_BYTES_MAX as u64,
             });
         }
         let r = self.put_unaudited(key, input, || Ok(attrs), progress).await;
@@ -1223,12 +1252,12 @@ impl CloudOfClouds {
             }
         };
         let attrs = match attrs() {
-            Ok(a) if a.len() <= ATTRS_BYTES_MAX => a,
+            Ok(a) if a.len() <= ATTRS_PLAIN_BYTES_MAX => self.seal_attrs(&name_id, &a),
             Ok(_) => {
                 uploads.cancel_all("the attributes are too large");
                 return Err(StoreError::TooLarge {
                     what: "attributes",
-                    limit: ATTRS_BYTES_MAX as u64,
+                    limit: ATTRS_PLAIN_BYTES_MAX as u64,
                 });
             }
             Err(e) => {
@@ -1453,7 +1482,7 @@ impl CloudOfClouds {
             created_ms: e.created_ms,
             protocol: o.protocol,
             content_digest: o.content_digest,
-            attrs: o.attrs.clone(),
+            attrs: self.open_attrs(key, &o.attrs),
         })
     }
 

@@ -34,6 +34,9 @@ pub const VERSIONS_MAX: usize = 64;
 pub const KEY_BYTES_MAX: usize = 1024;
 /// Longest opaque attribute blob per version (content type, user metadata), in bytes.
 pub const ATTRS_BYTES_MAX: usize = 8 * 1024;
+/// Longest attribute blob a caller may pass: attributes are sealed (AES-256-GCM under the
+/// namespace key, 12-byte nonce and 16-byte tag) before they enter the metadata.
+pub const ATTRS_PLAIN_BYTES_MAX: usize = ATTRS_BYTES_MAX - 12 - 16;
 /// Manifests up to this size are stored inside the metadata, saving a round trip.
 pub const MANIFEST_INLINE_MAX: usize = 4 * 1024;
 /// Largest metadata object accepted from a cloud.
@@ -120,7 +123,8 @@ pub struct ObjectRef {
     pub manifest_digest: Digest,
     /// The manifest itself when it is small (at most [`MANIFEST_INLINE_MAX`] bytes).
     pub manifest_inline: Option<Vec<u8>>,
-    /// Opaque attributes for higher layers (at most [`ATTRS_BYTES_MAX`] bytes).
+    /// Attributes for higher layers, sealed under the namespace key (empty when there are
+    /// none), at most [`ATTRS_BYTES_MAX`] bytes.
     pub attrs: Vec<u8>,
 }
 

@@ -561,3 +561,86 @@ proptest! {
         });
     }
 }
+
+/// Attributes (the S3 gateway's content types, user metadata and ETags) round-trip, are
+/// computed after the data when asked, are never visible to clouds, and a refusal leaves
+/// nothing behind; `get_version` refuses a version that is no longer the newest.
+#[test]
+fn attrs_are_sealed_and_versions_checked() {
+    use futures::TryStreamExt;
+    use object_store::ObjectStoreExt;
+    rt().block_on(async {
+        let (store, _) = memory_store(4, Protocol::Confidential);
+        let marker = b"ATTRS-MARKER-content-type-text/secret".to_vec();
+        let v1 = store
+            .put("a", &b"one"[..], marker.clone(), None)
+            .await
+            .unwrap();
+        v1.background.wait(std::time::Duration::from_secs(5)).await;
+        assert_eq!(store.head("a").await.unwrap().attrs, marker);
+        // Computed after the data was read: sees the final state.
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s2 = seen.clone();
+        let v2 = store
+            .put_with_attrs_fn(
+                "a",
+                &b"two"[..],
+                move || {
+                    s2.store(true, std::sync::atomic::Ordering::SeqCst);
+                    Ok(b"late".to_vec())
+                },
+                None,
+            )
+            .await
+            .unwrap();
+        v2.background.wait(std::time::Duration::from_secs(5)).await;
+        assert!(seen.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(store.head("a").await.unwrap().attrs, b"late");
+        // A refusal aborts the write: the newest version stays v2.
+        let r = store
+            .put_with_attrs_fn(
+                "a",
+                &b"three"[..],
+                || {
+                    Err(rampart_store::StoreError::Integrity {
+                        reason: "refused by the test",
+                    })
+                },
+                None,
+            )
+            .await;
+        assert!(r.is_err());
+        assert_eq!(get(&store, "a").await.unwrap(), b"two");
+        // get_version: the current version reads, an older one is refused before any byte.
+        let mut out = Vec::new();
+        store
+            .get_version("a", v2.version, &mut out, None, None)
+            .await
+            .unwrap();
+        assert_eq!(out, b"two");
+        let mut out = Vec::new();
+        let e = store
+            .get_version("a", v1.version, &mut out, None, None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(e, rampart_store::StoreError::VersionChanged { .. }),
+            "{e}"
+        );
+        assert!(out.is_empty());
+        // No cloud holds the attributes in the clear.
+        for cloud in store.clouds() {
+            let objs: Vec<_> = cloud.store().list(None).try_collect().await.unwrap();
+            for o in objs {
+                let bytes = cloud.store().get(&o.location).await.unwrap().bytes().await;
+                let bytes = bytes.unwrap();
+                assert!(!bytes.windows(marker.len()).any(|w| w == marker));
+                assert!(!bytes.windows(4).any(|w| w == b"late"));
+            }
+        }
+        // Too large attributes are refused before anything is uploaded.
+        let big = vec![0u8; rampart_store::meta::ATTRS_PLAIN_BYTES_MAX + 1];
+        assert!(store.put("b", &b"x"[..], big, None).await.is_err());
+        assert!(store.head("b").await.is_err());
+    });
+}

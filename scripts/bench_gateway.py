@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Throughput of `rampart gateway` with the AWS CLI, against two baselines measured in the
+same run: the same CLI against moto_server used as a plain S3 endpoint, and `rampart
+put`/`rampart get` on the same kind of store.
+
+    ./scripts/bench-gateway.sh            # builds the release binary, then runs this
+    python scripts/bench_gateway.py --rampart target/release/rampart \
+        --aws .test-tools/venv/bin/aws --moto .test-tools/venv/bin/moto_server [--mib 256] [--runs 3]
+
+Each transfer runs `--runs` times; the median is reported. Stores are fresh `rampart init`
+stores (4 local-directory clouds, DepSky-CA) under a temporary directory.
+"""
+import argparse
+import hashlib
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, what, deadline_s=60):
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            sys.exit(f"{what} exited before listening")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit(f"{what} did not listen within {deadline_s} s")
+
+
+def timed(cmd, env=None, cwd=None):
+    t0 = time.perf_counter()
+    subprocess.run(cmd, env=env, cwd=cwd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def digest(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rampart", required=True)
+    ap.add_argument("--aws", required=True)
+    ap.add_argument("--moto", required=True)
+    ap.add_argument("--mib", type=int, default=256)
+    ap.add_argument("--runs", type=int, default=3)
+    a = ap.parse_args()
+    rampart = os.path.abspath(a.rampart)
+    tmp = tempfile.mkdtemp(prefix="rampart-bench-gw-")
+    src = os.path.join(tmp, "object.bin")
+    with open(src, "wb") as f:
+        for _ in range(a.mib):
+            f.write(os.urandom(1 << 20))
+    want = digest(src)
+    procs = []
+    try:
+        # Store for the gateway, and a separate one for rampart put/get.
+        gw_dir, cli_dir = os.path.join(tmp, "gw"), os.path.join(tmp, "cli")
+        for d in (gw_dir, cli_dir):
+            os.makedirs(d)
+            subprocess.run([rampart, "init"], cwd=d, check=True, stdout=subprocess.DEVNULL)
+        gw = subprocess.Popen([rampart, "gateway", "--listen", "127.0.0.1:0"], cwd=gw_dir,
+                              stdout=subprocess.PIPE, text=True)
+        procs.append(gw)
+        line = gw.stdout.readline()
+        gw_url = "http://" + line.split("http://")[1].split()[0]
+        keys = {}
+        for l in open(os.path.join(gw_dir, "rampart.toml")):
+            if "=" in l and l.split("=")[0].strip() in ("access_key_id", "secret_access_key"):
+                keys[l.split("=")[0].strip()] = l.split("=", 1)[1].strip().strip('"')
+        moto_port = free_port()
+        moto = subprocess.Popen([a.moto, "-H", "127.0.0.1", "-p", str(moto_port)], cwd=tmp,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(moto)
+        wait_port(moto_port, moto, "moto_server")
+        moto_url = f"http://127.0.0.1:{moto_port}"
+
+        base_env = dict(os.environ, AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
+                        AWS_CONFIG_FILE=os.path.join(tmp, "none"), AWS_SHARED_CREDENTIALS_FILE=os.path.join(tmp, "none"))
+        gw_env = dict(base_env, AWS_ACCESS_KEY_ID=keys["access_key_id"],
+                      AWS_SECRET_ACCESS_KEY=keys["secret_access_key"])
+        moto_env = dict(base_env, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="benchbenchbench")
+
+        results = {}
+
+        def aws_case(name, url, env):
+            subprocess.run([a.aws, "--endpoint-url", url, "s3", "mb", "s3://bench"], env=env, check=True,
+                           stdout=subprocess.DEVNULL)
+            ups, downs = [], []
+            for i in range(a.runs):
+                dst = os.path.join(tmp, f"{name}.{i}.out")
+                ups.append(timed([a.aws, "--endpoint-url", url, "s3", "cp", "--only-show-errors", src,
+                                  f"s3://bench/object-{i}.bin"], env=env))
+                downs.append(timed([a.aws, "--endpoint-url", url, "s3", "cp", "--only-show-errors",
+                                    f"s3://bench/object-{i}.bin", dst], env=env))
+                assert digest(dst) == want, f"{name}: downloaded bytes differ"
+                os.remove(dst)
+            results[name] = (statistics.median(ups), statistics.median(downs))
+
+        aws_case("gateway", gw_url, gw_env)
+        aws_case("moto", moto_url, moto_env)
+        ups, downs = [], []
+        for i in range(a.runs):
+            dst = os.path.join(tmp, f"cli.{i}.out")
+            ups.append(timed([rampart, "put", src, f"object-{i}.bin"], cwd=cli_dir))
+            downs.append(timed([rampart, "get", f"object-{i}.bin", dst], cwd=cli_dir))
+            assert digest(dst) == want, "rampart get: bytes differ"
+            os.remove(dst)
+        results["cli"] = (statistics.median(ups), statistics.median(downs))
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait()
+        subprocess.run(["rm", "-rf", tmp])
+
+    mib = a.mib
+    print(f"{mib} MiB object, median of {a.runs} runs, MiB/s (higher is better)")
+    labels = {"gateway": "aws s3 cp -> rampart gateway (4 clouds, DepSky-CA)",
+              "moto": "aws s3 cp -> moto_server (plain S3, baseline)",
+              "cli": "rampart put / rampart get (4 clouds, baseline)"}
+    for k in ("gateway", "moto", "cli"):
+        up, down = results[k]
+        print(f"  {labels[k]:<52} upload {mib / up:7.1f}   download {mib / down:7.1f}")
+    g, m, c = results["gateway"], results["moto"], results["cli"]
+    print(f"  gateway / moto_server:        upload {m[0] / g[0]:5.2f}x   download {m[1] / g[1]:5.2f}x")
+    print(f"  gateway / rampart put,get:    upload {c[0] / g[0]:5.2f}x   download {c[1] / g[1]:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -21,6 +21,9 @@ import tempfile
 import time
 
 
+MANY_KEYS = 1100
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -61,14 +64,22 @@ def main():
     ap.add_argument("--moto", required=True)
     ap.add_argument("--mib", type=int, default=256)
     ap.add_argument("--runs", type=int, default=3)
+    # Ratios print as "gateway / baseline" throughput (1.00x = as fast as the baseline).
     a = ap.parse_args()
     rampart = os.path.abspath(a.rampart)
+    a.aws, a.moto = os.path.abspath(a.aws), os.path.abspath(a.moto)
     tmp = tempfile.mkdtemp(prefix="rampart-bench-gw-")
     src = os.path.join(tmp, "object.bin")
     with open(src, "wb") as f:
         for _ in range(a.mib):
             f.write(os.urandom(1 << 20))
     want = digest(src)
+    many = os.path.join(tmp, "many")
+    os.makedirs(many)
+    for i in range(MANY_KEYS):
+        with open(os.path.join(many, f"k{i:05d}"), "wb") as f:
+            f.write(b"x" * 100)
+    listing = {}
     procs = []
     try:
         # Store for the gateway, and a separate one for rampart put/get.
@@ -113,6 +124,18 @@ def main():
                 assert digest(dst) == want, f"{name}: downloaded bytes differ"
                 os.remove(dst)
             results[name] = (statistics.median(ups), statistics.median(downs))
+            # Listing: 1,100 small keys (two pages of the CLI's 1,000-key pages).
+            subprocess.run([a.aws, "--endpoint-url", url, "s3", "sync", "--only-show-errors", many,
+                            "s3://bench/many"], env=env, check=True)
+            lists = []
+            for _ in range(a.runs):
+                t0 = time.perf_counter()
+                out = subprocess.run([a.aws, "--endpoint-url", url, "s3", "ls", "--recursive",
+                                      "s3://bench/many/"], env=env, check=True, capture_output=True,
+                                     text=True).stdout
+                lists.append(time.perf_counter() - t0)
+                assert len(out.splitlines()) == MANY_KEYS, f"{name}: listed {len(out.splitlines())}"
+            listing[name] = statistics.median(lists)
 
         aws_case("gateway", gw_url, gw_env)
         aws_case("moto", moto_url, moto_env)
@@ -140,6 +163,8 @@ def main():
         print(f"  {labels[k]:<52} upload {mib / up:7.1f}   download {mib / down:7.1f}")
     g, m, c = results["gateway"], results["moto"], results["cli"]
     print(f"  gateway / moto_server:        upload {m[0] / g[0]:5.2f}x   download {m[1] / g[1]:5.2f}x")
+    print(f"  aws s3 ls --recursive of {MANY_KEYS} keys (2 pages), s: gateway {listing['gateway']:.2f}, "
+          f"moto_server {listing['moto']:.2f} (gateway/moto {listing['gateway'] / listing['moto']:.2f}x the time)")
     print(f"  gateway / rampart put,get:    upload {c[0] / g[0]:5.2f}x   download {c[1] / g[1]:5.2f}x")
 
 

@@ -189,6 +189,9 @@ impl Gateway {
             .await
             .map_err(store_error)?;
         let mut page = ListPage::default();
+        if q.max_keys == 0 {
+            return Ok(page);
+        }
         for info in entries {
             let key = &info.key[base.len()..];
             if key <= q.start_after {
@@ -928,17 +931,19 @@ impl S3 for Gateway {
             .expect_len(len)
             .expect_md5(md5);
         let slot = input.md5_slot();
+        let attrs_slot = slot.clone();
         self.store
             .put_with_attrs_fn(
                 &part_key(&i.upload_id, i.part_number),
                 input,
                 move || {
-                    let md5 = slot
-                        .lock()
-                        .expect("md5 slot lock")
-                        .ok_or(StoreError::Integrity {
-                            reason: "part body was not read to its end",
-                        })?;
+                    let md5 =
+                        attrs_slot
+                            .lock()
+                            .expect("md5 slot lock")
+                            .ok_or(StoreError::Integrity {
+                                reason: "part body was not read to its end",
+                            })?;
                     Ok(Record::Part {
                         etag: hex::encode(md5),
                     }
@@ -947,16 +952,12 @@ impl S3 for Gateway {
                 None,
             )
             .await
-            .map_err(store_error)
-            .map(|_| ())?;
-        let info = self
-            .store
-            .head(&part_key(&i.upload_id, i.part_number))
-            .await
             .map_err(store_error)?;
-        let Ok(Record::Part { etag }) = Record::decode(&info.attrs) else {
-            return Err(s3_error!(InternalError, "part record is not readable"));
-        };
+        let etag = hex::encode(
+            slot.lock()
+                .expect("md5 slot lock")
+                .expect("a completed put read its body to the end"),
+        );
         Ok(S3Response::new(UploadPartOutput {
             e_tag: Some(ETag::Strong(etag)),
             ..Default::default()

@@ -352,6 +352,23 @@ fn input_error(io: &io::Error) -> S3Error {
                 e.message().unwrap_or("bad request body").to_owned(),
             );
         }
+        // `s3s` checks payload hashes and chunk signatures while the body streams, but its
+        // error types are private: recognise them by their (tested) messages.
+        let msg = inner.to_string();
+        if msg.contains("Sha256Mismatch") {
+            let mut e = S3Error::with_message(
+                S3ErrorCode::Custom("XAmzContentSHA256Mismatch".into()),
+                "the body does not match x-amz-content-sha256",
+            );
+            e.set_status_code(http::StatusCode::BAD_REQUEST);
+            return e;
+        }
+        if msg.contains("SignatureMismatch") {
+            return s3_error!(
+                SignatureDoesNotMatch,
+                "a body chunk signature does not match"
+            );
+        }
     }
     s3_error!(IncompleteBody, "request body ended early: {io}")
 }

@@ -49,14 +49,15 @@ def expect_error(code, fn, *args, **kwargs):
     raise AssertionError(f"{fn.__name__}: expected {code}, but it succeeded")
 
 
-def raw(method, path, body=b"", headers=None, sign=True, query=""):
-    """Sends one request; signs it with SigV4 (payload hash included) unless sign=False."""
+def raw(method, path, body=b"", headers=None, sign=True, query="", payload_hash=None):
+    """Sends one request; signs it with SigV4 (payload hash included, or `payload_hash`
+    if given) unless sign=False."""
     url = f"{ENDPOINT}{path}" + (f"?{query}" if query else "")
     headers = dict(headers or {})
     if sign:
         creds = Credentials(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
         req = AWSRequest(method=method, url=url, data=body, headers=headers)
-        req.headers["x-amz-content-sha256"] = hashlib.sha256(body).hexdigest()
+        req.headers["x-amz-content-sha256"] = payload_hash or hashlib.sha256(body).hexdigest()
         SigV4Auth(creds, "s3", REGION).add_auth(req)
         headers = dict(req.headers.items())
     u = urllib.parse.urlsplit(url)
@@ -193,9 +194,18 @@ def bad_input():
     assert r["ETag"] == f'"{want}"', r
     assert s3.get_object(Bucket="bad", Key="mp2")["Body"].read() == b"a" * (5 * 1024 * 1024) + b"tail"
     expect_error("NoSuchUpload", s3.list_parts, Bucket="bad", Key="mp2", UploadId=up)
+    # A body that does not match its signed SHA-256: refused, the old version stays.
+    status, body = raw("PUT", "/bad/keep", body=b"tampered", payload_hash=hashlib.sha256(b"other").hexdigest())
+    assert status == 400 and "XAmzContentSHA256Mismatch" in body, (status, body)
     # A client that disconnects mid-body: the old version stays, exactly.
     disconnect_mid_put("/bad/keep")
     assert s3.get_object(Bucket="bad", Key="keep")["Body"].read() == b"old bytes"
+    # A client that hangs up mid-download: the gateway keeps serving exact bytes.
+    five = os.urandom(5 * 1024 * 1024)
+    s3.put_object(Bucket="bad", Key="five", Body=five)
+    disconnect_mid_get("/bad/five")
+    assert s3.get_object(Bucket="bad", Key="five")["Body"].read() == five
+    s3.delete_object(Bucket="bad", Key="five")
     print("bad input ok")
 
 
@@ -214,6 +224,23 @@ def disconnect_mid_put(path):
         conn.putheader(k, v)
     conn.endheaders()
     conn.send(b"x" * (2 * 1024 * 1024))
+    conn.sock.shutdown(2)
+    conn.close()
+
+
+def disconnect_mid_get(path):
+    """Starts a signed GET, reads 64 KiB of the body, then hangs up."""
+    url = f"{ENDPOINT}{path}"
+    creds = Credentials(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
+    req = AWSRequest(method="GET", url=url)
+    req.headers["x-amz-content-sha256"] = hashlib.sha256(b"").hexdigest()
+    SigV4Auth(creds, "s3", REGION).add_auth(req)
+    u = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    conn.request("GET", u.path, headers=dict(req.headers.items()))
+    resp = conn.getresponse()
+    assert resp.status == 200, resp.status
+    assert len(resp.read(64 * 1024)) == 64 * 1024
     conn.sock.shutdown(2)
     conn.close()
 

@@ -14,6 +14,10 @@ pub const LISTEN_DEFAULT: &str = "127.0.0.1:9000";
 pub const UPLOAD_BYTES_MAX_DEFAULT: u64 = 5 * 1024 * 1024 * 1024;
 /// Default most connections served at once; more wait in the listen backlog.
 pub const CONNECTIONS_MAX_DEFAULT: usize = 256;
+/// Default most object transfers (store reads and writes) running at once; more wait.
+/// Each one holds at most one store pipeline, about 120 MiB for n = 4 and 4 MiB segments
+/// (see `rampart_store::Tuning`), so the default bounds transfer memory near 2 GiB.
+pub const TRANSFERS_MAX_DEFAULT: usize = 16;
 /// Most access keys in one config.
 pub const ACCESS_KEYS_MAX: usize = 64;
 
@@ -63,6 +67,9 @@ pub struct GatewayConfig {
     /// Most connections served at once.
     #[serde(default = "connections_max_default")]
     pub connections_max: usize,
+    /// Most object transfers (uploads, downloads, copies, completions) running at once.
+    #[serde(default = "transfers_max_default")]
+    pub transfers_max: usize,
     /// Credentials accepted (Signature V4). At least one.
     pub access_keys: Vec<AccessKey>,
 }
@@ -76,6 +83,9 @@ fn upload_bytes_max_default() -> u64 {
 fn connections_max_default() -> usize {
     CONNECTIONS_MAX_DEFAULT
 }
+fn transfers_max_default() -> usize {
+    TRANSFERS_MAX_DEFAULT
+}
 
 impl GatewayConfig {
     /// A config with defaults and one fresh access key (what `rampart init` writes).
@@ -84,6 +94,7 @@ impl GatewayConfig {
             listen: listen_default(),
             upload_bytes_max: UPLOAD_BYTES_MAX_DEFAULT,
             connections_max: CONNECTIONS_MAX_DEFAULT,
+            transfers_max: TRANSFERS_MAX_DEFAULT,
             access_keys: vec![AccessKey::generate()],
         }
     }
@@ -128,6 +139,9 @@ impl GatewayConfig {
         }
         if cfg.connections_max == 0 {
             return bad("connections_max must be positive");
+        }
+        if cfg.transfers_max == 0 {
+            return bad("transfers_max must be positive");
         }
         Ok(cfg)
     }

@@ -35,8 +35,10 @@
 //!   exactly that version ([`rampart_store::CloudOfClouds::get_version`]); the response
 //!   starts only once the first verified bytes are ready, and a later failure aborts the
 //!   response instead of ending it short.
-//! - **Memory is bounded** per request by the store's segment pipeline plus a
-//!   [`body::PIPE_BYTES`] pipe, whatever the object size; connections are capped by
+//! - **Memory is bounded** per transfer by the store's segment pipeline plus a
+//!   [`body::PIPE_BYTES`] pipe, whatever the object size; at most
+//!   [`GatewayConfig::transfers_max`] transfers run at once (a copy or a multipart
+//!   completion counts as one), connections are capped by
 //!   [`GatewayConfig::connections_max`] and XML bodies by [`server::XML_BODY_BYTES_MAX`].
 //!
 //! # Authentication

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::StreamExt;
@@ -12,6 +13,7 @@ use rand_core::{OsRng, RngCore};
 use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use tokio::io::AsyncWriteExt;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::body::{BodyFault, Checked, PIPE_BYTES, blob_reader, response_body};
 use crate::record::{ObjectAttrs, Record};
@@ -42,15 +44,28 @@ const FAN_OUT: usize = 8;
 pub struct Gateway {
     store: CloudOfClouds,
     upload_bytes_max: u64,
+    transfers: Arc<Semaphore>,
 }
 
 impl Gateway {
-    /// A gateway over `store`, refusing request bodies over `upload_bytes_max`.
-    pub fn new(store: CloudOfClouds, upload_bytes_max: u64) -> Self {
+    /// A gateway over `store`, refusing request bodies over `upload_bytes_max` and
+    /// running at most `transfers_max` object transfers at once (others wait).
+    pub fn new(store: CloudOfClouds, upload_bytes_max: u64, transfers_max: usize) -> Self {
+        assert!(transfers_max > 0);
         Self {
             store,
             upload_bytes_max,
+            transfers: Arc::new(Semaphore::new(transfers_max)),
         }
+    }
+
+    /// A slot for one object transfer: bounds the memory of concurrent store pipelines.
+    async fn transfer_slot(&self) -> OwnedSemaphorePermit {
+        self.transfers
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the transfer semaphore is never closed")
     }
 
     async fn require_bucket(&self, bucket: &str) -> S3Result<ObjectInfo> {
@@ -90,6 +105,7 @@ impl Gateway {
     where
         R: tokio::io::AsyncRead + Unpin + Send,
     {
+        let _transfer = self.transfer_slot().await;
         let slot = input.md5_slot();
         let attrs_slot = slot.clone();
         let receipt =
@@ -588,10 +604,12 @@ impl S3 for Gateway {
                     .map_err(|_| s3_error!(InvalidRange, "range not satisfiable"))?,
             ),
         };
+        let transfer = self.transfer_slot().await;
         let (rx, mut tx) = tokio::io::duplex(PIPE_BYTES);
         let store = self.store.clone();
         let (skey, version, r) = (info.key.clone(), info.version, range.clone());
         let task = tokio::spawn(async move {
+            let _transfer = transfer;
             let res = store.get_version(&skey, version, &mut tx, r, None).await;
             let _ = tx.shutdown().await;
             res
@@ -947,6 +965,7 @@ impl S3 for Gateway {
         let input = Checked::new(blob_reader(i.body), self.upload_bytes_max)
             .expect_len(len)
             .expect_md5(md5);
+        let _transfer = self.transfer_slot().await;
         let slot = input.md5_slot();
         let attrs_slot = slot.clone();
         self.store

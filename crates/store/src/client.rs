@@ -881,9 +881,11 @@ impl CloudOfClouds {
         if attrs.is_empty() {
             return Vec::new();
         }
-        let mut aad = self.name_aad(name_id);
-        aad.extend_from_slice(b"/attrs");
-        self.inner.name_seal.seal(&aad, attrs)
+        self.inner.name_seal.seal(&self.attrs_aad(name_id), attrs)
+    }
+
+    fn attrs_aad(&self, name_id: &[u8; 32]) -> Vec<u8> {
+        [&self.name_aad(name_id)[..], b"/attrs"].concat()
     }
 
     /// Opens sealed attributes of `key`; attributes that do not open (a trusted writer
@@ -895,8 +897,7 @@ impl CloudOfClouds {
         let Ok(name_id) = self.name_id(key) else {
             return Vec::new();
         };
-        let mut aad = self.name_aad(&name_id);
-        aad.extend_from_slice(b"/attrs");
+        let aad = self.attrs_aad(&name_id);
         self.inner.name_seal.open(&aad, sealed).unwrap_or_else(|_| {
             tracing::warn!(key, "attributes do not open under this namespace key");
             Vec::new()

@@ -10,7 +10,10 @@
 //! `name_id = BLAKE3-keyed(namespace key, user key)`. Per cloud `i` the unit has:
 //!
 //! - `rampart/v1/m/<name_id>`: **metadata**, the list of versions newest first, signed
-//!   with Ed25519 by a trusted writer and bound to the store id and `name_id`;
+//!   with Ed25519 by a trusted writer and bound to the store id and `name_id`. Each
+//!   version may carry attributes for higher layers (the S3 gateway keeps ETags,
+//!   content types and user metadata there), sealed under the namespace key like the
+//!   key name and covered by the signature;
 //! - `rampart/v1/b/<name_id>/<blob_id>/s<i>`: cloud `i`'s **shards** of an immutable blob
 //!   (for DepSky-CA preceded by cloud `i`'s Shamir share of the blob key);
 //! - `rampart/v1/b/<name_id>/<blob_id>/manifest`: the blob's **manifest** (digests of every

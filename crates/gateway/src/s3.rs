@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use futures::StreamExt;
 use md5::{Digest as _, Md5};
 use rampart_store::meta::KEY_BYTES_MAX;
-use rampart_store::{CloudOfClouds, ObjectInfo, PutReceipt, StoreError, Version};
+use rampart_store::{CloudOfClouds, ObjectInfo, StoreError, Version};
 use rand_core::{OsRng, RngCore};
 use s3s::dto::*;
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
@@ -95,44 +95,60 @@ impl Gateway {
         }
     }
 
-    /// Streams `input` into `skey` as an object with `attrs`, its ETag the MD5 of the bytes.
+    /// Streams `input` into `skey` as an object with `attrs`; an empty ETag becomes the
+    /// MD5 of the bytes. Returns that MD5 (hex).
     async fn put_stream<R>(
         &self,
         skey: &str,
         input: Checked<R>,
         mut attrs: ObjectAttrs,
-    ) -> S3Result<(PutReceipt, String)>
+    ) -> S3Result<String>
     where
         R: tokio::io::AsyncRead + Unpin + Send,
+    {
+        self.put_checked(skey, input, move |md5| {
+            if attrs.etag.is_empty() {
+                attrs.etag = md5;
+            }
+            Record::Object(attrs)
+        })
+        .await
+    }
+
+    /// Streams `input` into `skey` with the record `record(hex MD5 of the bytes)`, built
+    /// once the whole body has been stored and checked. Returns the hex MD5.
+    async fn put_checked<R, F>(&self, skey: &str, input: Checked<R>, record: F) -> S3Result<String>
+    where
+        R: tokio::io::AsyncRead + Unpin + Send,
+        F: FnOnce(String) -> Record + Send,
     {
         let _transfer = self.transfer_slot().await;
         let slot = input.md5_slot();
         let attrs_slot = slot.clone();
-        let receipt =
-            self.store
-                .put_with_attrs_fn(
-                    skey,
-                    input,
-                    move || {
-                        let md5 = attrs_slot.lock().expect("md5 slot lock").ok_or(
-                            StoreError::Integrity {
+        self.store
+            .put_with_attrs_fn(
+                skey,
+                input,
+                move || {
+                    let md5 =
+                        attrs_slot
+                            .lock()
+                            .expect("md5 slot lock")
+                            .ok_or(StoreError::Integrity {
                                 reason: "upload body was not read to its end",
-                            },
-                        )?;
-                        if attrs.etag.is_empty() {
-                            attrs.etag = hex::encode(md5);
-                        }
-                        Ok(Record::Object(attrs).encode())
-                    },
-                    None,
-                )
-                .await
-                .map_err(store_error)?;
+                            })?;
+                    Ok(record(hex::encode(md5)).encode())
+                },
+                None,
+            )
+            .await
+            .map_err(store_error)?;
+        // The attributes closure succeeded, so the slot holds the MD5.
         let md5 = slot
             .lock()
             .expect("md5 slot lock")
             .expect("a completed put read its body to the end");
-        Ok((receipt, hex::encode(md5)))
+        Ok(hex::encode(md5))
     }
 
     async fn upload(&self, upload_id: &str, bucket: &str, key: &str) -> S3Result<ObjectAttrs> {
@@ -580,7 +596,7 @@ impl S3 for Gateway {
         let input = Checked::new(blob_reader(i.body), self.upload_bytes_max)
             .expect_len(len)
             .expect_md5(md5);
-        let (_, etag) = self.put_stream(&skey, input, attrs).await?;
+        let etag = self.put_stream(&skey, input, attrs).await?;
         Ok(S3Response::new(PutObjectOutput {
             e_tag: Some(ETag::Strong(etag)),
             ..Default::default()
@@ -802,7 +818,7 @@ impl S3 for Gateway {
         let input = Checked::new(rx, u64::MAX).expect_len(Some(info.size));
         let put = self.put_stream(&dst, input, attrs).await;
         let read = task.await;
-        let (_, etag) = put?;
+        let etag = put?;
         match read {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(store_error(e)),
@@ -965,35 +981,11 @@ impl S3 for Gateway {
         let input = Checked::new(blob_reader(i.body), self.upload_bytes_max)
             .expect_len(len)
             .expect_md5(md5);
-        let _transfer = self.transfer_slot().await;
-        let slot = input.md5_slot();
-        let attrs_slot = slot.clone();
-        self.store
-            .put_with_attrs_fn(
-                &part_key(&i.upload_id, i.part_number),
-                input,
-                move || {
-                    let md5 =
-                        attrs_slot
-                            .lock()
-                            .expect("md5 slot lock")
-                            .ok_or(StoreError::Integrity {
-                                reason: "part body was not read to its end",
-                            })?;
-                    Ok(Record::Part {
-                        etag: hex::encode(md5),
-                    }
-                    .encode())
-                },
-                None,
-            )
-            .await
-            .map_err(store_error)?;
-        let etag = hex::encode(
-            slot.lock()
-                .expect("md5 slot lock")
-                .expect("a completed put read its body to the end"),
-        );
+        let etag = self
+            .put_checked(&part_key(&i.upload_id, i.part_number), input, |etag| {
+                Record::Part { etag }
+            })
+            .await?;
         Ok(S3Response::new(UploadPartOutput {
             e_tag: Some(ETag::Strong(etag)),
             ..Default::default()

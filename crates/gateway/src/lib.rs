@@ -45,7 +45,7 @@
 //!
 //! AWS Signature V4 (headers, presigned URLs and `aws-chunked` streaming payloads, all
 //! verified by `s3s`, including the payload SHA-256; the tests exercise header signatures
-//! with signed and unsigned payloads) against the access keys of the
+//! with signed and unsigned payloads, and presigned URLs) against the access keys of the
 //! `[gateway]` section of `rampart.toml`. Unsigned requests get `AccessDenied`, unknown
 //! keys `InvalidAccessKeyId`, wrong signatures `SignatureDoesNotMatch`. Secrets are
 //! redacted from `Debug` output and never logged.

@@ -268,7 +268,9 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<PathBuf, ClusterError> {
     }
     let addrs = match &opts.addrs {
         Some(a) if a.len() == n => a.clone(),
-        Some(a) => return Err(ClusterError::BadReplicaCount { n: a.len() }),
+        Some(a) => {
+            return Err(ClusterError::AddrCount { addrs: a.len(), n });
+        }
         None => (0..n)
             .map(|i| {
                 let port = u16::try_from(usize::from(opts.base_port) + i)

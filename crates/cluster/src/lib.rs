@@ -79,6 +79,14 @@ pub enum ClusterError {
         /// Requested n.
         n: usize,
     },
+    /// Not one address per replica.
+    #[error("{addrs} addresses given for {n} replicas")]
+    AddrCount {
+        /// Addresses given.
+        addrs: usize,
+        /// n.
+        n: usize,
+    },
     /// Client count out of range.
     #[error("need between 1 and 10000 client identities, got {clients}")]
     BadClientCount {

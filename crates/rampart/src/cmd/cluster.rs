@@ -41,6 +41,10 @@ struct InitArgs {
     /// Replica i listens on 127.0.0.1:(base-port + i).
     #[arg(long, default_value_t = 7100)]
     base_port: u16,
+    /// Explicit replica addresses, comma-separated, one per replica in id order
+    /// (instead of --base-port).
+    #[arg(long, value_delimiter = ',')]
+    addrs: Vec<std::net::SocketAddr>,
     /// Decisions between checkpoints.
     #[arg(long, default_value_t = 1024)]
     checkpoint_interval: u64,
@@ -156,7 +160,7 @@ pub fn run_cluster(args: ClusterArgs) -> Result<()> {
                 &InitOptions {
                     replicas: a.replicas,
                     clients: a.clients,
-                    addrs: None,
+                    addrs: (!a.addrs.is_empty()).then_some(a.addrs),
                     base_port: a.base_port,
                     protocol: ProtocolSettings {
                         checkpoint_interval: a.checkpoint_interval,

@@ -7,6 +7,9 @@
 //! Synchronisation is by condition with bounded deadlines (a replica's "ready" line, a
 //! log line, a number of completed operations), never by sleeping for a fixed time.
 
+// Real processes, real time: deadlines and history timestamps read the clock.
+#![allow(clippy::disallowed_methods)]
+
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

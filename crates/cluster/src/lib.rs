@@ -41,6 +41,7 @@
 // (monotonic, offset once to the wall clock) and nothing below it does.
 #![allow(clippy::disallowed_methods)]
 
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod frame;

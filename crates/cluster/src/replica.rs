@@ -208,6 +208,8 @@ pub async fn run_replica(
     })?;
     let (events_tx, events_rx) = mpsc::channel::<Event>(INBOUND_QUEUE_MAX);
 
+    // Every task of this replica dies with it (dropping or aborting `run_replica`).
+    let mut tasks = tokio::task::JoinSet::new();
     // Outbound links to the other replicas.
     let mut peers: Vec<Option<mpsc::Sender<Bytes>>> = Vec::with_capacity(cluster.n());
     for (j, e) in cluster.replicas.iter().enumerate() {
@@ -217,13 +219,13 @@ pub async fn run_replica(
         }
         let (tx, rx) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE_MAX);
         let cfg = client_config(&key, &cluster.replica_keys[j])?;
-        tokio::spawn(outbound_link(e.addr, TlsConnector::from(cfg), rx));
+        tasks.spawn(outbound_link(e.addr, TlsConnector::from(cfg), rx));
         peers.push(Some(tx));
     }
 
     let dir = Directory::new(&cluster.replica_keys, &cluster.client_keys);
     let acceptor = TlsAcceptor::from(server_config(&key, dir.clone())?);
-    tokio::spawn(accept_loop(listener, acceptor, dir, events_tx, frame_max));
+    tasks.spawn(accept_loop(listener, acceptor, dir, events_tx, frame_max));
     tracing::info!(replica = id.0, %addr, "replica listening");
     if let Some(r) = ready {
         let _ = r.send(Ready { addr });
@@ -244,7 +246,9 @@ pub async fn run_replica(
         id,
         dropped: 0,
     };
-    core.run(events_rx).await
+    let r = core.run(events_rx).await;
+    drop(tasks);
+    r
 }
 
 struct Core {

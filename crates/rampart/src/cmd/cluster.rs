@@ -378,3 +378,97 @@ fn up(dir: &Path, memory: bool) -> Result<()> {
         }
     })
 }
+
+/// Options of `rampart bench bft`.
+#[derive(Debug, Args)]
+pub struct BftBenchArgs {
+    /// Seconds measured per configuration (after one second of warm-up).
+    #[arg(long, default_value_t = 5)]
+    duration_secs: u64,
+    /// Closed-loop clients for the 0-byte runs.
+    #[arg(long, default_value_t = 200)]
+    clients_small: usize,
+    /// Closed-loop clients for the 1 KiB runs.
+    #[arg(long, default_value_t = 100)]
+    clients_large: usize,
+    /// Client sessions (BFT client identities) the batched runs spread clients over.
+    #[arg(long, default_value_t = 4)]
+    sessions: usize,
+    /// Request timeout of the cluster in milliseconds (the leader change is compared to it).
+    #[arg(long, default_value_t = 2000)]
+    request_timeout_ms: u64,
+    /// Only the batched runs (skip the slower one-op-per-request runs).
+    #[arg(long)]
+    quick: bool,
+}
+
+/// `rampart bench bft`.
+pub fn bench_bft(args: BftBenchArgs) -> Result<()> {
+    use rampart_cluster::bench::{Workload, run_baseline, run_bft};
+    let rt = runtime()?;
+    let duration = Duration::from_secs(args.duration_secs.max(1));
+    let timeout = Duration::from_millis(args.request_timeout_ms.max(1));
+    let w = |value_bytes, clients, sessions, ops, durable, leader_change| Workload {
+        value_bytes,
+        clients,
+        sessions,
+        ops_per_request: ops,
+        durable,
+        duration,
+        leader_change,
+        request_timeout: timeout,
+    };
+    let (cs, cl, s) = (args.clients_small, args.clients_large, args.sessions);
+    let mut runs = vec![
+        ("put 0 B, in memory, batched", w(0, cs, s, 1024, false, true), true),
+        ("put 1 KiB, in memory, batched", w(1024, cl, s, 1024, false, false), true),
+        ("put 1 KiB, durable, batched", w(1024, cl, s, 1024, true, false), false),
+    ];
+    if !args.quick {
+        runs.push(("put 0 B, in memory, 1 op/request", w(0, cs, cs, 1, false, false), false));
+        runs.push(("put 1 KiB, durable, 1 op/request", w(1024, cl, cl, 1, true, false), false));
+    }
+    println!(
+        "rampart bench bft: n = 4 replicas (f = 1) + clients in one process on this machine, TLS 1.3 over loopback, {} s per run",
+        duration.as_secs()
+    );
+    println!("baseline: the same closed-loop load and batching against one unreplicated KV server over the same TLS transport");
+    println!(
+        "{:<34} {:>8} {:>9} {:>11} {:>9} {:>9} {:>12} {:>7}",
+        "workload", "clients", "sessions", "ops/s", "p50 ms", "p99 ms", "baseline/s", "ratio"
+    );
+    rt.block_on(async {
+        for (name, w, baseline) in runs {
+            let tmp = tempfile::tempdir().context("temp dir")?;
+            let r = run_bft(tmp.path(), &w).await?;
+            let b = if baseline {
+                let tmp = tempfile::tempdir().context("temp dir")?;
+                Some(run_baseline(tmp.path(), &w).await?)
+            } else {
+                None
+            };
+            println!(
+                "{:<34} {:>8} {:>9} {:>11.0} {:>9.2} {:>9.2} {:>12} {:>7}",
+                name,
+                w.clients,
+                w.sessions,
+                r.ops_per_sec,
+                r.p50.as_secs_f64() * 1e3,
+                r.p99.as_secs_f64() * 1e3,
+                b.as_ref().map_or("-".into(), |b| format!("{:.0}", b.ops_per_sec)),
+                b.as_ref().map_or("-".into(), |b| format!("{:.3}", r.ops_per_sec / b.ops_per_sec)),
+            );
+            println!("{:<34} ({:.0} BFT requests/s, {:.1} ops per request)", "", r.requests_per_sec, r.ops_per_sec / r.requests_per_sec.max(1e-9));
+            if let Some(lc) = r.leader_change {
+                println!(
+                    "{:<34} leader crash -> first op after it completed: {:.0} ms (request timeout {} ms; {:.2}x)",
+                    "",
+                    lc.as_secs_f64() * 1e3,
+                    timeout.as_millis(),
+                    lc.as_secs_f64() / timeout.as_secs_f64()
+                );
+            }
+        }
+        Ok(())
+    })
+}

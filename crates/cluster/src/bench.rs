@@ -62,7 +62,12 @@ pub struct Report {
 type Op = (KvOp, oneshot::Sender<()>);
 
 /// Closed-loop load through `submit`; returns ops/s and per-op latencies.
-async fn drive<F, Fut>(clients: usize, value_bytes: usize, duration: Duration, submit: F) -> (f64, Vec<Duration>)
+async fn drive<F, Fut>(
+    clients: usize,
+    value_bytes: usize,
+    duration: Duration,
+    submit: F,
+) -> (f64, Vec<Duration>)
 where
     F: Fn(usize, KvOp) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send,
@@ -80,7 +85,14 @@ where
                 n += 1;
                 let key = format!("c{c}/{}", n % 64).into_bytes();
                 let t = Instant::now();
-                let ok = submit(c, KvOp::Put { key, value: value.clone() }).await;
+                let ok = submit(
+                    c,
+                    KvOp::Put {
+                        key,
+                        value: value.clone(),
+                    },
+                )
+                .await;
                 if ok && measuring.load(Ordering::Relaxed) {
                     lat.push(t.elapsed());
                 }
@@ -138,7 +150,10 @@ pub async fn run_bft(dir: &std::path::Path, w: &Workload) -> Result<Report, Clus
         s.execute(vec![KvOp::Get { key: vec![] }], false).await?;
     }
     let sessions = Arc::new(sessions);
-    let requests_before: u64 = sessions.iter().map(|s| s.stats().requests.load(Ordering::Relaxed)).sum();
+    let requests_before: u64 = sessions
+        .iter()
+        .map(|s| s.stats().requests.load(Ordering::Relaxed))
+        .sum();
     let t0 = Instant::now();
     let s2 = sessions.clone();
     let submit = move |c: usize, op: KvOp| {
@@ -146,7 +161,10 @@ pub async fn run_bft(dir: &std::path::Path, w: &Workload) -> Result<Report, Clus
         async move { s.execute(vec![op], false).await.is_ok() }
     };
     let (ops_per_sec, mut lat) = drive(w.clients, w.value_bytes, w.duration, submit).await;
-    let requests_after: u64 = sessions.iter().map(|s| s.stats().requests.load(Ordering::Relaxed)).sum();
+    let requests_after: u64 = sessions
+        .iter()
+        .map(|s| s.stats().requests.load(Ordering::Relaxed))
+        .sum();
     let requests_per_sec = (requests_after - requests_before) as f64 / t0.elapsed().as_secs_f64();
     lat.sort_unstable();
     let mut report = Report {
@@ -167,7 +185,10 @@ pub async fn run_bft(dir: &std::path::Path, w: &Workload) -> Result<Report, Clus
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     n += 1;
-                    let op = KvOp::Put { key: format!("lc{c}/{}", n % 16).into_bytes(), value: vec![] };
+                    let op = KvOp::Put {
+                        key: format!("lc{c}/{}", n % 16).into_bytes(),
+                        value: vec![],
+                    };
                     let _ = s.execute(vec![op], false).await;
                 }
             });
@@ -175,7 +196,15 @@ pub async fn run_bft(dir: &std::path::Path, w: &Workload) -> Result<Report, Clus
         tokio::time::sleep(Duration::from_millis(500)).await;
         let crash = Instant::now();
         local.crash(ReplicaId(0));
-        let probe = sessions[0].execute(vec![KvOp::Put { key: b"probe".to_vec(), value: vec![] }], false).await;
+        let probe = sessions[0]
+            .execute(
+                vec![KvOp::Put {
+                    key: b"probe".to_vec(),
+                    value: vec![],
+                }],
+                false,
+            )
+            .await;
         if probe.is_ok() {
             report.leader_change = Some(crash.elapsed());
         }
@@ -188,28 +217,47 @@ pub async fn run_bft(dir: &std::path::Path, w: &Workload) -> Result<Report, Clus
 /// The same closed-loop load against one unreplicated KV server over the same TLS and
 /// framing, with the same client-side batching (no consensus, no signatures, no fsync).
 pub async fn run_baseline(dir: &std::path::Path, w: &Workload) -> Result<Report, ClusterError> {
-    let opts = LocalOptions { replicas: 4, clients: w.sessions.max(1) as u64, durable: false, protocol: ProtocolSettings::default() };
-    // Reuse a cluster file only for its keys: replica 0's key serves, client keys connect.
-    crate::config::init(dir, &crate::config::InitOptions {
+    let opts = LocalOptions {
         replicas: 4,
-        clients: opts.clients,
-        addrs: Some(vec![([127, 0, 0, 1], 1).into(); 4]),
-        base_port: 0,
+        clients: w.sessions.max(1) as u64,
+        durable: false,
         protocol: ProtocolSettings::default(),
-    })?;
+    };
+    // Reuse a cluster file only for its keys: replica 0's key serves, client keys connect.
+    crate::config::init(
+        dir,
+        &crate::config::InitOptions {
+            replicas: 4,
+            clients: opts.clients,
+            addrs: Some(vec![([127, 0, 0, 1], 1).into(); 4]),
+            base_port: 0,
+            protocol: ProtocolSettings::default(),
+        },
+    )?;
     let cluster = crate::config::Cluster::load(&dir.join(crate::config::CLUSTER_FILE))?;
     let server_key = cluster.replica_key(ReplicaId(0))?;
-    let tls = TlsAcceptor::from(server_config(&server_key, Directory::new(&cluster.replica_keys, &cluster.client_keys))?);
-    let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| ClusterError::io(dir, e))?;
-    let addr = listener.local_addr().map_err(|e| ClusterError::io(dir, e))?;
+    let tls = TlsAcceptor::from(server_config(
+        &server_key,
+        Directory::new(&cluster.replica_keys, &cluster.client_keys),
+    )?);
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| ClusterError::io(dir, e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ClusterError::io(dir, e))?;
     let app = Arc::new(std::sync::Mutex::new(KvApp::default()));
     let server = tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
             let _ = tcp.set_nodelay(true);
             let (tls, app) = (tls.clone(), app.clone());
             tokio::spawn(async move {
-                let Ok(conn) = tls.accept(tcp).await else { return };
+                let Ok(conn) = tls.accept(tcp).await else {
+                    return;
+                };
                 let (rd, wr) = tokio::io::split(conn);
                 let (tx, mut rx) = mpsc::channel::<Bytes>(64);
                 tokio::spawn(async move { write_frames(wr, &mut rx).await });
@@ -229,11 +277,20 @@ pub async fn run_baseline(dir: &std::path::Path, w: &Workload) -> Result<Report,
         let id = ClientId(s as u64);
         let key = cluster.client_key(id)?;
         let cfg = client_config(&key, &cluster.replica_keys[0])?;
-        let tcp = TcpStream::connect(addr).await.map_err(|e| ClusterError::io(dir, e))?;
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| ClusterError::io(dir, e))?;
         let _ = tcp.set_nodelay(true);
-        let conn = TlsConnector::from(cfg).connect(server_name(), tcp).await.map_err(|e| ClusterError::io(dir, e))?;
+        let conn = TlsConnector::from(cfg)
+            .connect(server_name(), tcp)
+            .await
+            .map_err(|e| ClusterError::io(dir, e))?;
         let (jobs_tx, jobs_rx) = mpsc::channel::<Op>(1024);
-        tokio::spawn(plain_session(conn, jobs_rx, w.ops_per_request.clamp(1, OPS_PER_REQUEST_MAX)));
+        tokio::spawn(plain_session(
+            conn,
+            jobs_rx,
+            w.ops_per_request.clamp(1, OPS_PER_REQUEST_MAX),
+        ));
         sessions.push(jobs_tx);
     }
     let sessions = Arc::new(sessions);
@@ -247,11 +304,21 @@ pub async fn run_baseline(dir: &std::path::Path, w: &Workload) -> Result<Report,
     let (ops_per_sec, mut lat) = drive(w.clients, w.value_bytes, w.duration, submit).await;
     server.abort();
     lat.sort_unstable();
-    Ok(Report { ops_per_sec, requests_per_sec: 0.0, p50: percentile(&lat, 0.5), p99: percentile(&lat, 0.99), leader_change: None })
+    Ok(Report {
+        ops_per_sec,
+        requests_per_sec: 0.0,
+        p50: percentile(&lat, 0.5),
+        p99: percentile(&lat, 0.99),
+        leader_change: None,
+    })
 }
 
 /// One connection, one request outstanding, queued callers batched into it (as `KvClient`).
-async fn plain_session(conn: tokio_rustls::client::TlsStream<TcpStream>, mut jobs: mpsc::Receiver<Op>, ops_max: usize) {
+async fn plain_session(
+    conn: tokio_rustls::client::TlsStream<TcpStream>,
+    mut jobs: mpsc::Receiver<Op>,
+    ops_max: usize,
+) {
     let (rd, wr) = tokio::io::split(conn);
     let (tx, mut rx) = mpsc::channel::<Bytes>(4);
     tokio::spawn(async move { write_frames(wr, &mut rx).await });
@@ -266,10 +333,17 @@ async fn plain_session(conn: tokio_rustls::client::TlsStream<TcpStream>, mut job
             }
         }
         let (ops, dones): (Vec<KvOp>, Vec<_>) = batch.into_iter().unzip();
-        if tx.send(Bytes::from(KvRequest { ops }.encode())).await.is_err() {
+        if tx
+            .send(Bytes::from(KvRequest { ops }.encode()))
+            .await
+            .is_err()
+        {
             return;
         }
-        if !matches!(read_frame(&mut rd, REQUEST_BYTES_MAX, &mut buf).await, Ok(true)) {
+        if !matches!(
+            read_frame(&mut rd, REQUEST_BYTES_MAX, &mut buf).await,
+            Ok(true)
+        ) {
             return;
         }
         if KvReply::decode(&buf).is_err() {

@@ -420,19 +420,41 @@ pub fn bench_bft(args: BftBenchArgs) -> Result<()> {
     };
     let (cs, cl, s) = (args.clients_small, args.clients_large, args.sessions);
     let mut runs = vec![
-        ("put 0 B, in memory, batched", w(0, cs, s, 1024, false, true), true),
-        ("put 1 KiB, in memory, batched", w(1024, cl, s, 1024, false, false), true),
-        ("put 1 KiB, durable, batched", w(1024, cl, s, 1024, true, false), false),
+        (
+            "put 0 B, in memory, batched",
+            w(0, cs, s, 1024, false, true),
+            true,
+        ),
+        (
+            "put 1 KiB, in memory, batched",
+            w(1024, cl, s, 1024, false, false),
+            true,
+        ),
+        (
+            "put 1 KiB, durable, batched",
+            w(1024, cl, s, 1024, true, false),
+            false,
+        ),
     ];
     if !args.quick {
-        runs.push(("put 0 B, in memory, 1 op/request", w(0, cs, cs, 1, false, false), false));
-        runs.push(("put 1 KiB, durable, 1 op/request", w(1024, cl, cl, 1, true, false), false));
+        runs.push((
+            "put 0 B, in memory, 1 op/request",
+            w(0, cs, cs, 1, false, false),
+            false,
+        ));
+        runs.push((
+            "put 1 KiB, durable, 1 op/request",
+            w(1024, cl, cl, 1, true, false),
+            false,
+        ));
     }
     println!(
         "rampart bench bft: n = 4 replicas (f = 1) + clients in one process on this machine, TLS 1.3 over loopback, {} s per run",
         duration.as_secs()
     );
-    println!("baseline: the same closed-loop load and batching against one unreplicated KV server over the same TLS transport");
+    println!(
+        "baseline: the same closed-loop load and batching against one unreplicated KV server over the same TLS transport"
+    );
     println!(
         "{:<34} {:>8} {:>9} {:>11} {:>9} {:>9} {:>12} {:>7}",
         "workload", "clients", "sessions", "ops/s", "p50 ms", "p99 ms", "baseline/s", "ratio"

@@ -95,7 +95,9 @@ impl Store {
     }
     fn sync(&mut self) -> Result<(), ClusterError> {
         if let Store::File(f) = self {
-            f.sync()?;
+            // fsync blocks: let the runtime move other tasks (other replicas of an
+            // in-process cluster, this replica's connections) to another worker meanwhile.
+            tokio::task::block_in_place(|| f.sync())?;
         }
         Ok(())
     }

@@ -391,8 +391,9 @@ pub struct BftBenchArgs {
     /// Closed-loop clients for the 1 KiB runs.
     #[arg(long, default_value_t = 100)]
     clients_large: usize,
-    /// Client sessions (BFT client identities) the batched runs spread clients over.
-    #[arg(long, default_value_t = 4)]
+    /// Client sessions (BFT client identities, one outstanding request each) the batched
+    /// runs spread the clients over; 1 = one client process multiplexing all of them.
+    #[arg(long, default_value_t = 1)]
     sessions: usize,
     /// Request timeout of the cluster in milliseconds (the leader change is compared to it).
     #[arg(long, default_value_t = 2000)]

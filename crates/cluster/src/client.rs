@@ -272,10 +272,12 @@ impl Driver {
         mut replies: mpsc::Receiver<(ReplicaId, Vec<u8>)>,
     ) {
         loop {
-            let deadline = self
-                .core
-                .poll_timeout()
-                .map(|t| tokio::time::Instant::from_std(self.start + Duration::from_nanos(t.0)));
+            let deadline = self.core.poll_timeout().map(|t| {
+                tokio::time::Instant::from_std(crate::replica::far_future(
+                    self.start,
+                    Duration::from_nanos(t.0),
+                ))
+            });
             tokio::select! {
                 j = jobs.recv(), if self.queue.len() < JOBS_QUEUED_MAX => match j {
                     Some(j) => {

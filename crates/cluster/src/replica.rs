@@ -128,7 +128,7 @@ impl Clock {
     }
     fn instant(&self, t: Timestamp) -> tokio::time::Instant {
         let d = Duration::from_nanos(t.0.saturating_sub(self.base_ns));
-        tokio::time::Instant::from_std(self.start + d)
+        tokio::time::Instant::from_std(far_future(self.start, d))
     }
 }
 
@@ -472,6 +472,14 @@ impl Core {
             self.push(&tx, Bytes::from(msg.encode()));
         }
     }
+}
+
+/// `start + d`, or a day from `start` if that overflows (a deadline that far is "never").
+pub(crate) fn far_future(start: Instant, d: Duration) -> Instant {
+    start
+        .checked_add(d)
+        .or_else(|| start.checked_add(Duration::from_secs(86_400)))
+        .unwrap_or(start)
 }
 
 pub(crate) async fn sleep_opt(deadline: Option<tokio::time::Instant>) {

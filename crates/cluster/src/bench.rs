@@ -67,7 +67,8 @@ async fn drive<F, Fut>(
     value_bytes: usize,
     duration: Duration,
     submit: F,
-) -> (f64, Vec<Duration>)
+    requests: impl Fn() -> u64,
+) -> (f64, Vec<Duration>, f64)
 where
     F: Fn(usize, KvOp) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send,
@@ -103,15 +104,21 @@ where
     tokio::time::sleep(Duration::from_secs(1)).await;
     measuring.store(true, Ordering::Relaxed);
     let start = Instant::now();
+    let requests_before = requests();
     tokio::time::sleep(duration).await;
     measuring.store(false, Ordering::Relaxed);
     let elapsed = start.elapsed();
+    let requests_per_sec = (requests() - requests_before) as f64 / elapsed.as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let mut all = Vec::new();
     while let Some(r) = set.join_next().await {
         all.extend(r.unwrap_or_default());
     }
-    (all.len() as f64 / elapsed.as_secs_f64(), all)
+    (
+        all.len() as f64 / elapsed.as_secs_f64(),
+        all,
+        requests_per_sec,
+    )
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -150,22 +157,19 @@ pub async fn run_bft(dir: &std::path::Path, w: &Workload) -> Result<Report, Clus
         s.execute(vec![KvOp::Get { key: vec![] }], false).await?;
     }
     let sessions = Arc::new(sessions);
-    let requests_before: u64 = sessions
-        .iter()
-        .map(|s| s.stats().requests.load(Ordering::Relaxed))
-        .sum();
-    let t0 = Instant::now();
     let s2 = sessions.clone();
     let submit = move |c: usize, op: KvOp| {
         let s = s2[c % s2.len()].clone();
         async move { s.execute(vec![op], false).await.is_ok() }
     };
-    let (ops_per_sec, mut lat) = drive(w.clients, w.value_bytes, w.duration, submit).await;
-    let requests_after: u64 = sessions
-        .iter()
-        .map(|s| s.stats().requests.load(Ordering::Relaxed))
-        .sum();
-    let requests_per_sec = (requests_after - requests_before) as f64 / t0.elapsed().as_secs_f64();
+    let s3 = sessions.clone();
+    let requests = move || {
+        s3.iter()
+            .map(|s| s.stats().requests.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
+    let (ops_per_sec, mut lat, requests_per_sec) =
+        drive(w.clients, w.value_bytes, w.duration, submit, requests).await;
     lat.sort_unstable();
     let mut report = Report {
         ops_per_sec,
@@ -301,7 +305,7 @@ pub async fn run_baseline(dir: &std::path::Path, w: &Workload) -> Result<Report,
             s.send((op, tx)).await.is_ok() && rx.await.is_ok()
         }
     };
-    let (ops_per_sec, mut lat) = drive(w.clients, w.value_bytes, w.duration, submit).await;
+    let (ops_per_sec, mut lat, _) = drive(w.clients, w.value_bytes, w.duration, submit, || 0).await;
     server.abort();
     lat.sort_unstable();
     Ok(Report {

@@ -135,9 +135,13 @@ impl KvOp {
     /// Bytes this operation adds to an encoded request.
     #[must_use]
     pub fn encoded_len(&self) -> usize {
-        let mut w = Vec::new();
-        self.encode_into(&mut w);
-        w.len()
+        let opt = |v: &Option<Vec<u8>>| 1 + v.as_ref().map_or(0, |v| 4 + v.len());
+        1 + match self {
+            KvOp::Get { key } | KvOp::Delete { key } => 2 + key.len(),
+            KvOp::Put { key, value } => 2 + key.len() + 4 + value.len(),
+            KvOp::Cas { key, expected, new } => 2 + key.len() + opt(expected) + 4 + new.len(),
+            KvOp::Scan { prefix, .. } => 2 + prefix.len() + 4,
+        }
     }
 
     fn encode_into(&self, w: &mut Vec<u8>) {
@@ -681,6 +685,7 @@ mod tests {
                                                     cut in any::<prop::sample::Index>()) {
             let req = KvRequest { ops };
             let bytes = req.encode();
+            prop_assert_eq!(bytes.len(), 5 + req.ops.iter().map(KvOp::encoded_len).sum::<usize>());
             prop_assert_eq!(KvRequest::decode(&bytes), Ok(req));
             let i = cut.index(bytes.len());
             prop_assert!(KvRequest::decode(&bytes[..i]).is_err());

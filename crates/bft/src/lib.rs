@@ -41,7 +41,9 @@
 //! *accept certificate*, the decision proof) it decides, executes the batch through
 //! [`Application::execute_batch`] and replies to the clients once the decision is durable.
 //! Requests already executed for a client (same or lower sequence number) are suppressed;
-//! the last reply per client is cached and re-sent for retransmissions.
+//! the last reply per client is cached and re-sent for retransmissions. PROPOSE, WRITE and
+//! ACCEPT messages for the next instance that overtake the open instance's last votes are
+//! kept (at most three per sender) and replayed once it is decided (ADR 0304).
 //!
 //! **Leader change** (synchronization phase). A request not ordered within the request
 //! timeout makes a replica broadcast STOP(r+1). f+1 STOPs for a regency make a replica join;

@@ -172,6 +172,10 @@ struct StateTransfer {
     attempts: u32,
 }
 
+/// Buffered next-instance messages per replica (PROPOSE, WRITE, ACCEPT); worst case
+/// `n * FUTURE_MESSAGES_MAX` messages, one of them a batch.
+const FUTURE_MESSAGES_MAX: usize = 3;
+
 /// State-transfer rounds without f+1 matching checkpoint digests before giving up (a
 /// Byzantine replica may have claimed a checkpoint nobody else has).
 const ST_ATTEMPTS_MAX: u32 = 3;
@@ -220,6 +224,15 @@ pub struct Replica<A: Application, Au: Authenticator> {
     fetch_peer: Option<ReplicaId>,
     behind: bool,
     st: Option<StateTransfer>,
+    /// Verified PROPOSE/WRITE/ACCEPT messages for the instance after the open one, in the
+    /// installed regency: on real networks they often overtake the last votes of the open
+    /// instance (they come over other connections). Replayed when the open instance is
+    /// decided, instead of waiting for a retransmission. At most [`FUTURE_MESSAGES_MAX`]
+    /// per replica (one of each kind).
+    future: Vec<SignedMessage>,
+    /// If the open instance is still undecided then, the replica fetches as it would have
+    /// on the first early message (so buffering never costs liveness).
+    future_deadline: Option<Timestamp>,
     stats: Stats,
 }
 
@@ -288,6 +301,8 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             fetch_peer: None,
             behind: true,
             st: None,
+            future: Vec::new(),
+            future_deadline: None,
             stats: Stats::default(),
             config,
         };
@@ -525,6 +540,12 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             self.retransmit();
             self.retransmit_at = now.saturating_add(self.config.retransmit_interval);
         }
+        if self.future_deadline.is_some_and(|d| d <= now) {
+            self.future_deadline = None;
+            if let Some(peer) = self.future.first().map(|m| m.from) {
+                self.note_behind(peer);
+            }
+        }
         if self.fetch_deadline.is_some_and(|d| d <= now) {
             self.fetch_deadline = None;
             if self.st.is_some() {
@@ -561,6 +582,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             min(self.stop_deadline);
         }
         min(self.fetch_deadline);
+        min(self.future_deadline);
         t
     }
 
@@ -707,6 +729,25 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
 
     fn on_replica_message(&mut self, m: SignedMessage) -> Result<(), PeerFault> {
         let from = m.from;
+        if let ReplicaBody::Propose { regency, cid, .. }
+        | ReplicaBody::Write { regency, cid, .. }
+        | ReplicaBody::Accept { regency, cid, .. } = &m.body
+            && *regency == self.regency
+            && *cid == self.open.cid.next()
+            && !self.syncing
+            && !self.recovering
+        {
+            if self.future_deadline.is_none() {
+                self.future_deadline = Some(self.now.saturating_add(self.config.fetch_timeout));
+            }
+            let mine = self.future.iter().filter(|f| f.from == from).count();
+            if mine < FUTURE_MESSAGES_MAX
+                && self.future.len() < FUTURE_MESSAGES_MAX * self.config.replicas
+            {
+                self.future.push(m);
+            }
+            return Ok(());
+        }
         match m.body {
             ReplicaBody::Reply { .. } => Err(PeerFault::Unexpected),
             ReplicaBody::Propose {
@@ -777,7 +818,11 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             if !clients.insert(r.client) {
                 return Err(PeerFault::InvalidBatch);
             }
-            if !r.verify(&self.auth) {
+            // A request identical to one in the pending pool was verified when it arrived
+            // from its client: skip the second signature check (the common case for
+            // followers, halving their client-signature work).
+            let verified = self.pending.get(&r.client).is_some_and(|(p, _)| p == r);
+            if !verified && !r.verify(&self.auth) {
                 return Err(PeerFault::InvalidBatch);
             }
         }
@@ -1111,6 +1156,12 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             let _ = self.on_sync(sync, true);
         }
         self.try_propose();
+        // Messages that arrived early for the now open instance. Each was verified on
+        // arrival; anything no longer current is dropped by the normal checks.
+        self.future_deadline = None;
+        for m in std::mem::take(&mut self.future) {
+            let _ = self.on_replica_message(m);
+        }
     }
 
     fn take_checkpoint(&mut self) {
@@ -1792,6 +1843,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
 
     fn invariants(&self) {
         assert_eq!(self.open.cid, self.last_decided.next());
+        assert!(self.future.len() <= FUTURE_MESSAGES_MAX * self.config.replicas);
         assert!(self.regency <= self.stop_target);
         assert!(self.log.len() as u64 <= 2 * self.config.checkpoint_interval + 1);
         assert!(self.pending.len() <= self.config.pending_requests_max);

@@ -50,6 +50,12 @@ enum Command {
     Gateway(cmd::gateway::GatewayArgs),
     /// Run the deterministic BFT simulator over many seeds (faults, crashes, Byzantine replicas).
     Sim(cmd::sim::SimArgs),
+    /// BFT cluster set-up (`cluster init`).
+    Cluster(cmd::cluster::ClusterArgs),
+    /// Serve one replica of a BFT cluster.
+    Replica(cmd::cluster::ReplicaArgs),
+    /// Replicated key-value service: put, get, del, cas, scan; `kv up` runs a local cluster.
+    Kv(cmd::cluster::KvArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +68,9 @@ fn main() -> ExitCode {
         Command::Log(args) => cmd::log::run(args),
         Command::Sim(args) => cmd::sim::run(args),
         Command::Gateway(args) => cmd::gateway::run(args, &cli.config),
+        Command::Cluster(args) => cmd::cluster::run_cluster(args),
+        Command::Replica(args) => cmd::cluster::run_replica_cmd(args),
+        Command::Kv(args) => cmd::cluster::run_kv(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

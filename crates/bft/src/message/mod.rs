@@ -8,6 +8,7 @@
 //! `encode(decode(b)) == b` for every accepted `b`.
 
 use crate::auth::{AUTH_TAG_LEN, AuthTag, Authenticator, Principal};
+use crate::storage::{CheckpointRecord, PersistEntry, RegencyRecord, VoteRecord};
 use crate::types::{ClientId, Config, Digest, Regency, ReplicaId, RequestSeq, SeqNo, Timestamp};
 
 /// Version byte that starts every message.
@@ -1135,6 +1136,143 @@ impl CheckpointState {
             app,
             sessions,
         })
+    }
+}
+
+/// Bound on an encoded checkpoint blob implied by `config` (snapshot, sessions, header).
+#[must_use]
+pub fn checkpoint_blob_bytes_max(config: &Config) -> usize {
+    let sessions = config
+        .clients_max
+        .saturating_mul(8 + 8 + 4 + config.reply_bytes_max);
+    1 + 8
+        + 8
+        + 4
+        + config
+            .state_bytes_max
+            .saturating_add(4)
+            .saturating_add(sessions)
+}
+
+impl PersistEntry {
+    /// Canonical durable encoding (for a disk [`crate::Storage`]; the core never writes it).
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.u8(WIRE_VERSION);
+        match self {
+            PersistEntry::Decision(d) => {
+                w.u8(0);
+                w.batch(&d.batch);
+                w.cert(&d.proof);
+            }
+            PersistEntry::Vote(v) => {
+                w.u8(1);
+                w.u64(v.cid.0);
+                for rd in [&v.wrote, &v.accepted] {
+                    match rd {
+                        None => w.u8(0),
+                        Some((r, d)) => {
+                            w.u8(1);
+                            w.u64(r.0);
+                            w.digest(d);
+                        }
+                    }
+                }
+                match &v.written {
+                    None => w.u8(0),
+                    Some((c, b)) => {
+                        w.u8(1);
+                        w.cert(c);
+                        w.batch(b);
+                    }
+                }
+            }
+            PersistEntry::Regency(r) => {
+                w.u8(2);
+                w.u64(r.regency.0);
+                w.u64(r.stop_target.0);
+            }
+            PersistEntry::Checkpoint(c) => {
+                w.u8(3);
+                w.u64(c.cid.0);
+                w.digest(&c.digest);
+                w.bytes(&c.blob);
+            }
+            PersistEntry::TruncateLog { through } => {
+                w.u8(4);
+                w.u64(through.0);
+            }
+        }
+        w.0
+    }
+
+    /// Strict decoding with the limits of `config` (stored bytes are checked like network
+    /// bytes: a corrupt disk must not make the replica allocate without bound or panic).
+    pub fn decode(bytes: &[u8], config: &Config) -> Result<PersistEntry, DecodeError> {
+        let limits = WireLimits::from_config(config);
+        let mut r = Reader {
+            buf: bytes,
+            pos: 0,
+            limits: &limits,
+        };
+        let version = r.u8()?;
+        if version != WIRE_VERSION {
+            return Err(DecodeError::Version { version });
+        }
+        let entry = match r.u8()? {
+            0 => {
+                let batch = r.batch()?;
+                let proof = r.cert()?;
+                PersistEntry::Decision(Decision { batch, proof })
+            }
+            1 => {
+                let cid = SeqNo(r.u64()?);
+                let pair = |r: &mut Reader<'_>| -> Result<Option<(Regency, Digest)>, DecodeError> {
+                    if r.option("vote")? {
+                        Ok(Some((Regency(r.u64()?), r.digest()?)))
+                    } else {
+                        Ok(None)
+                    }
+                };
+                let wrote = pair(&mut r)?;
+                let accepted = pair(&mut r)?;
+                let written = if r.option("written")? {
+                    Some((r.cert()?, r.batch()?))
+                } else {
+                    None
+                };
+                PersistEntry::Vote(VoteRecord {
+                    cid,
+                    wrote,
+                    accepted,
+                    written,
+                })
+            }
+            2 => PersistEntry::Regency(RegencyRecord {
+                regency: Regency(r.u64()?),
+                stop_target: Regency(r.u64()?),
+            }),
+            3 => PersistEntry::Checkpoint(CheckpointRecord {
+                cid: SeqNo(r.u64()?),
+                digest: r.digest()?,
+                blob: r.bytes("checkpoint", checkpoint_blob_bytes_max(config))?,
+            }),
+            4 => PersistEntry::TruncateLog {
+                through: SeqNo(r.u64()?),
+            },
+            tag => {
+                return Err(DecodeError::Tag {
+                    field: "persist entry",
+                    tag,
+                });
+            }
+        };
+        let extra = bytes.len() - r.pos;
+        if extra != 0 {
+            return Err(DecodeError::Trailing { extra });
+        }
+        Ok(entry)
     }
 }
 

@@ -218,6 +218,55 @@ proptest! {
     }
 }
 
+fn arb_persist() -> impl Strategy<Value = PersistEntry> {
+    let pair = proptest::option::of((any::<u64>(), any::<[u8; 32]>()))
+        .prop_map(|o| o.map(|(r, d)| (Regency(r), Digest(d))));
+    prop_oneof![
+        (arb_batch(), arb_cert())
+            .prop_map(|(batch, proof)| PersistEntry::Decision(Decision { batch, proof })),
+        (
+            any::<u64>(),
+            pair.clone(),
+            pair,
+            proptest::option::of((arb_cert(), arb_batch()))
+        )
+            .prop_map(
+                |(cid, wrote, accepted, written)| PersistEntry::Vote(VoteRecord {
+                    cid: SeqNo(cid),
+                    wrote,
+                    accepted,
+                    written,
+                })
+            ),
+        (any::<u64>(), any::<u64>()).prop_map(|(a, b)| PersistEntry::Regency(RegencyRecord {
+            regency: Regency(a),
+            stop_target: Regency(b),
+        })),
+        (
+            any::<u64>(),
+            any::<[u8; 32]>(),
+            proptest::collection::vec(any::<u8>(), 0..64)
+        )
+            .prop_map(|(cid, d, blob)| PersistEntry::Checkpoint(CheckpointRecord {
+                cid: SeqNo(cid),
+                digest: Digest(d),
+                blob,
+            })),
+        any::<u64>().prop_map(|t| PersistEntry::TruncateLog { through: SeqNo(t) }),
+    ]
+}
+
+proptest! {
+    /// Durable entries round-trip, and every strict prefix (a torn write) is rejected.
+    #[test]
+    fn persist_entry_round_trip(e in arb_persist(), cut in any::<prop::sample::Index>()) {
+        let bytes = e.encode();
+        prop_assert_eq!(PersistEntry::decode(&bytes, &config()), Ok(e));
+        let i = cut.index(bytes.len());
+        prop_assert!(PersistEntry::decode(&bytes[..i], &config()).is_err());
+    }
+}
+
 /// Many random and mutated byte strings through the decoder: it must never panic. This is
 /// the CI-friendly companion of `fuzz/fuzz_targets/bft_message.rs` (no nightly needed).
 #[test]

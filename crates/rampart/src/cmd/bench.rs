@@ -10,6 +10,8 @@ use clap::{Args, Subcommand};
 pub enum BenchCommand {
     /// Cloud-of-clouds put/get vs. a plain single-directory put/get, and the pipeline rate.
     Store(StoreBenchArgs),
+    /// BFT-replicated KV (4 replicas, TLS, loopback) vs. one unreplicated server.
+    Bft(crate::cmd::cluster::BftBenchArgs),
 }
 
 /// Options of `rampart bench store`.
@@ -27,6 +29,7 @@ pub struct StoreBenchArgs {
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Store(args) => store(args),
+        BenchCommand::Bft(args) => crate::cmd::cluster::bench_bft(args),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Subcommand implementations, one module per subsystem.
 pub mod bench;
+pub mod cluster;
 pub mod demo;
 pub mod gateway;
 pub mod log;

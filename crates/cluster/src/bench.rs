@@ -1,0 +1,360 @@
+//! `rampart bench bft`: closed-loop load against a local 4-replica cluster over real TLS
+//! sockets, and the same load against one unreplicated server over the same transport
+//! (the baseline printed beside it).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rampart_bft::{ClientId, ReplicaId};
+use rampart_kv::{KvApp, KvOp, KvReply, KvRequest, OPS_PER_REQUEST_MAX, REQUEST_BYTES_MAX};
+use tokio::io::BufReader;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::ClusterError;
+use crate::client::{ClientOptions, KvClient};
+use crate::config::ProtocolSettings;
+use crate::frame::read_frame;
+use crate::local::{LocalCluster, LocalOptions};
+use crate::replica::write_frames;
+use crate::tls::{Directory, client_config, server_config, server_name};
+
+/// One benchmark configuration.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    /// Value bytes of each put (0 or 1024 in the standard runs).
+    pub value_bytes: usize,
+    /// Closed-loop logical clients.
+    pub clients: usize,
+    /// BFT client identities (sessions) they are spread over. `clients` with
+    /// `ops_per_request = 1` is the unbatched, one-op-per-request configuration.
+    pub sessions: usize,
+    /// Operations per BFT request at most.
+    pub ops_per_request: usize,
+    /// Durable log (fsync per instance) or in memory.
+    pub durable: bool,
+    /// Measured duration (after a one-second warm-up).
+    pub duration: Duration,
+    /// Also measure a leader change (crash the leader after the measurement).
+    pub leader_change: bool,
+    /// Request timeout of the cluster.
+    pub request_timeout: Duration,
+}
+
+/// Results of one run.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Operations per second.
+    pub ops_per_sec: f64,
+    /// BFT requests per second.
+    pub requests_per_sec: f64,
+    /// Median latency of one operation.
+    pub p50: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// Time from crashing the leader until an operation invoked after the crash completed.
+    pub leader_change: Option<Duration>,
+}
+
+type Op = (KvOp, oneshot::Sender<()>);
+
+/// Closed-loop load through `submit`; returns ops/s and per-op latencies.
+async fn drive<F, Fut>(
+    clients: usize,
+    value_bytes: usize,
+    duration: Duration,
+    submit: F,
+    requests: impl Fn() -> u64,
+) -> (f64, Vec<Duration>, f64)
+where
+    F: Fn(usize, KvOp) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let mut set = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        let (stop, measuring, submit) = (stop.clone(), measuring.clone(), submit.clone());
+        set.spawn(async move {
+            let mut lat = Vec::new();
+            let mut n = 0u64;
+            let value = vec![0x5a; value_bytes];
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let key = format!("c{c}/{}", n % 64).into_bytes();
+                let t = Instant::now();
+                let ok = submit(
+                    c,
+                    KvOp::Put {
+                        key,
+                        value: value.clone(),
+                    },
+                )
+                .await;
+                if ok && measuring.load(Ordering::Relaxed) {
+                    lat.push(t.elapsed());
+                }
+            }
+            lat
+        });
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    measuring.store(true, Ordering::Relaxed);
+    let start = Instant::now();
+    let requests_before = requests();
+    tokio::time::sleep(duration).await;
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = start.elapsed();
+    let requests_per_sec = (requests() - requests_before) as f64 / elapsed.as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    while let Some(r) = set.join_next().await {
+        all.extend(r.unwrap_or_default());
+    }
+    (
+        all.len() as f64 / elapsed.as_secs_f64(),
+        all,
+        requests_per_sec,
+    )
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// Run `w` against a fresh local cluster in `dir`.
+pub async fn run_bft(dir: &std::path::Path, w: &Workload) -> Result<Report, ClusterError> {
+    let opts = LocalOptions {
+        replicas: 4,
+        clients: w.sessions.max(1) as u64,
+        durable: w.durable,
+        protocol: ProtocolSettings {
+            checkpoint_interval: 1024,
+            request_timeout_ms: u64::try_from(w.request_timeout.as_millis()).unwrap_or(2000),
+        },
+    };
+    let mut local = LocalCluster::start(dir, &opts).await?;
+    let mut sessions = Vec::new();
+    for s in 0..w.sessions.max(1) {
+        let id = ClientId(s as u64);
+        let key = local.cluster.client_key(id)?;
+        let copts = ClientOptions {
+            ops_per_request_max: w.ops_per_request.clamp(1, OPS_PER_REQUEST_MAX),
+            deadline: Duration::from_secs(30),
+            ..ClientOptions::default()
+        };
+        sessions.push(KvClient::connect(&local.cluster, id, key, copts)?);
+    }
+    // Wait until every session reaches the cluster.
+    for s in &sessions {
+        s.execute(vec![KvOp::Get { key: vec![] }], false).await?;
+    }
+    let sessions = Arc::new(sessions);
+    let s2 = sessions.clone();
+    let submit = move |c: usize, op: KvOp| {
+        let s = s2[c % s2.len()].clone();
+        async move { s.execute(vec![op], false).await.is_ok() }
+    };
+    let s3 = sessions.clone();
+    let requests = move || {
+        s3.iter()
+            .map(|s| s.stats().requests.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
+    let (ops_per_sec, mut lat, requests_per_sec) =
+        drive(w.clients, w.value_bytes, w.duration, submit, requests).await;
+    lat.sort_unstable();
+    let mut report = Report {
+        ops_per_sec,
+        requests_per_sec,
+        p50: percentile(&lat, 0.5),
+        p99: percentile(&lat, 0.99),
+        leader_change: None,
+    };
+    if w.leader_change {
+        // Keep load running, crash the leader (replica 0 in regency 0), and time until an
+        // operation submitted after the crash completes.
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut set = tokio::task::JoinSet::new();
+        for c in 0..w.clients {
+            let (s, stop) = (sessions[c % sessions.len()].clone(), stop.clone());
+            set.spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let op = KvOp::Put {
+                        key: format!("lc{c}/{}", n % 16).into_bytes(),
+                        value: vec![],
+                    };
+                    let _ = s.execute(vec![op], false).await;
+                }
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let crash = Instant::now();
+        local.crash(ReplicaId(0));
+        let probe = sessions[0]
+            .execute(
+                vec![KvOp::Put {
+                    key: b"probe".to_vec(),
+                    value: vec![],
+                }],
+                false,
+            )
+            .await;
+        if probe.is_ok() {
+            report.leader_change = Some(crash.elapsed());
+        }
+        stop.store(true, Ordering::Relaxed);
+        while set.join_next().await.is_some() {}
+    }
+    Ok(report)
+}
+
+/// The same closed-loop load against one unreplicated KV server over the same TLS and
+/// framing, with the same client-side batching (no consensus, no signatures, no fsync).
+pub async fn run_baseline(dir: &std::path::Path, w: &Workload) -> Result<Report, ClusterError> {
+    let opts = LocalOptions {
+        replicas: 4,
+        clients: w.sessions.max(1) as u64,
+        durable: false,
+        protocol: ProtocolSettings::default(),
+    };
+    // Reuse a cluster file only for its keys: replica 0's key serves, client keys connect.
+    crate::config::init(
+        dir,
+        &crate::config::InitOptions {
+            replicas: 4,
+            clients: opts.clients,
+            addrs: Some(vec![([127, 0, 0, 1], 1).into(); 4]),
+            base_port: 0,
+            protocol: ProtocolSettings::default(),
+        },
+    )?;
+    let cluster = crate::config::Cluster::load(&dir.join(crate::config::CLUSTER_FILE))?;
+    let server_key = cluster.replica_key(ReplicaId(0))?;
+    let tls = TlsAcceptor::from(server_config(
+        &server_key,
+        Directory::new(&cluster.replica_keys, &cluster.client_keys),
+    )?);
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| ClusterError::io(dir, e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ClusterError::io(dir, e))?;
+    let app = Arc::new(std::sync::Mutex::new(KvApp::default()));
+    let server = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let _ = tcp.set_nodelay(true);
+            let (tls, app) = (tls.clone(), app.clone());
+            tokio::spawn(async move {
+                let Ok(conn) = tls.accept(tcp).await else {
+                    return;
+                };
+                let (rd, wr) = tokio::io::split(conn);
+                let (tx, mut rx) = mpsc::channel::<Bytes>(64);
+                tokio::spawn(async move { write_frames(wr, &mut rx).await });
+                let mut rd = BufReader::new(rd);
+                let mut buf = Vec::new();
+                while let Ok(true) = read_frame(&mut rd, REQUEST_BYTES_MAX, &mut buf).await {
+                    let reply = app.lock().map(|mut a| a.execute(&buf)).unwrap_or_default();
+                    if tx.send(Bytes::from(reply)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let mut sessions = Vec::new();
+    for s in 0..w.sessions.max(1) {
+        let id = ClientId(s as u64);
+        let key = cluster.client_key(id)?;
+        let cfg = client_config(&key, &cluster.replica_keys[0])?;
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| ClusterError::io(dir, e))?;
+        let _ = tcp.set_nodelay(true);
+        let conn = TlsConnector::from(cfg)
+            .connect(server_name(), tcp)
+            .await
+            .map_err(|e| ClusterError::io(dir, e))?;
+        let (jobs_tx, jobs_rx) = mpsc::channel::<Op>(1024);
+        tokio::spawn(plain_session(
+            conn,
+            jobs_rx,
+            w.ops_per_request.clamp(1, OPS_PER_REQUEST_MAX),
+        ));
+        sessions.push(jobs_tx);
+    }
+    let sessions = Arc::new(sessions);
+    let submit = move |c: usize, op: KvOp| {
+        let s = sessions[c % sessions.len()].clone();
+        async move {
+            let (tx, rx) = oneshot::channel();
+            s.send((op, tx)).await.is_ok() && rx.await.is_ok()
+        }
+    };
+    let (ops_per_sec, mut lat, _) = drive(w.clients, w.value_bytes, w.duration, submit, || 0).await;
+    server.abort();
+    lat.sort_unstable();
+    Ok(Report {
+        ops_per_sec,
+        requests_per_sec: 0.0,
+        p50: percentile(&lat, 0.5),
+        p99: percentile(&lat, 0.99),
+        leader_change: None,
+    })
+}
+
+/// One connection, one request outstanding, queued callers batched into it (as `KvClient`).
+async fn plain_session(
+    conn: tokio_rustls::client::TlsStream<TcpStream>,
+    mut jobs: mpsc::Receiver<Op>,
+    ops_max: usize,
+) {
+    let (rd, wr) = tokio::io::split(conn);
+    let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+    tokio::spawn(async move { write_frames(wr, &mut rx).await });
+    let mut rd = BufReader::new(rd);
+    let mut buf = Vec::new();
+    while let Some(first) = jobs.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < ops_max {
+            match jobs.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let (ops, dones): (Vec<KvOp>, Vec<_>) = batch.into_iter().unzip();
+        if tx
+            .send(Bytes::from(KvRequest { ops }.encode()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        if !matches!(
+            read_frame(&mut rd, REQUEST_BYTES_MAX, &mut buf).await,
+            Ok(true)
+        ) {
+            return;
+        }
+        if KvReply::decode(&buf).is_err() {
+            return;
+        }
+        for d in dones {
+            let _ = d.send(());
+        }
+    }
+}

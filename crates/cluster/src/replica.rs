@@ -1,0 +1,638 @@
+//! The replica runtime: a thin tokio driver around [`rampart_bft::Replica`].
+//!
+//! Tasks: one listener (accepts TLS connections from replicas and clients), one reader per
+//! accepted connection, one writer per client connection, one outbound link per peer
+//! replica (connects with backoff, writes), and the core task, which alone owns the
+//! protocol state, the storage and the routing tables.
+//!
+//! Queues are bounded. Inbound frames go through one channel of [`INBOUND_QUEUE_MAX`]
+//! messages: readers wait when it is full (back-pressure on the sender's TCP window).
+//! Outbound queues hold [`OUTBOUND_QUEUE_MAX`] frames per peer; when a peer is slow or
+//! down, further frames to it are dropped and counted: the protocol retransmits, and one
+//! slow peer never stalls the others or the core.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ed25519_dalek::SigningKey;
+use rampart_bft::message::{ReplicaBody, SignedMessage};
+use rampart_bft::{
+    ClientId, Ed25519Authenticator, MemStorage, Message, Output, Peer, PersistEntry, Replica,
+    ReplicaId, Storage, Timestamp,
+};
+use rampart_kv::KvApp;
+use tokio::io::{AsyncWriteExt as _, BufReader, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::ClusterError;
+use crate::config::Cluster;
+use crate::frame::read_frame;
+use crate::storage::FileStorage;
+use crate::tls::{Directory, client_config, peer_of, server_config, server_name};
+
+/// Inbound messages buffered for the core (worst case this many frames of
+/// `WireLimits::message_bytes_max` bytes).
+pub const INBOUND_QUEUE_MAX: usize = 1024;
+/// Frames buffered per outbound peer or client connection before drops.
+pub const OUTBOUND_QUEUE_MAX: usize = 1024;
+/// Inbound messages the core handles before it drains outputs (amortises fsyncs and
+/// lets one write carry many frames).
+pub const INBOUND_BURST_MAX: usize = 256;
+/// Reconnection backoff bounds.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(20);
+/// Reconnection backoff cap.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Bytes buffered by a connection writer before it flushes.
+const WRITE_BUFFER_BYTES: usize = 256 << 10;
+
+/// **Test tool**: make this replica misbehave, to show that the cluster tolerates it.
+/// Never use outside tests; the replica logs a warning at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DangerByzantine {
+    /// Send nothing at all (but keep receiving).
+    Silent,
+    /// Answer clients with wrong, validly signed results.
+    WrongReplies,
+    /// Send conflicting, validly signed PROPOSE/WRITE/ACCEPT messages to different peers.
+    Equivocate,
+}
+
+/// Options of [`run_replica`].
+#[derive(Debug, Clone)]
+pub struct ReplicaOptions {
+    /// Durable storage directory; `None` keeps everything in memory (benchmarks only: a
+    /// replica restarted without its votes could equivocate).
+    pub data_dir: Option<PathBuf>,
+    /// Test-only misbehaviour.
+    pub danger_byzantine: Option<DangerByzantine>,
+}
+
+enum Event {
+    Frame(Peer, Vec<u8>),
+    ClientUp(ClientId, u64, mpsc::Sender<Bytes>),
+    ClientDown(ClientId, u64),
+}
+
+// One per replica, never moved after start: the size difference does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Store {
+    Mem(MemStorage),
+    File(FileStorage),
+}
+
+impl Store {
+    fn append(&mut self, e: &PersistEntry) -> Result<(), ClusterError> {
+        match self {
+            Store::Mem(m) => m.apply(e)?,
+            Store::File(f) => f.append(e)?,
+        }
+        Ok(())
+    }
+    fn sync(&mut self) -> Result<(), ClusterError> {
+        if let Store::File(f) = self {
+            // fsync blocks: let the runtime move other tasks (other replicas of an
+            // in-process cluster, this replica's connections) to another worker meanwhile.
+            tokio::task::block_in_place(|| f.sync())?;
+        }
+        Ok(())
+    }
+}
+
+/// Maps the core's nanosecond timestamps to the real clock.
+#[derive(Clone, Copy)]
+struct Clock {
+    start: Instant,
+    base_ns: u64,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        // Wall-clock base so that leader timestamps keep increasing across restarts; the
+        // monotonic clock measures from there, so a clock step never moves timers.
+        let base_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        Clock {
+            start: Instant::now(),
+            base_ns,
+        }
+    }
+    fn now(&self) -> Timestamp {
+        let e = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        Timestamp(self.base_ns.saturating_add(e))
+    }
+    fn instant(&self, t: Timestamp) -> tokio::time::Instant {
+        let d = Duration::from_nanos(t.0.saturating_sub(self.base_ns));
+        tokio::time::Instant::from_std(far_future(self.start, d))
+    }
+}
+
+/// A running replica's listening address.
+#[derive(Debug, Clone, Copy)]
+pub struct Ready {
+    /// Bound address.
+    pub addr: SocketAddr,
+}
+
+/// Run replica `id` until an error. `listener`: an already bound socket (else it binds
+/// the cluster file's address). `ready` is told once the replica listens.
+pub async fn run_replica(
+    cluster: Cluster,
+    id: ReplicaId,
+    key: SigningKey,
+    opts: ReplicaOptions,
+    listener: Option<TcpListener>,
+    ready: Option<tokio::sync::oneshot::Sender<Ready>>,
+) -> Result<(), ClusterError> {
+    let entry = cluster.replica(id.0)?.clone();
+    if key.verifying_key() != cluster.replica_keys[usize::from(id.0)] {
+        return Err(ClusterError::KeyMismatch {
+            path: cluster.replica_key_path(id),
+        });
+    }
+    if let Some(mode) = opts.danger_byzantine {
+        tracing::warn!(
+            ?mode,
+            "REPLICA {} RUNS IN BYZANTINE TEST MODE: it misbehaves on purpose",
+            id.0
+        );
+        eprintln!(
+            "WARNING: replica {} runs in Byzantine TEST mode ({mode:?}); never use this in production",
+            id.0
+        );
+    }
+    let config = cluster.bft_config();
+    let limits = rampart_bft::WireLimits::from_config(&config);
+    let frame_max = limits.message_bytes_max();
+    let (store, recovered) = match &opts.data_dir {
+        Some(dir) => {
+            let (s, r) = FileStorage::open(dir, &config)?;
+            (Store::File(s), r)
+        }
+        None => (
+            Store::Mem(MemStorage::default()),
+            rampart_bft::RecoveredState::default(),
+        ),
+    };
+    let clock = Clock::new();
+    let auth = Ed25519Authenticator::new(
+        key.clone(),
+        cluster.replica_keys.clone(),
+        cluster.client_keys.clone(),
+    );
+    let replica = Replica::new(
+        config,
+        id,
+        auth,
+        KvApp::default(),
+        recovered,
+        u64::from(id.0) ^ clock.now().0,
+        clock.now(),
+    )?;
+
+    let listener = match listener {
+        Some(l) => l,
+        None => TcpListener::bind(entry.addr)
+            .await
+            .map_err(|e| ClusterError::Bind {
+                addr: entry.addr,
+                source: e,
+            })?,
+    };
+    let addr = listener.local_addr().map_err(|e| ClusterError::Bind {
+        addr: entry.addr,
+        source: e,
+    })?;
+    let (events_tx, events_rx) = mpsc::channel::<Event>(INBOUND_QUEUE_MAX);
+
+    // Every task of this replica dies with it (dropping or aborting `run_replica`).
+    let mut tasks = tokio::task::JoinSet::new();
+    // Outbound links to the other replicas.
+    let mut peers: Vec<Option<mpsc::Sender<Bytes>>> = Vec::with_capacity(cluster.n());
+    for (j, e) in cluster.replicas.iter().enumerate() {
+        if j == usize::from(id.0) {
+            peers.push(None);
+            continue;
+        }
+        let (tx, rx) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE_MAX);
+        let cfg = client_config(&key, &cluster.replica_keys[j])?;
+        tasks.spawn(outbound_link(e.addr, TlsConnector::from(cfg), rx));
+        peers.push(Some(tx));
+    }
+
+    let dir = Directory::new(&cluster.replica_keys, &cluster.client_keys);
+    let acceptor = TlsAcceptor::from(server_config(&key, dir.clone())?);
+    tasks.spawn(accept_loop(listener, acceptor, dir, events_tx, frame_max));
+    tracing::info!(replica = id.0, %addr, "replica listening");
+    if let Some(r) = ready {
+        let _ = r.send(Ready { addr });
+    }
+    let byz_auth = Ed25519Authenticator::new(
+        key,
+        cluster.replica_keys.clone(),
+        cluster.client_keys.clone(),
+    );
+    let mut core = Core {
+        replica,
+        store,
+        peers,
+        clients: HashMap::new(),
+        clock,
+        byzantine: opts.danger_byzantine,
+        byz_auth,
+        id,
+        dropped: 0,
+    };
+    let r = core.run(events_rx).await;
+    drop(tasks);
+    r
+}
+
+struct Core {
+    replica: Replica<KvApp, Ed25519Authenticator>,
+    store: Store,
+    peers: Vec<Option<mpsc::Sender<Bytes>>>,
+    clients: HashMap<ClientId, (u64, mpsc::Sender<Bytes>)>,
+    clock: Clock,
+    byzantine: Option<DangerByzantine>,
+    byz_auth: Ed25519Authenticator,
+    id: ReplicaId,
+    dropped: u64,
+}
+
+impl Core {
+    async fn run(&mut self, mut events: mpsc::Receiver<Event>) -> Result<(), ClusterError> {
+        self.drain()?;
+        loop {
+            let deadline = self.replica.poll_timeout().map(|t| self.clock.instant(t));
+            let ev = tokio::select! {
+                ev = events.recv() => ev,
+                () = sleep_opt(deadline) => {
+                    self.replica.handle_timeout(self.clock.now());
+                    self.drain()?;
+                    continue;
+                }
+            };
+            let Some(ev) = ev else { return Ok(()) };
+            self.handle(ev);
+            // Take what else is queued before draining outputs: one fsync and one write
+            // per peer for a whole burst.
+            for _ in 0..INBOUND_BURST_MAX {
+                match events.try_recv() {
+                    Ok(ev) => self.handle(ev),
+                    Err(_) => break,
+                }
+            }
+            if deadline.is_some_and(|d| d <= tokio::time::Instant::now()) {
+                self.replica.handle_timeout(self.clock.now());
+            }
+            self.drain()?;
+        }
+    }
+
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Frame(peer, bytes) => {
+                if let Err(e) = self.replica.handle_bytes(self.clock.now(), peer, &bytes) {
+                    tracing::debug!(?peer, error = %e, "message rejected");
+                }
+            }
+            Event::ClientUp(c, conn, tx) => {
+                self.clients.insert(c, (conn, tx));
+            }
+            Event::ClientDown(c, conn) => {
+                if self.clients.get(&c).is_some_and(|(k, _)| *k == conn) {
+                    self.clients.remove(&c);
+                }
+            }
+        }
+    }
+
+    /// Carry out every output; persist entries are made durable with one sync, then the
+    /// core is told, which may release held messages: loop until nothing is left.
+    fn drain(&mut self) -> Result<(), ClusterError> {
+        loop {
+            let mut persisted = None;
+            while let Some(out) = self.replica.poll_output() {
+                match out {
+                    Output::Persist { token, entry } => {
+                        self.store.append(&entry)?;
+                        persisted = Some(token);
+                    }
+                    Output::Send { to, msg } => self.send_replica(to, &msg),
+                    Output::Broadcast { msg } => self.broadcast(&msg),
+                    Output::Reply { client, msg } => self.reply(client, &msg),
+                    Output::RegencyInstalled { regency, leader } => {
+                        tracing::info!(
+                            replica = self.id.0,
+                            regency = regency.0,
+                            leader = leader.0,
+                            "regency installed"
+                        );
+                    }
+                    Output::StateInstalled { cid, .. } => {
+                        tracing::info!(
+                            replica = self.id.0,
+                            cid = cid.0,
+                            "state transfer installed a checkpoint"
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            let Some(token) = persisted else {
+                return Ok(());
+            };
+            self.store.sync()?;
+            self.replica.handle_persisted(token);
+        }
+    }
+
+    fn push(&mut self, tx: &mpsc::Sender<Bytes>, frame: Bytes) {
+        if tx.try_send(frame).is_err() {
+            self.dropped += 1;
+        }
+    }
+
+    fn send_replica(&mut self, to: ReplicaId, msg: &Message) {
+        if self.byzantine == Some(DangerByzantine::Silent) {
+            return;
+        }
+        if let Some(Some(tx)) = self.peers.get(usize::from(to.0)).cloned() {
+            self.push(&tx, Bytes::from(msg.encode()));
+        }
+    }
+
+    fn broadcast(&mut self, msg: &Message) {
+        match self.byzantine {
+            Some(DangerByzantine::Silent) => return,
+            Some(DangerByzantine::Equivocate) => {
+                if let Some(alt) = self.equivocation(msg) {
+                    let (a, b) = (Bytes::from(msg.encode()), Bytes::from(alt.encode()));
+                    for (j, tx) in self.peers.clone().iter().enumerate() {
+                        if let Some(tx) = tx {
+                            self.push(tx, if j % 2 == 0 { a.clone() } else { b.clone() });
+                        }
+                    }
+                    return;
+                }
+            }
+            _ => {}
+        }
+        let frame = Bytes::from(msg.encode());
+        for tx in self.peers.clone().iter().flatten() {
+            self.push(tx, frame.clone());
+        }
+    }
+
+    /// A conflicting, validly signed variant of a PROPOSE, WRITE or ACCEPT.
+    fn equivocation(&self, msg: &Message) -> Option<Message> {
+        let Message::Replica(m) = msg else {
+            return None;
+        };
+        let body = match &m.body {
+            ReplicaBody::Propose {
+                regency,
+                cid,
+                batch,
+            } => {
+                let mut batch = batch.clone();
+                batch.timestamp = Timestamp(batch.timestamp.0.wrapping_add(1));
+                ReplicaBody::Propose {
+                    regency: *regency,
+                    cid: *cid,
+                    batch,
+                }
+            }
+            ReplicaBody::Write {
+                regency,
+                cid,
+                digest,
+            } => {
+                let mut d = *digest;
+                d.0[0] ^= 0xff;
+                ReplicaBody::Write {
+                    regency: *regency,
+                    cid: *cid,
+                    digest: d,
+                }
+            }
+            ReplicaBody::Accept {
+                regency,
+                cid,
+                digest,
+            } => {
+                let mut d = *digest;
+                d.0[0] ^= 0xff;
+                ReplicaBody::Accept {
+                    regency: *regency,
+                    cid: *cid,
+                    digest: d,
+                }
+            }
+            _ => return None,
+        };
+        Some(Message::Replica(SignedMessage::new(
+            &self.byz_auth,
+            self.id,
+            body,
+        )))
+    }
+
+    fn reply(&mut self, client: ClientId, msg: &Message) {
+        let msg = match (self.byzantine, msg) {
+            (Some(DangerByzantine::Silent), _) => return,
+            (Some(DangerByzantine::WrongReplies), Message::Replica(m)) => match &m.body {
+                ReplicaBody::Reply {
+                    client,
+                    seq,
+                    read_only,
+                    result,
+                } => {
+                    let mut wrong = result.clone();
+                    wrong.push(0xee);
+                    let body = ReplicaBody::Reply {
+                        client: *client,
+                        seq: *seq,
+                        read_only: *read_only,
+                        result: wrong,
+                    };
+                    Message::Replica(SignedMessage::new(&self.byz_auth, self.id, body))
+                }
+                _ => msg.clone(),
+            },
+            _ => msg.clone(),
+        };
+        if let Some((_, tx)) = self.clients.get(&client).cloned() {
+            self.push(&tx, Bytes::from(msg.encode()));
+        }
+    }
+}
+
+/// `start + d`, or a day from `start` if that overflows (a deadline that far is "never").
+pub(crate) fn far_future(start: Instant, d: Duration) -> Instant {
+    start
+        .checked_add(d)
+        .or_else(|| start.checked_add(Duration::from_secs(86_400)))
+        .unwrap_or(start)
+}
+
+pub(crate) async fn sleep_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    dir: Directory,
+    events: mpsc::Sender<Event>,
+    frame_max: usize,
+) {
+    let mut conn_id = 0u64;
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(BACKOFF_MIN).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        conn_id += 1;
+        let (acceptor, dir, events) = (acceptor.clone(), dir.clone(), events.clone());
+        tokio::spawn(async move {
+            let handshake =
+                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await;
+            let tls = match handshake {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
+                    tracing::info!(%remote, error = %e, "TLS handshake refused");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let Some(peer) = peer_of(tls.get_ref().1, &dir) else {
+                return;
+            };
+            serve_connection(tls, peer, conn_id, events, frame_max).await;
+        });
+    }
+}
+
+async fn serve_connection(
+    tls: tokio_rustls::server::TlsStream<TcpStream>,
+    peer: Peer,
+    conn_id: u64,
+    events: mpsc::Sender<Event>,
+    frame_max: usize,
+) {
+    let (rd, wr) = tokio::io::split(tls);
+    let mut writer_task = None;
+    if let Peer::Client(c) = peer {
+        let (tx, rx) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE_MAX);
+        if events.send(Event::ClientUp(c, conn_id, tx)).await.is_err() {
+            return;
+        }
+        writer_task = Some(tokio::spawn(async move {
+            let mut rx = rx;
+            write_frames(wr, &mut rx).await
+        }));
+    }
+    let mut rd = BufReader::with_capacity(WRITE_BUFFER_BYTES, rd);
+    loop {
+        let mut buf = Vec::new();
+        match read_frame(&mut rd, frame_max, &mut buf).await {
+            Ok(true) => {
+                if events.send(Event::Frame(peer, buf)).await.is_err() {
+                    break;
+                }
+            }
+            Ok(false) => break,
+            Err(e) => {
+                tracing::debug!(?peer, error = %e, "connection closed");
+                break;
+            }
+        }
+    }
+    if let Peer::Client(c) = peer {
+        let _ = events.send(Event::ClientDown(c, conn_id)).await;
+    }
+    if let Some(t) = writer_task {
+        t.abort();
+    }
+}
+
+/// Write frames from `rx`, coalescing whatever is queued into one buffer and one flush.
+/// Returns `Ok` when `rx` is closed, an error when the connection fails.
+pub(crate) async fn write_frames<W: tokio::io::AsyncWrite + Unpin>(
+    w: W,
+    rx: &mut mpsc::Receiver<Bytes>,
+) -> std::io::Result<()> {
+    let mut w = BufWriter::with_capacity(WRITE_BUFFER_BYTES, w);
+    while let Some(frame) = rx.recv().await {
+        let mut next = Some(frame);
+        while let Some(f) = next.take() {
+            let len = u32::try_from(f.len()).unwrap_or(u32::MAX);
+            w.write_all(&len.to_le_bytes()).await?;
+            w.write_all(&f).await?;
+            next = rx.try_recv().ok();
+        }
+        w.flush().await?;
+    }
+    Ok(())
+}
+
+async fn outbound_link(addr: SocketAddr, connector: TlsConnector, mut rx: mpsc::Receiver<Bytes>) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let conn = async {
+            let tcp = TcpStream::connect(addr).await?;
+            tcp.set_nodelay(true)?;
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                connector.connect(server_name(), tcp),
+            )
+            .await
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+            })?
+        };
+        match conn.await {
+            Ok(tls) => {
+                backoff = BACKOFF_MIN;
+                // Frames queued while the link was down are stale; the protocol retransmits.
+                while rx.try_recv().is_ok() {}
+                let (_rd, wr) = tokio::io::split(tls);
+                match write_frames(wr, &mut rx).await {
+                    Ok(()) => return, // The core stopped.
+                    Err(e) => tracing::debug!(%addr, error = %e, "link to replica lost"),
+                }
+            }
+            Err(e) => tracing::debug!(%addr, error = %e, "connect failed"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+        while rx.try_recv().is_ok() {}
+    }
+}
+
+impl From<rampart_bft::StorageError> for ClusterError {
+    fn from(e: rampart_bft::StorageError) -> Self {
+        ClusterError::Storage(e)
+    }
+}
+
+impl From<rampart_bft::Error> for ClusterError {
+    fn from(e: rampart_bft::Error) -> Self {
+        ClusterError::Core(e.to_string())
+    }
+}

@@ -19,8 +19,8 @@ use crate::client::{ClientOptions, KvClient};
 use crate::config::ProtocolSettings;
 use crate::frame::read_frame;
 use crate::local::{LocalCluster, LocalOptions};
-use crate::replica::write_frames;
-use crate::tls::{Directory, client_config, server_config, server_name};
+use crate::replica::{connect_tls, write_frames};
+use crate::tls::{Directory, client_config, server_config};
 
 /// One benchmark configuration.
 #[derive(Debug, Clone)]
@@ -281,12 +281,7 @@ pub async fn run_baseline(dir: &std::path::Path, w: &Workload) -> Result<Report,
         let id = ClientId(s as u64);
         let key = cluster.client_key(id)?;
         let cfg = client_config(&key, &cluster.replica_keys[0])?;
-        let tcp = TcpStream::connect(addr)
-            .await
-            .map_err(|e| ClusterError::io(dir, e))?;
-        let _ = tcp.set_nodelay(true);
-        let conn = TlsConnector::from(cfg)
-            .connect(server_name(), tcp)
+        let conn = connect_tls(addr, &TlsConnector::from(cfg))
             .await
             .map_err(|e| ClusterError::io(dir, e))?;
         let (jobs_tx, jobs_rx) = mpsc::channel::<Op>(1024);

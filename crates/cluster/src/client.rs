@@ -24,15 +24,14 @@ use rampart_kv::{
     KvError, KvOp, KvReply, KvRequest, KvResult, OPS_PER_REQUEST_MAX, REQUEST_BYTES_MAX,
 };
 use tokio::io::BufReader;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::TlsConnector;
 
 use crate::ClusterError;
 use crate::config::Cluster;
 use crate::frame::read_frame;
-use crate::replica::{BACKOFF_MAX, BACKOFF_MIN, OUTBOUND_QUEUE_MAX, write_frames};
-use crate::tls::{client_config, server_name};
+use crate::replica::{BACKOFF_MAX, BACKOFF_MIN, OUTBOUND_QUEUE_MAX, connect_tls, write_frames};
+use crate::tls::client_config;
 
 /// Callers' operations waiting in the driver (beyond this, `execute` waits: back-pressure).
 pub const JOBS_QUEUED_MAX: usize = 8192;
@@ -411,19 +410,7 @@ async fn client_link(
 ) {
     let mut backoff = BACKOFF_MIN;
     loop {
-        let conn = async {
-            let tcp = TcpStream::connect(addr).await?;
-            tcp.set_nodelay(true)?;
-            tokio::time::timeout(
-                Duration::from_secs(5),
-                connector.connect(server_name(), tcp),
-            )
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
-            })?
-        };
-        if let Ok(tls) = conn.await {
+        if let Ok(tls) = connect_tls(addr, &connector).await {
             backoff = BACKOFF_MIN;
             connected.fetch_add(1, Ordering::Relaxed);
             let (rd, wr) = tokio::io::split(tls);

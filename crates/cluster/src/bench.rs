@@ -323,12 +323,22 @@ async fn plain_session(
     tokio::spawn(async move { write_frames(wr, &mut rx).await });
     let mut rd = BufReader::new(rd);
     let mut buf = Vec::new();
+    let mut answered = 0;
     while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];
         while batch.len() < ops_max {
             match jobs.try_recv() {
                 Ok(j) => batch.push(j),
                 Err(_) => break,
+            }
+        }
+        // The same regrouping as `KvClient` (wait up to REGROUP_WAIT for the callers just
+        // answered), so the baseline batches exactly as well.
+        let deadline = tokio::time::Instant::now() + crate::client::REGROUP_WAIT;
+        while batch.len() < answered.min(ops_max) {
+            match tokio::time::timeout_at(deadline, jobs.recv()).await {
+                Ok(Some(j)) => batch.push(j),
+                _ => break,
             }
         }
         let (ops, dones): (Vec<KvOp>, Vec<_>) = batch.into_iter().unzip();
@@ -348,8 +358,11 @@ async fn plain_session(
         if KvReply::decode(&buf).is_err() {
             return;
         }
+        answered = 0;
         for d in dones {
-            let _ = d.send(());
+            if d.send(()).is_ok() {
+                answered += 1;
+            }
         }
     }
 }

@@ -19,8 +19,8 @@ use crate::client::{ClientOptions, KvClient};
 use crate::config::ProtocolSettings;
 use crate::frame::read_frame;
 use crate::local::{LocalCluster, LocalOptions};
-use crate::replica::write_frames;
-use crate::tls::{Directory, client_config, server_config, server_name};
+use crate::replica::{connect_tls, write_frames};
+use crate::tls::{Directory, client_config, server_config};
 
 /// One benchmark configuration.
 #[derive(Debug, Clone)]
@@ -281,12 +281,7 @@ pub async fn run_baseline(dir: &std::path::Path, w: &Workload) -> Result<Report,
         let id = ClientId(s as u64);
         let key = cluster.client_key(id)?;
         let cfg = client_config(&key, &cluster.replica_keys[0])?;
-        let tcp = TcpStream::connect(addr)
-            .await
-            .map_err(|e| ClusterError::io(dir, e))?;
-        let _ = tcp.set_nodelay(true);
-        let conn = TlsConnector::from(cfg)
-            .connect(server_name(), tcp)
+        let conn = connect_tls(addr, &TlsConnector::from(cfg))
             .await
             .map_err(|e| ClusterError::io(dir, e))?;
         let (jobs_tx, jobs_rx) = mpsc::channel::<Op>(1024);
@@ -328,12 +323,22 @@ async fn plain_session(
     tokio::spawn(async move { write_frames(wr, &mut rx).await });
     let mut rd = BufReader::new(rd);
     let mut buf = Vec::new();
+    let mut answered = 0;
     while let Some(first) = jobs.recv().await {
         let mut batch = vec![first];
         while batch.len() < ops_max {
             match jobs.try_recv() {
                 Ok(j) => batch.push(j),
                 Err(_) => break,
+            }
+        }
+        // The same regrouping as `KvClient` (wait up to REGROUP_WAIT for the callers just
+        // answered), so the baseline batches exactly as well.
+        let deadline = tokio::time::Instant::now() + crate::client::REGROUP_WAIT;
+        while batch.len() < answered.min(ops_max) {
+            match tokio::time::timeout_at(deadline, jobs.recv()).await {
+                Ok(Some(j)) => batch.push(j),
+                _ => break,
             }
         }
         let (ops, dones): (Vec<KvOp>, Vec<_>) = batch.into_iter().unzip();
@@ -353,8 +358,11 @@ async fn plain_session(
         if KvReply::decode(&buf).is_err() {
             return;
         }
+        answered = 0;
         for d in dones {
-            let _ = d.send(());
+            if d.send(()).is_ok() {
+                answered += 1;
+            }
         }
     }
 }

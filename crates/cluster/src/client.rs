@@ -24,18 +24,20 @@ use rampart_kv::{
     KvError, KvOp, KvReply, KvRequest, KvResult, OPS_PER_REQUEST_MAX, REQUEST_BYTES_MAX,
 };
 use tokio::io::BufReader;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::TlsConnector;
 
 use crate::ClusterError;
 use crate::config::Cluster;
 use crate::frame::read_frame;
-use crate::replica::{BACKOFF_MAX, BACKOFF_MIN, OUTBOUND_QUEUE_MAX, write_frames};
-use crate::tls::{client_config, server_name};
+use crate::replica::{BACKOFF_MAX, BACKOFF_MIN, OUTBOUND_QUEUE_MAX, connect_tls, write_frames};
+use crate::tls::client_config;
 
 /// Callers' operations waiting in the driver (beyond this, `execute` waits: back-pressure).
 pub const JOBS_QUEUED_MAX: usize = 8192;
+
+/// Longest wait for just-answered callers' next operations before the next request leaves.
+pub const REGROUP_WAIT: Duration = Duration::from_millis(2);
 
 /// Options of [`KvClient::connect`].
 #[derive(Debug, Clone)]
@@ -141,6 +143,7 @@ impl KvClient {
             start: std::time::Instant::now(),
             ops_max: opts.ops_per_request_max.clamp(1, OPS_PER_REQUEST_MAX),
             stats: stats.clone(),
+            answered: 0,
         };
         tokio::spawn(driver.run(jobs_rx, replies_rx));
         Ok(KvClient {
@@ -259,6 +262,8 @@ struct Driver {
     start: std::time::Instant,
     ops_max: usize,
     stats: Arc<ClientStats>,
+    /// Callers answered by the last completed request.
+    answered: usize,
 }
 
 impl Driver {
@@ -304,10 +309,39 @@ impl Driver {
                     self.core.handle_timeout(now);
                 }
             }
+            self.answered = 0;
             self.drain();
+            self.regroup(&mut jobs).await;
             self.submit();
             self.drain();
         }
+    }
+
+    /// Callers just answered usually submit their next operation at once. Wait up to
+    /// [`REGROUP_WAIT`] for as many new operations as callers were answered, so that the next
+    /// request carries them too; otherwise closed-loop callers split into two cohorts that
+    /// alternate between requests, each request carrying half of them.
+    async fn regroup(&mut self, jobs: &mut mpsc::Receiver<Job>) {
+        if self.answered == 0 || self.core.is_busy() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + REGROUP_WAIT;
+        let mut arrived = 0;
+        while arrived < self.answered && self.queue.len() < JOBS_QUEUED_MAX {
+            match tokio::time::timeout_at(deadline, jobs.recv()).await {
+                Ok(Some(j)) => {
+                    self.queue.push_back(j);
+                    arrived += 1;
+                }
+                _ => break,
+            }
+        }
+        tracing::trace!(
+            answered = self.answered,
+            arrived,
+            queued = self.queue.len(),
+            "regrouped"
+        );
     }
 
     fn drain(&mut self) {
@@ -357,7 +391,9 @@ impl Driver {
             self.stats
                 .ops
                 .fetch_add(job.ops.len() as u64, Ordering::Relaxed);
-            let _ = job.done.send(rs);
+            if job.done.send(rs).is_ok() {
+                self.answered += 1;
+            }
         }
     }
 
@@ -411,19 +447,7 @@ async fn client_link(
 ) {
     let mut backoff = BACKOFF_MIN;
     loop {
-        let conn = async {
-            let tcp = TcpStream::connect(addr).await?;
-            tcp.set_nodelay(true)?;
-            tokio::time::timeout(
-                Duration::from_secs(5),
-                connector.connect(server_name(), tcp),
-            )
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
-            })?
-        };
-        if let Ok(tls) = conn.await {
+        if let Ok(tls) = connect_tls(addr, &connector).await {
             backoff = BACKOFF_MIN;
             connected.fetch_add(1, Ordering::Relaxed);
             let (rd, wr) = tokio::io::split(tls);

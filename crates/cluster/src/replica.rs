@@ -47,6 +47,9 @@ pub const INBOUND_BURST_MAX: usize = 256;
 pub const BACKOFF_MIN: Duration = Duration::from_millis(20);
 /// Reconnection backoff cap.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// A TLS handshake that takes longer is abandoned (a peer cannot hold a connection slot
+/// open without finishing it).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes buffered by a connection writer before it flushes.
 const WRITE_BUFFER_BYTES: usize = 256 << 10;
 
@@ -510,8 +513,7 @@ async fn accept_loop(
         conn_id += 1;
         let (acceptor, dir, events) = (acceptor.clone(), dir.clone(), events.clone());
         tokio::spawn(async move {
-            let handshake =
-                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await;
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
             let tls = match handshake {
                 Ok(Ok(t)) => t,
                 Ok(Err(e)) => {
@@ -591,22 +593,22 @@ pub(crate) async fn write_frames<W: tokio::io::AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// Dial `addr` and complete the pinned TLS handshake within [`HANDSHAKE_TIMEOUT`].
+pub(crate) async fn connect_tls(
+    addr: SocketAddr,
+    connector: &TlsConnector,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(server_name(), tcp))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))?
+}
+
 async fn outbound_link(addr: SocketAddr, connector: TlsConnector, mut rx: mpsc::Receiver<Bytes>) {
     let mut backoff = BACKOFF_MIN;
     loop {
-        let conn = async {
-            let tcp = TcpStream::connect(addr).await?;
-            tcp.set_nodelay(true)?;
-            tokio::time::timeout(
-                Duration::from_secs(5),
-                connector.connect(server_name(), tcp),
-            )
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
-            })?
-        };
-        match conn.await {
+        match connect_tls(addr, &connector).await {
             Ok(tls) => {
                 backoff = BACKOFF_MIN;
                 // Frames queued while the link was down are stale; the protocol retransmits.

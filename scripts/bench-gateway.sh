@@ -10,5 +10,5 @@ if [ ! -x "$TOOLS/venv/bin/moto_server" ] || [ ! -x "$TOOLS/venv/bin/aws" ]; the
   "$TOOLS/venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]>=5,<6" boto3 "awscli>=1.32,<2"
 fi
 cargo build --release -p rampart
-exec "$TOOLS/venv/bin/python" scripts/bench_gateway.py --rampart target/release/rampart \
+exec "$TOOLS/venv/bin/python" scripts/bench_gateway.py --rampart "${CARGO_TARGET_DIR:-target}/release/rampart" \
   --aws "$TOOLS/venv/bin/aws" --moto "$TOOLS/venv/bin/moto_server" "$@"

@@ -7,11 +7,14 @@
 //! fail with instructions if they are missing, rather than skip: a skipped test proves
 //! nothing.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+mod common;
+use common::{files_under, write_blocks};
 
 /// Bytes planted in every file the clients upload; no cloud may ever hold them.
 const MARKER: &[u8] = b"RAMPART-GATEWAY-PLAINTEXT-MARKER-5b1e";
@@ -163,38 +166,6 @@ fn init(dir: &Path) {
     ok(rampart(dir, &["init"]), "rampart init");
 }
 
-/// A file of `mib` MiB of distinct blocks, each opening with [`MARKER`].
-fn write_marked_file(p: &Path, mib: u64) {
-    let mut f = std::io::BufWriter::new(std::fs::File::create(p).unwrap());
-    let mut block = vec![0u8; 1 << 20];
-    for i in 0..mib {
-        for (j, chunk) in block.chunks_mut(8).enumerate() {
-            let v = (i << 20 | j as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            chunk.copy_from_slice(&v.to_le_bytes());
-        }
-        block[..MARKER.len()].copy_from_slice(MARKER);
-        f.write_all(&block).unwrap();
-    }
-    f.flush().unwrap();
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p)
-            } else {
-                out.push(p)
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 fn same_file(a: &Path, b: &Path) -> bool {
     let (mut fa, mut fb) = (
         std::fs::File::open(a).unwrap(),
@@ -269,7 +240,7 @@ fn gateway_serves_real_clients_and_clouds_see_only_ciphertext() {
 
     // 100 MiB up and down: above the CLI's 8 MiB threshold, so a 13-part upload.
     let big = work.join("big.bin");
-    write_marked_file(&big, 100);
+    write_blocks(&big, 100, Some(MARKER));
     let up = big.to_str().unwrap();
     gw.aws_ok(&["s3", "cp", "--only-show-errors", up, "s3://data/big.bin"]);
     let down = work.join("big.down");

@@ -1,8 +1,11 @@
 //! The store as a new user meets it: the real `rampart` binary on local-directory clouds.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
+
+mod common;
+use common::{files_under, write_blocks};
 
 fn rampart(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rampart"))
@@ -52,36 +55,6 @@ fn digest_file(p: &Path) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
-fn write_big_file(p: &Path, mib: u64) {
-    let mut f = std::io::BufWriter::new(std::fs::File::create(p).unwrap());
-    let mut block = vec![0u8; 1 << 20];
-    for i in 0..mib {
-        // Distinct, non-repeating blocks: a counter mixed into every 8 bytes.
-        for (j, chunk) in block.chunks_mut(8).enumerate() {
-            let v = (i << 20 | j as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            chunk.copy_from_slice(&v.to_le_bytes());
-        }
-        f.write_all(&block).unwrap();
-    }
-    f.flush().unwrap();
-}
-
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p)
-            } else {
-                out.push(p)
-            }
-        }
-    }
-    out
-}
-
 /// The acceptance scenario, with a 1 GiB object.
 #[test]
 fn one_gib_survives_a_destroyed_and_a_corrupted_cloud() {
@@ -89,7 +62,7 @@ fn one_gib_survives_a_destroyed_and_a_corrupted_cloud() {
     let dir = tmp.path();
     ok(dir, &["init"]);
     let input = dir.join("big.bin");
-    write_big_file(&input, 1024);
+    write_blocks(&input, 1024, None);
     let want = digest_file(&input);
     ok(dir, &["put", "big.bin", "records/big.bin"]);
     let ls = ok(dir, &["ls"]);

@@ -356,9 +356,11 @@ impl Core {
         }
     }
 
-    fn push(&mut self, tx: &mpsc::Sender<Bytes>, frame: Bytes) {
+    /// Queues `frame` on `tx`, or counts it dropped when the queue is full (the protocol
+    /// retransmits). A free function so that callers can borrow `peers` and `dropped` apart.
+    fn push(dropped: &mut u64, tx: &mpsc::Sender<Bytes>, frame: Bytes) {
         if tx.try_send(frame).is_err() {
-            self.dropped += 1;
+            *dropped += 1;
         }
     }
 
@@ -366,8 +368,8 @@ impl Core {
         if self.byzantine == Some(DangerByzantine::Silent) {
             return;
         }
-        if let Some(Some(tx)) = self.peers.get(usize::from(to.0)).cloned() {
-            self.push(&tx, Bytes::from(msg.encode()));
+        if let Some(Some(tx)) = self.peers.get(usize::from(to.0)) {
+            Self::push(&mut self.dropped, tx, Bytes::from(msg.encode()));
         }
     }
 
@@ -377,9 +379,10 @@ impl Core {
             Some(DangerByzantine::Equivocate) => {
                 if let Some(alt) = self.equivocation(msg) {
                     let (a, b) = (Bytes::from(msg.encode()), Bytes::from(alt.encode()));
-                    for (j, tx) in self.peers.clone().iter().enumerate() {
+                    for (j, tx) in self.peers.iter().enumerate() {
                         if let Some(tx) = tx {
-                            self.push(tx, if j % 2 == 0 { a.clone() } else { b.clone() });
+                            let frame = if j % 2 == 0 { a.clone() } else { b.clone() };
+                            Self::push(&mut self.dropped, tx, frame);
                         }
                     }
                     return;
@@ -388,8 +391,8 @@ impl Core {
             _ => {}
         }
         let frame = Bytes::from(msg.encode());
-        for tx in self.peers.clone().iter().flatten() {
-            self.push(tx, frame.clone());
+        for tx in self.peers.iter().flatten() {
+            Self::push(&mut self.dropped, tx, frame.clone());
         }
     }
 
@@ -448,7 +451,7 @@ impl Core {
     }
 
     fn reply(&mut self, client: ClientId, msg: &Message) {
-        let msg = match (self.byzantine, msg) {
+        let wrong = match (self.byzantine, msg) {
             (Some(DangerByzantine::Silent), _) => return,
             (Some(DangerByzantine::WrongReplies), Message::Replica(m)) => match &m.body {
                 ReplicaBody::Reply {
@@ -465,14 +468,19 @@ impl Core {
                         read_only: *read_only,
                         result: wrong,
                     };
-                    Message::Replica(SignedMessage::new(&self.byz_auth, self.id, body))
+                    Some(Message::Replica(SignedMessage::new(
+                        &self.byz_auth,
+                        self.id,
+                        body,
+                    )))
                 }
-                _ => msg.clone(),
+                _ => None,
             },
-            _ => msg.clone(),
+            _ => None,
         };
-        if let Some((_, tx)) = self.clients.get(&client).cloned() {
-            self.push(&tx, Bytes::from(msg.encode()));
+        if let Some((_, tx)) = self.clients.get(&client) {
+            let frame = Bytes::from(wrong.as_ref().unwrap_or(msg).encode());
+            Self::push(&mut self.dropped, tx, frame);
         }
     }
 }

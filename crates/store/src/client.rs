@@ -58,6 +58,10 @@ pub struct Tuning {
     pub op_timeout: Duration,
     /// After `n − f` metadata answers, how long a writer waits for the rest.
     pub quorum_grace: Duration,
+    /// After `n − f` metadata answers that disagree (valid metadata beside missing or
+    /// invalid metadata), how long a reader waits for the remaining clouds before it
+    /// applies the fault bound. Costs nothing while every answer agrees.
+    pub dissent_grace: Duration,
     /// Attempts before a write gives up on concurrent writers.
     pub cas_attempts_max: u32,
     /// Multipart part size per cloud upload (S3 needs at least 5 MiB).
@@ -77,6 +81,7 @@ impl Default for Tuning {
             straggler_timeout: Duration::from_secs(20),
             op_timeout: Duration::from_secs(30),
             quorum_grace: Duration::from_millis(20),
+            dissent_grace: Duration::from_secs(1),
             cas_attempts_max: 12,
             upload_part_bytes: 8 * 1024 * 1024,
             upload_concurrency: 2,
@@ -466,10 +471,23 @@ impl MetaView {
     }
 }
 
+/// Whether valid metadata sits beside missing or invalid metadata.
+fn answers_disagree(clouds: &[CloudMeta]) -> bool {
+    let is =
+        |want: fn(&MetaAnswer) -> bool| clouds.iter().any(|c| c.answer.as_ref().is_some_and(want));
+    is(|a| matches!(a, MetaAnswer::Valid(..)))
+        && is(|a| matches!(a, MetaAnswer::Absent | MetaAnswer::Invalid(_)))
+}
+
 #[derive(Clone, Copy)]
 enum Wait {
     /// Return at `n − f` answers, after a grace period for the rest.
     Quorum(Duration),
+    /// Return at `n − f` answers if they agree; if valid metadata sits beside missing or
+    /// invalid metadata, hear the remaining clouds (within `dissent_grace`) first, so
+    /// that whether more than `f` clouds misbehave does not depend on which answered
+    /// first.
+    Read,
     /// Wait for every cloud (up to the op timeout).
     All,
 }
@@ -991,10 +1009,18 @@ impl CloudOfClouds {
                 token,
             };
             if answered >= self.quorum() && deadline.is_none() {
-                match wait {
-                    Wait::Quorum(grace) if grace.is_zero() => break,
-                    Wait::Quorum(grace) => deadline = Some(tokio::time::Instant::now() + grace),
-                    Wait::All => {}
+                let grace = match wait {
+                    Wait::Quorum(grace) => Some(grace),
+                    Wait::Read if answers_disagree(&clouds) => {
+                        Some(self.inner.tuning.dissent_grace)
+                    }
+                    Wait::Read => Some(Duration::ZERO),
+                    Wait::All => None,
+                };
+                match grace {
+                    Some(g) if g.is_zero() => break,
+                    Some(g) => deadline = Some(tokio::time::Instant::now() + g),
+                    None => {}
                 }
             }
         }
@@ -1464,9 +1490,7 @@ impl CloudOfClouds {
     /// The newest version's description, from verified metadata only.
     pub async fn head(&self, key: &str) -> Result<ObjectInfo, StoreError> {
         let name_id = self.name_id(key)?;
-        let view = self
-            .read_meta(&name_id, Wait::Quorum(Duration::ZERO))
-            .await?;
+        let view = self.read_meta(&name_id, Wait::Read).await?;
         let meta = view.require(key, &self.inner.clouds, self.f())?;
         self.info(key, meta.latest())
             .ok_or_else(|| StoreError::NotFound {
@@ -1531,9 +1555,7 @@ impl CloudOfClouds {
         progress: Option<Progress>,
     ) -> Result<GetReceipt, StoreError> {
         let name_id = self.name_id(key)?;
-        let view = self
-            .read_meta(&name_id, Wait::Quorum(Duration::ZERO))
-            .await?;
+        let view = self.read_meta(&name_id, Wait::Read).await?;
         let entry = view
             .require(key, &self.inner.clouds, self.f())?
             .latest()

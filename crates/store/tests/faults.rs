@@ -186,6 +186,34 @@ fn two_faulty_clouds_never_yield_wrong_bytes() {
 }
 
 #[test]
+fn two_clouds_without_metadata_refuse_whichever_answers_first() {
+    rt().block_on(async {
+        let (store, ctl) = memory_store(4, Protocol::Confidential);
+        // Clouds 2 and 3 silently lose the write: they hold no metadata for "key".
+        ctl[2].set(Fault::DropWrites);
+        ctl[3].set(Fault::DropWrites);
+        put(&store, "key", b"hello").await.unwrap();
+        ctl[2].set(Fault::None);
+        // Cloud 3 answers last, so the first n - f answers hold only one missing cloud.
+        ctl[3].set(Fault::Slow(Duration::from_millis(100)));
+        for _ in 0..3 {
+            let err = get(&store, "key").await.unwrap_err();
+            assert!(
+                matches!(err, StoreError::TooManyFaulty { faulty: 2, f: 1, .. }),
+                "{err}"
+            );
+            let err = store.head("key").await.unwrap_err();
+            assert!(matches!(err, StoreError::TooManyFaulty { .. }), "{err}");
+        }
+        // One missing cloud is within the bound, and the read is not held up by it.
+        ctl[3].set(Fault::None);
+        store.scrub(true, None).await.unwrap();
+        ctl[2].set(Fault::Down);
+        assert_eq!(get(&store, "key").await.unwrap(), b"hello");
+    });
+}
+
+#[test]
 fn two_clouds_down_fails_loudly() {
     rt().block_on(async {
         let (store, ctl) = memory_store(4, Protocol::Confidential);
@@ -409,9 +437,11 @@ fn scrub_names_and_repairs_faulty_clouds() {
         ctl[0].set(Fault::Down);
         let stat = store.stat("k").await.unwrap();
         assert!(stat.clouds[2].healthy(), "{stat:?}");
+        // Clouds 1 and 3 now return corrupt shards (their metadata stays intact), so
+        // the read must take cloud 2's rebuilt shards.
         ctl[0].set(Fault::None);
-        ctl[1].set(Fault::CorruptReads);
-        ctl[3].set(Fault::CorruptReads);
+        ctl[1].set(Fault::CorruptData);
+        ctl[3].set(Fault::CorruptData);
         assert_eq!(
             get(&store, "k").await.unwrap(),
             bytes,

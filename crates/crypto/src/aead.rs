@@ -19,6 +19,8 @@ use crate::CryptoError;
 pub const KEY_LEN: usize = 32;
 /// Length of the authentication tag appended to every ciphertext.
 pub const TAG_LEN: usize = 16;
+/// Bytes [`SealingKey::seal`] adds to a plaintext: the random nonce and the tag.
+pub const SEAL_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
 
 fn cipher(key: &[u8; KEY_LEN]) -> LessSafeKey {
     // `ring` only rejects keys of the wrong length, which the array type rules out.

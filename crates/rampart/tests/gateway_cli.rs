@@ -465,3 +465,60 @@ fn gateway_bad_input_gets_s3_errors_and_nothing_partial() {
     // One version only: the interrupted overwrite never got one.
     assert!(stat.contains("9 bytes") && !stat.contains("v2."), "{stat}");
 }
+
+/// The single encrypted backend: `rampart init --clouds 1`, then the gateway in front of
+/// one cloud. The AWS CLI gets its bytes back; the cloud holds only ciphertext; a cloud
+/// that changes bytes makes downloads fail instead of returning them.
+#[test]
+fn gateway_on_a_single_encrypted_backend() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    let work = tmp.path().join("work");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    let said = ok(rampart(&dir, &["init", "--clouds", "1"]), "rampart init");
+    assert!(said.contains("single encrypted backend"), "{said}");
+    let gw = Gateway::start(&dir);
+    gw.aws_ok(&["s3", "mb", "s3://one"]);
+
+    // 20 MiB: a multipart upload through the CLI.
+    let big = work.join("big.bin");
+    write_blocks(&big, 20, Some(MARKER));
+    gw.aws_ok(&[
+        "s3",
+        "cp",
+        "--only-show-errors",
+        big.to_str().unwrap(),
+        "s3://one/big.bin",
+    ]);
+    let down = work.join("big.down");
+    let get = [
+        "s3",
+        "cp",
+        "--only-show-errors",
+        "s3://one/big.bin",
+        down.to_str().unwrap(),
+    ];
+    gw.aws_ok(&get);
+    assert!(same_file(&big, &down), "download differs");
+    let listed = gw.aws_ok(&["s3", "ls", "s3://one/"]);
+    assert!(listed.contains("20971520 big.bin"), "{listed}");
+
+    let cloud = dir.join("clouds");
+    let (hits, searched) = clouds_containing(&cloud, MARKER);
+    assert!(hits.is_empty(), "plaintext in the cloud: {hits:?}");
+    assert!(searched > 20 << 20, "searched only {searched} bytes");
+
+    // One cloud and no others to outvote it: a lying cloud is detected, not survived.
+    std::fs::remove_file(&down).unwrap();
+    assert!(corrupt_cloud(&cloud) > 0);
+    let out = gw.aws(&get);
+    assert!(
+        !out.status.success(),
+        "a corrupted single cloud served data"
+    );
+    assert!(
+        !down.exists() || !same_file(&big, &down),
+        "failed download left the full file"
+    );
+}

@@ -109,6 +109,8 @@ struct Inner {
     trusted: Vec<VerifyingKey>,
     name_id_key: Zeroizing<[u8; 32]>,
     name_seal: SealingKey,
+    /// Wraps data keys for [`Protocol::Sealed`].
+    key_wrap: SealingKey,
     tuning: Tuning,
     audit: Option<Arc<dyn AuditSink>>,
 }
@@ -365,6 +367,17 @@ fn blob_prefix(name_id: &[u8; 32], blob_id: &[u8; 16]) -> Path {
         hex::encode(name_id),
         hex::encode(blob_id)
     ))
+}
+
+/// Associated data for a wrapped data key: binds it to its store, key and blob.
+fn key_wrap_aad(ctx: &SegmentContext) -> Vec<u8> {
+    [
+        b"rampart-store key-wrap v1".as_slice(),
+        &ctx.store_id,
+        &ctx.name_id,
+        &ctx.blob_id,
+    ]
+    .concat()
 }
 
 fn shard_path(name_id: &[u8; 32], blob_id: &[u8; 16], cloud: usize) -> Path {
@@ -792,12 +805,10 @@ impl CloudOfClouds {
         tuning: Tuning,
     ) -> Result<Self, StoreError> {
         let n = clouds.len();
-        if !(4..=crate::meta::CLOUDS_MAX).contains(&n) {
-            return Err(StoreError::CloudConfig {
-                cloud: "*".into(),
-                reason: format!("need 4..=16 clouds, got {n}"),
-            });
-        }
+        crate::config::check_clouds(n, protocol).map_err(|reason| StoreError::CloudConfig {
+            cloud: "*".into(),
+            reason,
+        })?;
         if segment_size == 0 || segment_size > crate::meta::SEGMENT_BYTES_MAX {
             return Err(StoreError::TooLarge {
                 what: "segment size",
@@ -812,6 +823,7 @@ impl CloudOfClouds {
             trusted.push(me);
         }
         let name_seal = SealingKey::new(&secrets.name_seal_key());
+        let key_wrap = SealingKey::new(&secrets.key_wrap_key());
         Ok(Self {
             inner: Arc::new(Inner {
                 f: (n - 1) / 3,
@@ -823,6 +835,7 @@ impl CloudOfClouds {
                 signing_key: secrets.signing_key,
                 trusted,
                 name_seal,
+                key_wrap,
                 tuning,
                 audit: None,
             }),
@@ -851,7 +864,7 @@ impl CloudOfClouds {
     fn k(&self, protocol: Protocol) -> usize {
         match protocol {
             Protocol::Replicated => 1,
-            Protocol::Confidential => self.f() + 1,
+            Protocol::Confidential | Protocol::Sealed => self.f() + 1,
         }
     }
 
@@ -1375,6 +1388,18 @@ impl CloudOfClouds {
                 self.dispatch(uploads, headers).await?;
                 (Some(key), digests)
             }
+            Protocol::Sealed => {
+                let key = SegmentKey::generate();
+                let wrapped = Bytes::from(
+                    self.inner
+                        .key_wrap
+                        .seal(&key_wrap_aad(&ctx), key.danger_key_bytes()),
+                );
+                let digest = Digest::of(&wrapped);
+                // The header of each cloud's blob is the wrapped key.
+                self.dispatch(uploads, vec![wrapped; n]).await?;
+                (Some(key), vec![digest; n])
+            }
             Protocol::Replicated => (None, Vec::new()),
         };
         let codec = Arc::new(Codec::new(protocol, k, n, seg_key, ctx)?);
@@ -1705,6 +1730,11 @@ impl CloudOfClouds {
                 let secret = shamir::combine(&shares).map_err(StoreError::Crypto)?;
                 Some(SegmentKey::from_bytes(secret))
             }
+            Protocol::Sealed => Some(
+                self.fetch_wrapped_key(&name_id, &manifest, &HashSet::new())
+                    .await?
+                    .1,
+            ),
             Protocol::Replicated => None,
         };
         let ctx = SegmentContext {
@@ -1755,6 +1785,60 @@ impl CloudOfClouds {
             )
             .await?;
         Ok(got.into_iter().flatten().collect())
+    }
+
+    /// Fetches one verified wrapped data key ([`Protocol::Sealed`]) and unwraps it.
+    async fn fetch_wrapped_key(
+        &self,
+        name_id: &[u8; 32],
+        m: &Arc<Manifest>,
+        exclude: &HashSet<usize>,
+    ) -> Result<(Bytes, SegmentKey), StoreError> {
+        let m2 = m.clone();
+        let got = self
+            .hedged_fetch(
+                name_id,
+                &m.blob_id,
+                1,
+                0..m.header_len() as u64,
+                u64::MAX,
+                exclude,
+                move |i, b| {
+                    if Digest::of(b) != m2.share_digests[i] {
+                        return Err("wrapped key does not match the manifest");
+                    }
+                    Ok(Bytes::copy_from_slice(b))
+                },
+            )
+            .await?;
+        let wrapped = got
+            .into_iter()
+            .flatten()
+            .next()
+            .ok_or(StoreError::Integrity {
+                reason: "no verified wrapped key",
+            })?;
+        let ctx = SegmentContext {
+            store_id: self.inner.store_id,
+            name_id: *name_id,
+            blob_id: m.blob_id,
+        };
+        let plain = Zeroizing::new(
+            self.inner
+                .key_wrap
+                .open(&key_wrap_aad(&ctx), &wrapped)
+                .map_err(|_| StoreError::Integrity {
+                    reason: "the data key does not unwrap under this store's key file",
+                })?,
+        );
+        let mut key = Zeroizing::new([0u8; 32]);
+        if plain.len() != key.len() {
+            return Err(StoreError::Integrity {
+                reason: "unwrapped data key has the wrong length",
+            });
+        }
+        key.copy_from_slice(&plain);
+        Ok((wrapped, SegmentKey::from_bytes(key)))
     }
 
     /// Reads `range` of blob object `s<i>` from the fastest clouds until `need` of them
@@ -2315,6 +2399,13 @@ impl CloudOfClouds {
                     }
                     let secret = shamir::combine(&shares).map_err(StoreError::Crypto)?;
                     Some(SegmentKey::from_bytes(secret))
+                }
+                Protocol::Sealed => {
+                    let (wrapped, key) = self.fetch_wrapped_key(name_id, &m, &exclude).await?;
+                    for &i in bad {
+                        uploads.send(i, wrapped.clone(), straggle, 0).await;
+                    }
+                    Some(key)
                 }
                 Protocol::Replicated => None,
             };

@@ -122,6 +122,14 @@ impl Secrets {
             self.namespace_secret.as_ref(),
         ))
     }
+
+    /// Key that wraps each version's data key for the sealed single backend.
+    pub fn key_wrap_key(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(derive_key(
+            "rampart-store 2026 key-wrap",
+            self.namespace_secret.as_ref(),
+        ))
+    }
 }
 
 impl std::fmt::Debug for Secrets {
@@ -186,9 +194,10 @@ impl StoreConfig {
         let protocol = match file.protocol.as_str() {
             "ca" => Protocol::Confidential,
             "a" => Protocol::Replicated,
+            "sealed" => Protocol::Sealed,
             other => {
                 return Err(cfg_err(format!(
-                    "protocol must be \"ca\" or \"a\", not {other:?}"
+                    "protocol must be \"ca\", \"a\" or \"sealed\", not {other:?}"
                 )));
             }
         };
@@ -197,12 +206,7 @@ impl StoreConfig {
                 "segment_size must be between {SEGMENT_SIZE_MIN} and {SEGMENT_BYTES_MAX}"
             )));
         }
-        let n = file.clouds.len();
-        if !(4..=CLOUDS_MAX).contains(&n) {
-            return Err(cfg_err(format!(
-                "need between 4 and {CLOUDS_MAX} clouds to tolerate a faulty one (n >= 3f+1), found {n}"
-            )));
-        }
+        check_clouds(file.clouds.len(), protocol).map_err(cfg_err)?;
         for (i, c) in file.clouds.iter().enumerate() {
             if file.clouds[..i].iter().any(|o| o.name == c.name) {
                 return Err(cfg_err(format!("duplicate cloud name {:?}", c.name)));
@@ -303,6 +307,26 @@ fn load_key_file(path: &Path) -> Result<Secrets, StoreError> {
     })
 }
 
+/// Checks that `n` clouds suit `protocol`: 4 to [`CLOUDS_MAX`] clouds (n ≥ 3f + 1 with
+/// f ≥ 1) for DepSky-A and DepSky-CA, exactly one for the sealed single backend.
+pub fn check_clouds(n: usize, protocol: Protocol) -> Result<(), String> {
+    match protocol {
+        Protocol::Sealed if n == 1 => Ok(()),
+        Protocol::Sealed => Err(format!(
+            "protocol \"sealed\" is the single-backend mode and takes exactly one cloud, found {n} \
+             (use \"ca\" for several clouds)"
+        )),
+        _ if n == 1 => Err(
+            "one cloud needs protocol = \"sealed\" (a single encrypted backend, no fault tolerance)"
+                .into(),
+        ),
+        _ if !(4..=CLOUDS_MAX).contains(&n) => Err(format!(
+            "need between 4 and {CLOUDS_MAX} clouds to tolerate a faulty one (n >= 3f+1), found {n}"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// What `rampart init` created.
 #[derive(Debug)]
 pub struct InitReport {
@@ -353,7 +377,11 @@ pub fn init_local(dir: &Path, clouds: usize) -> Result<InitReport, StoreError> {
     let file = ConfigFile {
         store_id: hex::encode(store_id),
         key_file: PathBuf::from("rampart.key"),
-        protocol: default_protocol(),
+        protocol: if clouds == 1 {
+            "sealed".into()
+        } else {
+            default_protocol()
+        },
         segment_size: SEGMENT_SIZE_DEFAULT,
         trusted_writers: vec![],
         clouds: cloud_cfgs,
@@ -361,10 +389,17 @@ pub fn init_local(dir: &Path, clouds: usize) -> Result<InitReport, StoreError> {
         gateway: None,
     };
     let body = toml::to_string_pretty(&file).expect("config serialises");
+    let summary = if clouds == 1 {
+        "One cloud: a single encrypted backend (protocol \"sealed\"), no fault tolerance.".into()
+    } else {
+        format!(
+            "n = {clouds} clouds tolerate f = {} faulty ones.",
+            (clouds - 1) / 3
+        )
+    };
     let text = format!(
-        "# Rampart cloud-of-clouds store. n = {clouds} clouds tolerate f = {} faulty ones.\n\
-         # Each cloud is an object_store URL (file://, s3://, az://, gs://) with options.\n{body}",
-        (clouds - 1) / 3
+        "# Rampart cloud-of-clouds store. {summary}\n\
+         # Each cloud is an object_store URL (file://, s3://, az://, gs://) with options.\n{body}"
     );
     let key = KeyFile {
         signing_key: hex::encode(*secrets.signing_key.danger_seed()),
@@ -429,6 +464,33 @@ mod tests {
     }
 
     #[test]
+    fn one_cloud_is_the_sealed_single_backend_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let rep = init_local(dir.path(), 1).unwrap();
+        let cfg = StoreConfig::load(&rep.config_path).unwrap();
+        assert_eq!((cfg.n(), cfg.protocol), (1, Protocol::Sealed));
+        let text = fs::read_to_string(&rep.config_path).unwrap();
+        fs::write(&rep.config_path, text.replace("\"sealed\"", "\"ca\"")).unwrap();
+        let err = StoreConfig::load(&rep.config_path).unwrap_err();
+        assert!(
+            err.to_string().contains("needs protocol = \"sealed\""),
+            "{err}"
+        );
+        for (n, protocol, ok) in [
+            (1, Protocol::Sealed, true),
+            (4, Protocol::Sealed, false),
+            (1, Protocol::Replicated, false),
+            (2, Protocol::Confidential, false),
+            (3, Protocol::Confidential, false),
+            (4, Protocol::Confidential, true),
+            (16, Protocol::Replicated, true),
+            (17, Protocol::Confidential, false),
+        ] {
+            assert_eq!(check_clouds(n, protocol).is_ok(), ok, "{n} {protocol}");
+        }
+    }
+
+    #[test]
     fn rejects_bad_configs() {
         let dir = tempfile::tempdir().unwrap();
         let rep = init_local(dir.path(), 4).unwrap();
@@ -438,6 +500,8 @@ mod tests {
             good.replace("store_id = \"", "store_id = \"zz"),
             good.replace("[[clouds]]", "[[nonsense]]"),
             "this is not toml ][".to_string(),
+            // Sealed is the one-cloud mode only.
+            good.replace("protocol = \"ca\"", "protocol = \"sealed\""),
         ];
         for (i, text) in cases.iter().enumerate() {
             fs::write(&rep.config_path, text).unwrap();

@@ -36,6 +36,12 @@
 //! nothing. With `n = 4` the clouds store 2× the data. **DepSky-A** replicates plaintext
 //! to every cloud and is meant for public data.
 //!
+//! **Sealed single backend** ([`Protocol::Sealed`], exactly one cloud, `f = 0`): the same
+//! code with `n = k = 1`. Segments are sealed as in DepSky-CA; the data key is wrapped
+//! (AES-256-GCM, bound to store, key and blob) under a key derived from the owner's
+//! namespace secret and stored as the blob header. The cloud learns nothing and cannot
+//! forge, but it can withhold data or serve an older signed version undetected.
+//!
 //! # Consistency
 //!
 //! Writers are serialised per key by compare-and-swap on each cloud's metadata (native
@@ -170,10 +176,11 @@ pub enum StoreError {
     /// Fewer than `k` clouds returned valid shards for a segment: the read fails rather
     /// than return anything unverified.
     #[error(
-        "segment {segment}: only {valid} of {n} clouds returned valid shards, {needed} needed ({detail})"
+        "{}: only {valid} of {n} clouds returned valid shards, {needed} needed ({detail})",
+        segment_label(*.segment)
     )]
     NotEnoughShards {
-        /// Segment index.
+        /// Segment index, or `u64::MAX` for the blob header (key share or wrapped key).
         segment: u64,
         /// Valid shards found.
         valid: usize,
@@ -241,4 +248,12 @@ pub enum StoreError {
     /// A cryptographic operation failed.
     #[error(transparent)]
     Crypto(rampart_crypto::CryptoError),
+}
+
+fn segment_label(segment: u64) -> String {
+    if segment == u64::MAX {
+        "blob key header".into()
+    } else {
+        format!("segment {segment}")
+    }
 }

@@ -57,7 +57,11 @@ const _: () = assert!(
         <= META_BYTES_MAX
 );
 
-/// Which DepSky protocol stored a version.
+/// Length of a data key wrapped under the owner's key ([`Protocol::Sealed`]).
+pub const WRAPPED_KEY_LEN: usize =
+    rampart_crypto::aead::KEY_LEN + rampart_crypto::aead::SEAL_OVERHEAD;
+
+/// Which protocol stored a version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
     /// DepSky-A: every cloud holds a full plaintext replica; integrity and availability
@@ -66,6 +70,11 @@ pub enum Protocol {
     /// DepSky-CA: AES-256-GCM with a fresh key per version, Reed–Solomon `k = f+1` of
     /// `n`, the key split with Shamir `k = f+1`.
     Confidential,
+    /// A single encrypted backend (`n = 1`, `f = 0`): segments sealed with AES-256-GCM
+    /// under a fresh key per version as in DepSky-CA, but the key is wrapped under a key
+    /// derived from the owner's namespace secret and stored in each cloud's blob header.
+    /// Confidentiality and integrity rest on the owner's keys; availability on one cloud.
+    Sealed,
 }
 
 impl Protocol {
@@ -73,12 +82,14 @@ impl Protocol {
         match self {
             Protocol::Replicated => 0,
             Protocol::Confidential => 1,
+            Protocol::Sealed => 2,
         }
     }
     fn from_code(c: u8) -> Option<Self> {
         match c {
             0 => Some(Protocol::Replicated),
             1 => Some(Protocol::Confidential),
+            2 => Some(Protocol::Sealed),
             _ => None,
         }
     }
@@ -89,6 +100,7 @@ impl fmt::Display for Protocol {
         f.write_str(match self {
             Protocol::Replicated => "DepSky-A",
             Protocol::Confidential => "DepSky-CA",
+            Protocol::Sealed => "sealed single backend",
         })
     }
 }
@@ -350,7 +362,8 @@ pub struct Manifest {
     pub k: u8,
     /// Number of clouds (shards per segment).
     pub n: u8,
-    /// Digest of each cloud's key share (DepSky-CA), or empty (DepSky-A).
+    /// Digest of each cloud's blob header: its key share (DepSky-CA) or the wrapped key
+    /// (sealed); empty for DepSky-A.
     pub share_digests: Vec<Digest>,
     /// Digest of shard `cloud` of segment `s` at index `s * n + cloud`.
     pub shard_digests: Vec<Digest>,
@@ -373,11 +386,13 @@ impl Manifest {
         shard_len_for(self.protocol, self.segment_plain_len(s), self.k as usize)
     }
 
-    /// Bytes before the first shard in each cloud's blob (the key share, for DepSky-CA).
+    /// Bytes before the first shard in each cloud's blob: the key share for DepSky-CA,
+    /// the wrapped key for [`Protocol::Sealed`].
     pub fn header_len(&self) -> usize {
         match self.protocol {
             Protocol::Replicated => 0,
             Protocol::Confidential => rampart_crypto::shamir::SHARE_LEN,
+            Protocol::Sealed => WRAPPED_KEY_LEN,
         }
     }
 
@@ -454,7 +469,7 @@ impl Manifest {
         let shares = r.u32()? as usize;
         let want_shares = match protocol {
             Protocol::Replicated => 0,
-            Protocol::Confidential => n as usize,
+            Protocol::Confidential | Protocol::Sealed => n as usize,
         };
         if shares != want_shares {
             return Err(bad("wrong number of key-share digests"));
@@ -492,7 +507,7 @@ pub fn segment_count(size: u64, segment_size: u32) -> u64 {
 pub fn shard_len_for(protocol: Protocol, plain_len: usize, k: usize) -> usize {
     match protocol {
         Protocol::Replicated => plain_len,
-        Protocol::Confidential => {
+        Protocol::Confidential | Protocol::Sealed => {
             rampart_crypto::erasure::shard_len(plain_len + rampart_crypto::aead::TAG_LEN, k)
         }
     }

@@ -2,7 +2,9 @@
 //!
 //! DepSky-CA: seal with AES-256-GCM (nonce = segment index, associated data binds the
 //! store, key name, blob and position), split the ciphertext into `k` data shards and add
-//! `n − k` Reed–Solomon parity shards. DepSky-A: every shard is the plaintext segment.
+//! `n − k` Reed–Solomon parity shards. The sealed single backend seals the same way; with
+//! one cloud (`n = k = 1`) its only shard is the ciphertext. DepSky-A: every shard is the
+//! plaintext segment.
 //! These functions are pure and CPU-bound; the client runs them on blocking threads.
 
 use bytes::Bytes;
@@ -63,9 +65,14 @@ impl Codec {
         ctx: SegmentContext,
     ) -> Result<Self, StoreError> {
         let rs = match protocol {
-            Protocol::Confidential => {
-                assert!(key.is_some(), "DepSky-CA needs a data key");
-                Some(ReedSolomon::new(k, n).map_err(StoreError::Crypto)?)
+            Protocol::Confidential | Protocol::Sealed => {
+                assert!(key.is_some(), "an encrypting protocol needs a data key");
+                // One cloud holds the whole ciphertext: there is nothing to code.
+                if k == 1 && n == 1 {
+                    None
+                } else {
+                    Some(ReedSolomon::new(k, n).map_err(StoreError::Crypto)?)
+                }
             }
             Protocol::Replicated => None,
         };
@@ -79,8 +86,8 @@ impl Codec {
         last: bool,
         mut plain: Vec<u8>,
     ) -> Result<EncodedSegment, StoreError> {
-        match (&self.rs, &self.key) {
-            (Some(rs), Some(key)) => {
+        match &self.key {
+            Some(key) => {
                 let ct_len = plain.len() + TAG_LEN;
                 let len = shard_len(ct_len, self.k);
                 plain.reserve_exact(len * self.k - plain.len());
@@ -88,7 +95,7 @@ impl Codec {
                 debug_assert_eq!(plain.len(), ct_len);
                 plain.resize(len * self.k, 0);
                 let mut parity = vec![vec![0u8; len]; self.n - self.k];
-                {
+                if let Some(rs) = &self.rs {
                     let data: Vec<&[u8]> = plain.chunks(len).collect();
                     let mut p: Vec<&mut [u8]> = parity.iter_mut().map(Vec::as_mut_slice).collect();
                     rs.encode(&data, &mut p).map_err(StoreError::Crypto)?;
@@ -101,7 +108,7 @@ impl Codec {
                 let digests = shards.iter().map(|s| Digest::of(s)).collect();
                 Ok(EncodedSegment { shards, digests })
             }
-            _ => {
+            None => {
                 let data = Bytes::from(plain);
                 let d = Digest::of(&data);
                 Ok(EncodedSegment {
@@ -121,9 +128,12 @@ impl Codec {
         plain_len: usize,
         mut shards: Vec<Option<Vec<u8>>>,
     ) -> Result<Vec<u8>, StoreError> {
-        match (&self.rs, &self.key) {
-            (Some(rs), Some(key)) => {
+        match &self.key {
+            Some(key) => {
                 if shards[..self.k].iter().any(Option::is_none) {
+                    let rs = self.rs.as_ref().ok_or(StoreError::Integrity {
+                        reason: "a data shard is missing and there is no parity",
+                    })?;
                     rs.reconstruct_data(&mut shards)
                         .map_err(StoreError::Crypto)?;
                 }
@@ -139,7 +149,7 @@ impl Codec {
                     })?;
                 Ok(ct)
             }
-            _ => shards
+            None => shards
                 .into_iter()
                 .flatten()
                 .next()
@@ -151,9 +161,14 @@ impl Codec {
 
     /// Re-derives every shard of a segment from at least `k` verified ones (for repair).
     pub fn complete_shards(&self, shards: &mut [Option<Vec<u8>>]) -> Result<(), StoreError> {
-        match &self.rs {
-            Some(rs) => rs.reconstruct(shards).map_err(StoreError::Crypto),
-            None => {
+        match (&self.rs, &self.key) {
+            (Some(rs), _) => rs.reconstruct(shards).map_err(StoreError::Crypto),
+            // A single encrypted shard (n = k = 1) has no redundancy to rebuild from.
+            (None, Some(_)) if shards.iter().any(Option::is_none) => Err(StoreError::Integrity {
+                reason: "a shard is missing and there is no parity",
+            }),
+            (None, Some(_)) => Ok(()),
+            (None, None) => {
                 let any = shards
                     .iter()
                     .flatten()

@@ -199,7 +199,14 @@ fn two_clouds_without_metadata_refuse_whichever_answers_first() {
         for _ in 0..3 {
             let err = get(&store, "key").await.unwrap_err();
             assert!(
-                matches!(err, StoreError::TooManyFaulty { faulty: 2, f: 1, .. }),
+                matches!(
+                    err,
+                    StoreError::TooManyFaulty {
+                        faulty: 2,
+                        f: 1,
+                        ..
+                    }
+                ),
                 "{err}"
             );
             let err = store.head("key").await.unwrap_err();

@@ -176,3 +176,81 @@ fn real_clouds_concurrent_writers() {
         common::check_concurrent_writers(&store, "race", 3, 4).await;
     });
 }
+
+/// The sealed single backend on one real S3 bucket: the bucket holds only ciphertext, and
+/// bytes changed in the bucket behind the store's back make reads fail, never lie.
+#[test]
+fn real_s3_single_sealed_backend() {
+    use futures::TryStreamExt;
+    use object_store::{ObjectStoreExt, PutPayload};
+
+    let s3 = servers::moto();
+    servers::create_bucket(&s3, "rampart-single");
+    let cfg = CloudConfig {
+        name: "s3".into(),
+        url: "s3://rampart-single".into(),
+        options: servers::s3_options(&s3),
+    };
+    rt().block_on(async {
+        let cloud = Cloud::from_config(0, &cfg).unwrap();
+        let bucket = cloud.store().clone();
+        let store = CloudOfClouds::from_parts(
+            [5; 16],
+            Protocol::Sealed,
+            // Whole-MiB segments: a few range reads per object instead of thousands.
+            1 << 20,
+            Secrets::generate(),
+            vec![],
+            vec![cloud],
+            tuning(),
+        )
+        .unwrap();
+        let marker = b"SEALED-S3-PLAINTEXT-MARKER";
+        // Large enough to go multipart on S3.
+        let mut bytes = data(12 << 20, 3);
+        bytes[5 << 20..(5 << 20) + marker.len()].copy_from_slice(marker);
+        put(&store, "big", &bytes).await.unwrap();
+        put(&store, "small", marker).await.unwrap();
+        assert_eq!(get(&store, "big").await.unwrap(), bytes);
+        assert_eq!(get(&store, "small").await.unwrap(), marker);
+
+        let objects: Vec<_> = bucket.list(None).try_collect().await.unwrap();
+        let mut shards = Vec::new();
+        for o in &objects {
+            let stored = bucket
+                .get(&o.location)
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            assert!(
+                !stored.windows(marker.len()).any(|w| w == marker),
+                "{} holds plaintext",
+                o.location
+            );
+            if o.location.as_ref().ends_with("/s0") {
+                shards.push((o.location.clone(), stored));
+            }
+        }
+        assert_eq!(shards.len(), 2, "{objects:?}");
+
+        // Flip one byte of every blob in the bucket: every read must now fail.
+        for (path, stored) in shards {
+            let mut v = stored.to_vec();
+            let i = v.len() - 1;
+            v[i] ^= 0x40;
+            bucket.put(&path, PutPayload::from(v)).await.unwrap();
+        }
+        for key in ["big", "small"] {
+            let err = get(&store, key).await.unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    StoreError::NotEnoughShards { .. } | StoreError::Integrity { .. }
+                ),
+                "{key}: {err}"
+            );
+        }
+    });
+}

@@ -44,9 +44,13 @@ pub fn run(args: GatewayArgs, config: &Path) -> Result<()> {
             .map(|k| k.access_key_id.as_str())
             .collect();
         // Tests and scripts wait for this line: it means the socket accepts requests.
+        let backend = if n == 1 {
+            "a single encrypted backend, no fault tolerance".to_owned()
+        } else {
+            format!("n = {n} clouds, f = {f}")
+        };
         println!(
-            "rampart gateway listening on http://{addr} (n = {n} clouds, f = {f}); \
-             access key ids: {}",
+            "rampart gateway listening on http://{addr} ({backend}); access key ids: {}",
             ids.join(", ")
         );
         std::io::stdout().flush().ok();

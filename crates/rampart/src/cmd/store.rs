@@ -23,7 +23,8 @@ pub enum StoreCommand {
         /// Where to write the files (default: the working directory).
         #[arg(long, default_value = ".")]
         dir: PathBuf,
-        /// Number of local clouds (n >= 3f+1; 4 tolerates one faulty cloud).
+        /// Number of local clouds (n >= 3f+1; 4 tolerates one faulty cloud; 1 is a single
+        /// encrypted backend that tolerates none).
         #[arg(long, default_value_t = 4)]
         clouds: usize,
     },
@@ -101,8 +102,10 @@ pub fn run(cmd: StoreCommand, config: &Path) -> Result<()> {
 }
 
 fn init(dir: &Path, clouds: usize) -> Result<()> {
-    if !(4..=16).contains(&clouds) {
-        bail!("--clouds must be between 4 and 16 (n >= 3f+1 with f >= 1)");
+    if clouds != 1 && !(4..=16).contains(&clouds) {
+        bail!(
+            "--clouds must be between 4 and 16 (n >= 3f+1 with f >= 1), or 1 for a single encrypted backend"
+        );
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let rep = rampart_store::init_local(dir, clouds)?;
@@ -131,10 +134,17 @@ fn init(dir: &Path, clouds: usize) -> Result<()> {
         gateway.access_keys[0].access_key_id,
         rep.config_path.display()
     );
-    println!(
-        "n = {clouds} clouds, tolerating f = {} faulty ones. Try: rampart put FILE KEY",
-        (clouds - 1) / 3
-    );
+    if clouds == 1 {
+        println!(
+            "one cloud: a single encrypted backend (protocol \"sealed\"). The cloud sees only \
+             ciphertext, but nothing tolerates its loss. Try: rampart put FILE KEY"
+        );
+    } else {
+        println!(
+            "n = {clouds} clouds, tolerating f = {} faulty ones. Try: rampart put FILE KEY",
+            (clouds - 1) / 3
+        );
+    }
     Ok(())
 }
 

@@ -1,5 +1,5 @@
 //! `rampart bench store`: put and get throughput of the cloud-of-clouds store over four
-//! local-directory clouds, each beside a plain `object_store` put/get of the plaintext
+//! (or more, or one sealed) local-directory clouds, each beside a plain `object_store` put/get of the plaintext
 //! to one local directory, and the client pipeline rate (encrypt + encode + hash).
 
 use std::sync::Arc;
@@ -72,10 +72,15 @@ fn reps_for(size: u64) -> usize {
     }
 }
 
-/// Runs the benchmark in a fresh temporary directory under `parent`.
-pub async fn run(sizes: &[u64], parent: &std::path::Path) -> Result<Report, BenchError> {
+/// Runs the benchmark with `clouds` local-directory clouds (4 or more for DepSky-CA, 1 for
+/// the sealed single backend) in a fresh temporary directory under `parent`.
+pub async fn run(
+    sizes: &[u64],
+    parent: &std::path::Path,
+    clouds: usize,
+) -> Result<Report, BenchError> {
     let dir = tempfile::tempdir_in(parent)?;
-    let rep = rampart_store::init_local(dir.path(), 4)?;
+    let rep = rampart_store::init_local(dir.path(), clouds)?;
     let cfg = StoreConfig::load(&rep.config_path)?;
     let store = CloudOfClouds::open(cfg)?;
     let base_dir = dir.path().join("baseline");

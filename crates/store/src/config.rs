@@ -345,6 +345,15 @@ pub struct InitReport {
 pub fn init_local(dir: &Path, clouds: usize) -> Result<InitReport, StoreError> {
     let config_path = dir.join("rampart.toml");
     let key_path = dir.join("rampart.key");
+    let protocol = if clouds == 1 {
+        Protocol::Sealed
+    } else {
+        Protocol::Confidential
+    };
+    check_clouds(clouds, protocol).map_err(|reason| StoreError::Config {
+        path: config_path.clone(),
+        reason,
+    })?;
     for p in [&config_path, &key_path] {
         if p.exists() {
             return Err(StoreError::Config {
@@ -377,7 +386,7 @@ pub fn init_local(dir: &Path, clouds: usize) -> Result<InitReport, StoreError> {
     let file = ConfigFile {
         store_id: hex::encode(store_id),
         key_file: PathBuf::from("rampart.key"),
-        protocol: if clouds == 1 {
+        protocol: if protocol == Protocol::Sealed {
             "sealed".into()
         } else {
             default_protocol()

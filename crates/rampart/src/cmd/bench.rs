@@ -23,6 +23,9 @@ pub struct StoreBenchArgs {
     /// Directory for the temporary clouds (default: the system temp dir).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// Local clouds: 4 to 16 (DepSky-CA), or 1 for the sealed single backend.
+    #[arg(long, default_value_t = 4)]
+    clouds: usize,
 }
 
 /// Runs a benchmark.
@@ -36,10 +39,18 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
 fn store(args: StoreBenchArgs) -> Result<()> {
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let dir = args.dir.unwrap_or_else(std::env::temp_dir);
-    println!(
-        "rampart bench store: 4 local-directory clouds (n=4, f=1, DepSky-CA) vs. one local directory"
-    );
-    let rep = rt.block_on(rampart_bench::store::run(&args.sizes, &dir))?;
+    let what = if args.clouds == 1 {
+        "1 local-directory cloud (sealed single backend)".to_owned()
+    } else {
+        format!(
+            "{} local-directory clouds (n={}, f={}, DepSky-CA)",
+            args.clouds,
+            args.clouds,
+            (args.clouds.max(1) - 1) / 3
+        )
+    };
+    println!("rampart bench store: {what} vs. one local directory");
+    let rep = rt.block_on(rampart_bench::store::run(&args.sizes, &dir, args.clouds))?;
     println!(
         "{:>12} {:>4} {:>14} {:>14} {:>8}",
         "size", "op", "store MB/s", "plain MB/s", "ratio"

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use rand_core::{OsRng, RngCore};
 use serde::{Deserialize, Serialize};
@@ -70,6 +71,14 @@ pub struct GatewayConfig {
     /// Most object transfers (uploads, downloads, copies, completions) running at once.
     #[serde(default = "transfers_max_default")]
     pub transfers_max: usize,
+    /// PEM certificate chain for HTTPS. With `tls_key_file`, the gateway serves only
+    /// HTTPS (TLS 1.2 and 1.3); without both, plain HTTP. Relative paths are relative to
+    /// the directory of `rampart.toml`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for HTTPS (PKCS#8, PKCS#1 or SEC1); must not be readable by others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
     /// Credentials accepted (Signature V4). At least one.
     pub access_keys: Vec<AccessKey>,
 }
@@ -95,6 +104,8 @@ impl GatewayConfig {
             upload_bytes_max: UPLOAD_BYTES_MAX_DEFAULT,
             connections_max: CONNECTIONS_MAX_DEFAULT,
             transfers_max: TRANSFERS_MAX_DEFAULT,
+            tls_cert_file: None,
+            tls_key_file: None,
             access_keys: vec![AccessKey::generate()],
         }
     }
@@ -142,6 +153,9 @@ impl GatewayConfig {
         }
         if cfg.transfers_max == 0 {
             return bad("transfers_max must be positive");
+        }
+        if cfg.tls_cert_file.is_some() != cfg.tls_key_file.is_some() {
+            return bad("set both tls_cert_file and tls_key_file for HTTPS, or neither");
         }
         Ok(cfg)
     }
@@ -195,5 +209,11 @@ mod tests {
         )
         .unwrap();
         assert!(GatewayConfig::from_table(t).is_err());
+        let t: toml::Table = toml::from_str(
+            "tls_cert_file = \"c.pem\"\n[[access_keys]]\naccess_key_id = \"abc\"\nsecret_access_key = \"0123456789abcdef\"",
+        )
+        .unwrap();
+        let err = GatewayConfig::from_table(t).unwrap_err();
+        assert!(err.to_string().contains("tls_key_file"), "{err}");
     }
 }

@@ -50,12 +50,19 @@
 //! keys `InvalidAccessKeyId`, wrong signatures `SignatureDoesNotMatch`. Secrets are
 //! redacted from `Debug` output and never logged.
 //!
+//! # Transport
+//!
+//! Plain HTTP, or HTTPS only when `tls_cert_file` and `tls_key_file` are configured
+//! ([`tls_acceptor`]: rustls with `ring`, TLS 1.2/1.3, ALPN h2 and http/1.1, a bounded
+//! handshake time). SigV4 authenticates requests but does not hide them, so clients that
+//! reach the gateway over a network should use HTTPS.
+//!
 //! # Fault model
 //!
-//! That of the store: up to `f` of `n ≥ 3f + 1` clouds arbitrarily faulty. The gateway
-//! process itself is trusted (it holds the store's keys and sees plaintext), like the
-//! `rampart` CLI; run it where you would run the CLI, and put TLS in front of it if
-//! clients reach it over a network.
+//! That of the store: up to `f` of `n ≥ 3f + 1` clouds arbitrarily faulty, or, with the
+//! sealed single backend (`n = 1`), one cloud that may withhold or roll back but never
+//! forge. The gateway process itself is trusted (it holds the store's keys and sees
+//! plaintext), like the `rampart` CLI; run it where you would run the CLI.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 // A server: it stamps copies with wall-clock time; this is a runtime, not a sans-IO core.
@@ -70,7 +77,7 @@ pub mod server;
 pub use config::{AccessKey, GatewayConfig};
 pub use record::{ObjectAttrs, Record};
 pub use s3::Gateway;
-pub use server::{serve, service};
+pub use server::{serve, service, tls_acceptor};
 
 /// Errors of the gateway outside S3 requests (those become S3 error responses).
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +87,12 @@ pub enum GatewayError {
     #[error("[gateway] config: {reason}")]
     Config {
         /// What is wrong (one line).
+        reason: String,
+    },
+    /// The TLS certificate or key cannot be used.
+    #[error("[gateway] TLS: {reason}")]
+    Tls {
+        /// What is wrong (one line, never key material).
         reason: String,
     },
 }

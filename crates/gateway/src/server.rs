@@ -2,17 +2,22 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use rampart_store::CloudOfClouds;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use s3s::auth::{S3Auth, SecretKey};
 use s3s::config::{S3Config, StaticConfigProvider};
 use s3s::service::{S3Service, S3ServiceBuilder};
 use s3s::{S3Result, s3_error};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 
 use crate::GatewayError;
 use crate::config::GatewayConfig;
@@ -60,12 +65,66 @@ impl S3Auth for AccessKeys {
     }
 }
 
+/// Longest a client may take to finish the TLS handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An HTTPS acceptor from a PEM certificate chain and private key (rustls with `ring`;
+/// TLS 1.2 and 1.3; ALPN h2 and http/1.1). Refuses a key file that others can read.
+pub fn tls_acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, GatewayError> {
+    let tls = |reason: String| GatewayError::Tls { reason };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(key_file)
+            .map_err(|e| tls(format!("reading {}: {e}", key_file.display())))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(tls(format!(
+                "{} is readable by others (mode {:o}): chmod 600 it",
+                key_file.display(),
+                mode & 0o777
+            )));
+        }
+    }
+    let certs = CertificateDer::pem_file_iter(cert_file)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| {
+            tls(format!(
+                "reading certificates from {}: {e}",
+                cert_file.display()
+            ))
+        })?;
+    if certs.is_empty() {
+        return Err(tls(format!("{} holds no certificate", cert_file.display())));
+    }
+    // The error names the file only: a parse error must not echo key bytes.
+    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|_| {
+        tls(format!(
+            "{} holds no usable PEM private key",
+            key_file.display()
+        ))
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| tls(format!("certificate and key do not fit: {e}")))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(cfg)))
+}
+
 /// Serves `service` on `listener` until `shutdown` completes, at most
-/// `connections_max` connections at a time (further ones wait in the backlog).
+/// `connections_max` connections at a time (further ones wait in the backlog). With
+/// `tls`, every connection must complete a TLS handshake within
+/// [`TLS_HANDSHAKE_TIMEOUT`] first; plain HTTP is never served on that listener.
 pub async fn serve(
     listener: TcpListener,
     service: S3Service,
     connections_max: usize,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GatewayError> {
     let permits = Arc::new(Semaphore::new(connections_max));
@@ -87,10 +146,34 @@ pub async fn serve(
             },
         };
         let service = service.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let conn = ConnBuilder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let builder = ConnBuilder::new(TokioExecutor::new());
+            let conn = match tls {
+                None => {
+                    builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
+                    {
+                        Ok(Ok(stream)) => {
+                            builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            Ok(())
+                        }
+                    }
+                }
+            };
             if let Err(e) = conn {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }

@@ -29,6 +29,15 @@ pub fn run(args: GatewayArgs, config: &Path) -> Result<()> {
         )
     })?;
     let gw = GatewayConfig::from_table(section.0)?;
+    let base = config.parent().unwrap_or(Path::new("."));
+    let tls = match (&gw.tls_cert_file, &gw.tls_key_file) {
+        (Some(cert), Some(key)) => Some(rampart_gateway::tls_acceptor(
+            &base.join(cert),
+            &base.join(key),
+        )?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let (n, f) = (cfg.n(), (cfg.n() - 1) / 3);
     let store = CloudOfClouds::open(cfg)?;
     let listen = args.listen.unwrap_or(gw.listen);
@@ -50,12 +59,12 @@ pub fn run(args: GatewayArgs, config: &Path) -> Result<()> {
             format!("n = {n} clouds, f = {f}")
         };
         println!(
-            "rampart gateway listening on http://{addr} ({backend}); access key ids: {}",
+            "rampart gateway listening on {scheme}://{addr} ({backend}); access key ids: {}",
             ids.join(", ")
         );
         std::io::stdout().flush().ok();
         let service = rampart_gateway::service(store, &gw);
-        rampart_gateway::serve(listener, service, gw.connections_max, shutdown()).await?;
+        rampart_gateway::serve(listener, service, gw.connections_max, tls, shutdown()).await?;
         eprintln!("rampart gateway: shutting down");
         Ok(())
     })

@@ -1030,6 +1030,111 @@ impl S3 for Gateway {
         }))
     }
 
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let i = req.input;
+        self.require_bucket(&i.bucket).await?;
+        let q = ListQuery {
+            prefix: i.prefix.as_deref().unwrap_or(""),
+            delimiter: i.delimiter.as_deref().filter(|d| !d.is_empty()),
+            start_after: i.key_marker.as_deref().unwrap_or(""),
+            max_keys: max_keys(i.max_uploads),
+            url_encode: i
+                .encoding_type
+                .as_ref()
+                .is_some_and(|e| e.as_str() == EncodingType::URL),
+        };
+        // Every upload of this bucket under the prefix, from signed upload records, in S3's
+        // order: by key, then by initiation time.
+        let mut all: Vec<(String, u64, String)> = Vec::new();
+        for info in self.store.list(UPLOAD_PREFIX).await.map_err(store_error)? {
+            if let Ok(Record::Upload { bucket, key, .. }) = Record::decode(&info.attrs)
+                && bucket == i.bucket
+                && key.starts_with(q.prefix)
+            {
+                let id = info.key[UPLOAD_PREFIX.len()..].to_owned();
+                all.push((key, info.created_ms, id));
+            }
+        }
+        all.sort();
+        // Resume after (key_marker, upload_id_marker), or after every upload of key_marker.
+        let start = match (i.key_marker.as_deref(), i.upload_id_marker.as_deref()) {
+            (None, _) => 0,
+            (Some(k), None) => all.partition_point(|(key, ..)| key.as_str() <= k),
+            (Some(k), Some(id)) => all
+                .iter()
+                .position(|(key, _, uid)| key == k && uid == id)
+                .map_or_else(
+                    || all.partition_point(|(key, ..)| key.as_str() <= k),
+                    |p| p + 1,
+                ),
+        };
+        let mut uploads = Vec::new();
+        let mut prefixes: Vec<String> = Vec::new();
+        let mut truncated = false;
+        let mut last: Option<(String, String)> = None;
+        for (key, created_ms, id) in &all[start..] {
+            let rolled = q.delimiter.and_then(|d| {
+                key[q.prefix.len()..]
+                    .find(d)
+                    .map(|at| key[..q.prefix.len() + at + d.len()].to_owned())
+            });
+            // A prefix already returned (on this page, or as the marker of the last one).
+            if let Some(p) = &rolled
+                && (prefixes.last() == Some(p) || i.key_marker.as_ref() == Some(p))
+            {
+                continue;
+            }
+            if uploads.len() + prefixes.len() == q.max_keys {
+                truncated = true;
+                break;
+            }
+            match rolled {
+                Some(p) => {
+                    last = Some((p.clone(), String::new()));
+                    prefixes.push(p);
+                }
+                None => {
+                    last = Some((key.clone(), id.clone()));
+                    uploads.push(MultipartUpload {
+                        key: Some(q.encode(key)),
+                        upload_id: Some(id.clone()),
+                        initiated: Some(timestamp(*created_ms)),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        let (next_key, next_id) = match (truncated, last) {
+            (true, Some((k, id))) => (Some(q.encode(&k)), Some(id).filter(|id| !id.is_empty())),
+            _ => (None, None),
+        };
+        Ok(S3Response::new(ListMultipartUploadsOutput {
+            bucket: Some(i.bucket),
+            prefix: Some(q.encode(q.prefix)),
+            delimiter: q.delimiter.map(|d| q.encode(d)),
+            key_marker: i.key_marker.as_deref().map(|k| q.encode(k)),
+            upload_id_marker: i.upload_id_marker,
+            next_key_marker: next_key,
+            next_upload_id_marker: next_id,
+            max_uploads: Some(q.max_keys as i32),
+            is_truncated: Some(truncated),
+            uploads: Some(uploads),
+            common_prefixes: Some(
+                prefixes
+                    .iter()
+                    .map(|p| CommonPrefix {
+                        prefix: Some(q.encode(p)),
+                    })
+                    .collect(),
+            ),
+            encoding_type: i.encoding_type,
+            ..Default::default()
+        }))
+    }
+
     async fn abort_multipart_upload(
         &self,
         req: S3Request<AbortMultipartUploadInput>,

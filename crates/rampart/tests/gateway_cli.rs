@@ -350,6 +350,7 @@ fn gateway_serves_real_clients_and_clouds_see_only_ciphertext() {
     // pagination past 1,000 keys (v1 and v2), delimiters, batch deletes.
     gw.python("metadata");
     gw.python("paginate");
+    gw.python("multipart_uploads");
 
     // No cloud holds the plaintext (or a key name), though they hold the data.
     let clouds = dir.join("clouds");

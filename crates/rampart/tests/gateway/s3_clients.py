@@ -257,4 +257,46 @@ def disconnect_mid_get(path):
     conn.close()
 
 
-{"paginate": paginate, "metadata": metadata, "bad_input": bad_input}[STEP]()
+def multipart_uploads():
+    s3 = client()
+    s3.create_bucket(Bucket="mpu")
+    made = []
+    for key in ["logs/a", "logs/b", "logs/b", "x y", "zeta"]:
+        made.append((key, s3.create_multipart_upload(Bucket="mpu", Key=key)["UploadId"]))
+    # Another bucket's upload never shows up here.
+    s3.create_bucket(Bucket="mpu-other")
+    other = s3.create_multipart_upload(Bucket="mpu-other", Key="logs/a")["UploadId"]
+
+    r = s3.list_multipart_uploads(Bucket="mpu")
+    got = [(u["Key"], u["UploadId"]) for u in r.get("Uploads", [])]
+    assert [k for k, _ in got] == sorted(k for k, _ in made), got
+    assert sorted(got) == sorted(made), got
+    assert not r["IsTruncated"], r
+    assert all("Initiated" in u for u in r["Uploads"]), r
+    # Two per page, following the markers: every upload exactly once, in order.
+    pages = list(s3.get_paginator("list_multipart_uploads").paginate(
+        Bucket="mpu", PaginationConfig={"PageSize": 2}))
+    assert len(pages) == 3, [p.get("Uploads") for p in pages]
+    paged = [(u["Key"], u["UploadId"]) for p in pages for u in p.get("Uploads", [])]
+    assert paged == got, paged
+    # Delimiter rolls keys up; prefix filters.
+    r = s3.list_multipart_uploads(Bucket="mpu", Delimiter="/")
+    assert [p["Prefix"] for p in r.get("CommonPrefixes", [])] == ["logs/"], r
+    assert [u["Key"] for u in r.get("Uploads", [])] == ["x y", "zeta"], r
+    r = s3.list_multipart_uploads(Bucket="mpu", Prefix="logs/b")
+    assert sorted(u["UploadId"] for u in r["Uploads"]) == sorted(i for k, i in made if k == "logs/b"), r
+    # Aborting removes them from the listing.
+    for key, upload_id in made:
+        s3.abort_multipart_upload(Bucket="mpu", Key=key, UploadId=upload_id)
+    assert not s3.list_multipart_uploads(Bucket="mpu").get("Uploads"), "aborted uploads listed"
+    r = s3.list_multipart_uploads(Bucket="mpu-other")
+    assert [u["UploadId"] for u in r["Uploads"]] == [other], r
+    s3.abort_multipart_upload(Bucket="mpu-other", Key="logs/a", UploadId=other)
+    expect_error("NoSuchBucket", s3.list_multipart_uploads, Bucket="no-such-bucket")
+    for b in ["mpu", "mpu-other"]:
+        s3.delete_bucket(Bucket=b)
+    print("multipart uploads ok")
+
+
+{"paginate": paginate, "metadata": metadata, "bad_input": bad_input,
+ "multipart_uploads": multipart_uploads}[STEP]()

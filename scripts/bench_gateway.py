@@ -8,7 +8,9 @@ put`/`rampart get` on the same kind of store.
         --aws .test-tools/venv/bin/aws --moto .test-tools/venv/bin/moto_server [--mib 256] [--runs 3]
 
 Each transfer runs `--runs` times; the median is reported. Stores are fresh `rampart init`
-stores (4 local-directory clouds, DepSky-CA) under a temporary directory.
+stores (4 local-directory clouds, DepSky-CA) under a temporary directory; the gateway runs
+three times: over HTTP, over HTTPS (a self-signed certificate the CLI is told to trust),
+and over a sealed single cloud (`rampart init --clouds 1`).
 """
 import argparse
 import hashlib
@@ -57,6 +59,38 @@ def digest(path):
     return h.hexdigest()
 
 
+def self_signed(directory):
+    """Writes cert.pem and key.pem (mode 0600) for 127.0.0.1 into `directory`; returns
+    the certificate's path. Uses `cryptography`, which moto installs."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rampart bench")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path = os.path.join(directory, "cert.pem")
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    key_path = os.path.join(directory, "key.pem")
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+    return cert_path
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rampart", required=True)
@@ -82,20 +116,35 @@ def main():
     listing = {}
     procs = []
     try:
-        # Store for the gateway, and a separate one for rampart put/get.
-        gw_dir, cli_dir = os.path.join(tmp, "gw"), os.path.join(tmp, "cli")
-        for d in (gw_dir, cli_dir):
+        # Stores for the gateways (4 clouds over HTTP and HTTPS, and the sealed single
+        # backend), and a separate one for rampart put/get.
+        cli_dir = os.path.join(tmp, "cli")
+        os.makedirs(cli_dir)
+        subprocess.run([rampart, "init"], cwd=cli_dir, check=True, stdout=subprocess.DEVNULL)
+        gateways = {}
+        for name, clouds, tls in (("gateway", 4, False), ("gateway-tls", 4, True), ("gateway-1", 1, False)):
+            d = os.path.join(tmp, name)
             os.makedirs(d)
-            subprocess.run([rampart, "init"], cwd=d, check=True, stdout=subprocess.DEVNULL)
-        gw = subprocess.Popen([rampart, "gateway", "--listen", "127.0.0.1:0"], cwd=gw_dir,
-                              stdout=subprocess.PIPE, text=True)
-        procs.append(gw)
-        line = gw.stdout.readline()
-        gw_url = "http://" + line.split("http://")[1].split()[0]
-        keys = {}
-        for l in open(os.path.join(gw_dir, "rampart.toml")):
-            if "=" in l and l.split("=")[0].strip() in ("access_key_id", "secret_access_key"):
-                keys[l.split("=")[0].strip()] = l.split("=", 1)[1].strip().strip('"')
+            subprocess.run([rampart, "init", "--clouds", str(clouds)], cwd=d, check=True,
+                           stdout=subprocess.DEVNULL)
+            extra = []
+            if tls:
+                cert = self_signed(d)
+                cfg = os.path.join(d, "rampart.toml")
+                text = open(cfg).read().replace(
+                    "[gateway]\n", '[gateway]\ntls_cert_file = "cert.pem"\ntls_key_file = "key.pem"\n', 1)
+                open(cfg, "w").write(text)
+                extra = ["--ca-bundle", cert]
+            gw = subprocess.Popen([rampart, "gateway", "--listen", "127.0.0.1:0"], cwd=d,
+                                  stdout=subprocess.PIPE, text=True)
+            procs.append(gw)
+            line = gw.stdout.readline()
+            url = next(w for w in line.split() if w.startswith(("http://", "https://")))
+            keys = {}
+            for l in open(os.path.join(d, "rampart.toml")):
+                if "=" in l and l.split("=")[0].strip() in ("access_key_id", "secret_access_key"):
+                    keys[l.split("=")[0].strip()] = l.split("=", 1)[1].strip().strip('"')
+            gateways[name] = (url, keys, extra)
         moto_port = free_port()
         moto = subprocess.Popen([a.moto, "-H", "127.0.0.1", "-p", str(moto_port)], cwd=tmp,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -105,39 +154,41 @@ def main():
 
         base_env = dict(os.environ, AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
                         AWS_CONFIG_FILE=os.path.join(tmp, "none"), AWS_SHARED_CREDENTIALS_FILE=os.path.join(tmp, "none"))
-        gw_env = dict(base_env, AWS_ACCESS_KEY_ID=keys["access_key_id"],
-                      AWS_SECRET_ACCESS_KEY=keys["secret_access_key"])
         moto_env = dict(base_env, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="benchbenchbench")
 
         results = {}
 
-        def aws_case(name, url, env):
-            subprocess.run([a.aws, "--endpoint-url", url, "s3", "mb", "s3://bench"], env=env, check=True,
+        def aws_case(name, url, env, extra=()):
+            aws = [a.aws, *extra]
+            subprocess.run([*aws, "--endpoint-url", url, "s3", "mb", "s3://bench"], env=env, check=True,
                            stdout=subprocess.DEVNULL)
             ups, downs = [], []
             for i in range(a.runs):
                 dst = os.path.join(tmp, f"{name}.{i}.out")
-                ups.append(timed([a.aws, "--endpoint-url", url, "s3", "cp", "--only-show-errors", src,
+                ups.append(timed([*aws, "--endpoint-url", url, "s3", "cp", "--only-show-errors", src,
                                   f"s3://bench/object-{i}.bin"], env=env))
-                downs.append(timed([a.aws, "--endpoint-url", url, "s3", "cp", "--only-show-errors",
+                downs.append(timed([*aws, "--endpoint-url", url, "s3", "cp", "--only-show-errors",
                                     f"s3://bench/object-{i}.bin", dst], env=env))
                 assert digest(dst) == want, f"{name}: downloaded bytes differ"
                 os.remove(dst)
             results[name] = (statistics.median(ups), statistics.median(downs))
             # Listing: 1,100 small keys (two pages of the CLI's 1,000-key pages).
-            subprocess.run([a.aws, "--endpoint-url", url, "s3", "sync", "--only-show-errors", many,
+            subprocess.run([*aws, "--endpoint-url", url, "s3", "sync", "--only-show-errors", many,
                             "s3://bench/many"], env=env, check=True)
             lists = []
             for _ in range(a.runs):
                 t0 = time.perf_counter()
-                out = subprocess.run([a.aws, "--endpoint-url", url, "s3", "ls", "--recursive",
+                out = subprocess.run([*aws, "--endpoint-url", url, "s3", "ls", "--recursive",
                                       "s3://bench/many/"], env=env, check=True, capture_output=True,
                                      text=True).stdout
                 lists.append(time.perf_counter() - t0)
                 assert len(out.splitlines()) == MANY_KEYS, f"{name}: listed {len(out.splitlines())}"
             listing[name] = statistics.median(lists)
 
-        aws_case("gateway", gw_url, gw_env)
+        for name, (url, keys, extra) in gateways.items():
+            env = dict(base_env, AWS_ACCESS_KEY_ID=keys["access_key_id"],
+                       AWS_SECRET_ACCESS_KEY=keys["secret_access_key"])
+            aws_case(name, url, env, extra)
         aws_case("moto", moto_url, moto_env)
         ups, downs = [], []
         for i in range(a.runs):
@@ -156,9 +207,11 @@ def main():
     mib = a.mib
     print(f"{mib} MiB object, median of {a.runs} runs, MiB/s (higher is better)")
     labels = {"gateway": "aws s3 cp -> rampart gateway (4 clouds, DepSky-CA)",
+              "gateway-tls": "aws s3 cp -> rampart gateway, HTTPS (4 clouds)",
+              "gateway-1": "aws s3 cp -> rampart gateway (1 sealed cloud)",
               "moto": "aws s3 cp -> moto_server (plain S3, baseline)",
               "cli": "rampart put / rampart get (4 clouds, baseline)"}
-    for k in ("gateway", "moto", "cli"):
+    for k in ("gateway", "gateway-tls", "gateway-1", "moto", "cli"):
         up, down = results[k]
         print(f"  {labels[k]:<52} upload {mib / up:7.1f}   download {mib / down:7.1f}")
     g, m, c = results["gateway"], results["moto"], results["cli"]
@@ -166,6 +219,10 @@ def main():
     print(f"  aws s3 ls --recursive of {MANY_KEYS} keys (2 pages), s: gateway {listing['gateway']:.2f}, "
           f"moto_server {listing['moto']:.2f} (gateway/moto {listing['gateway'] / listing['moto']:.2f}x the time)")
     print(f"  gateway / rampart put,get:    upload {c[0] / g[0]:5.2f}x   download {c[1] / g[1]:5.2f}x")
+    t, o = results["gateway-tls"], results["gateway-1"]
+    print(f"  HTTPS / HTTP gateway:         upload {g[0] / t[0]:5.2f}x   download {g[1] / t[1]:5.2f}x")
+    print(f"  1 sealed cloud / 4 clouds:    upload {g[0] / o[0]:5.2f}x   download {g[1] / o[1]:5.2f}x")
+    print(f"  listing, s: HTTPS {listing['gateway-tls']:.2f}, 1 sealed cloud {listing['gateway-1']:.2f}")
 
 
 if __name__ == "__main__":

@@ -342,6 +342,8 @@ pub struct InitReport {
 
 /// Writes `dir/rampart.toml` with `clouds` local-directory clouds under `dir/clouds/`, and a
 /// fresh key file `dir/rampart.key` with mode 0600. Refuses to overwrite an existing config.
+/// Four or more clouds use DepSky-CA; one cloud is the sealed single backend (see
+/// [`check_clouds`]).
 pub fn init_local(dir: &Path, clouds: usize) -> Result<InitReport, StoreError> {
     let config_path = dir.join("rampart.toml");
     let key_path = dir.join("rampart.key");

@@ -1,6 +1,6 @@
 //! The cloud-of-clouds client: the DepSky protocols over a set of [`Cloud`]s.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
@@ -90,6 +90,10 @@ impl Default for Tuning {
     }
 }
 
+/// Most keys whose newest seen version a single-cloud client remembers (about 80 bytes
+/// each); keys beyond it are not checked for rollback.
+pub const SEEN_VERSIONS_MAX: usize = 1 << 20;
+
 /// Callback told the number of bytes transferred so far.
 pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 
@@ -111,6 +115,9 @@ struct Inner {
     name_seal: SealingKey,
     /// Wraps data keys for [`Protocol::Sealed`].
     key_wrap: SealingKey,
+    /// With one cloud (`f = 0`): the newest version this client saw per key, so that a
+    /// rollback by the cloud is detected (at most [`SEEN_VERSIONS_MAX`] keys).
+    seen: std::sync::Mutex<HashMap<[u8; 32], Version>>,
     tuning: Tuning,
     audit: Option<Arc<dyn AuditSink>>,
 }
@@ -836,6 +843,7 @@ impl CloudOfClouds {
                 trusted,
                 name_seal,
                 key_wrap,
+                seen: Default::default(),
                 tuning,
                 audit: None,
             }),
@@ -944,6 +952,34 @@ impl CloudOfClouds {
         let name = String::from_utf8(plain).ok()?;
         // The name must hash to the id it is filed under, or a writer lied.
         (self.name_id(&name).ok()? == *name_id).then_some(name)
+    }
+
+    /// Records that `version` of a key was read or written, and with a single cloud
+    /// (where no quorum can outvote it) refuses a version older than one already seen.
+    /// With `n ≥ 4` the quorum protocol gives the guarantees and reads may legitimately
+    /// go back while a write is in progress (regular semantics), so nothing is checked.
+    fn saw(&self, key: &str, name_id: &[u8; 32], version: Version) -> Result<(), StoreError> {
+        if self.f() > 0 {
+            return Ok(());
+        }
+        let mut seen = self.inner.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let full = seen.len() >= SEEN_VERSIONS_MAX;
+        match seen.get_mut(name_id) {
+            Some(v) if *v > version => Err(StoreError::RolledBack {
+                key: key.to_owned(),
+                got: version,
+                seen: *v,
+            }),
+            Some(v) => {
+                *v = version;
+                Ok(())
+            }
+            None if !full => {
+                seen.insert(*name_id, version);
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 
     fn ranked(&self) -> Vec<usize> {
@@ -1086,6 +1122,10 @@ impl CloudOfClouds {
             let view = self
                 .read_meta(name_id, Wait::Quorum(tuning.quorum_grace))
                 .await?;
+            if let Some((m, _)) = view.best() {
+                // Never build on a rolled-back version (single cloud only).
+                self.saw(key, name_id, m.latest().version)?;
+            }
             let entries = mutate(view.best().map(|(m, _)| m))?;
             let version = entries[0].version;
             let meta = Metadata {
@@ -1141,6 +1181,7 @@ impl CloudOfClouds {
             }
             if done >= self.quorum() {
                 background.extend(pending.into_background());
+                self.saw(key, name_id, version)?;
                 return Ok((version, background));
             }
             if failures.len() > self.f() {
@@ -1517,6 +1558,7 @@ impl CloudOfClouds {
         let name_id = self.name_id(key)?;
         let view = self.read_meta(&name_id, Wait::Read).await?;
         let meta = view.require(key, &self.inner.clouds, self.f())?;
+        self.saw(key, &name_id, meta.latest().version)?;
         self.info(key, meta.latest())
             .ok_or_else(|| StoreError::NotFound {
                 key: key.to_owned(),
@@ -1585,6 +1627,7 @@ impl CloudOfClouds {
             .require(key, &self.inner.clouds, self.f())?
             .latest()
             .clone();
+        self.saw(key, &name_id, entry.version)?;
         if expected.is_some_and(|v| v != entry.version) {
             return Err(StoreError::VersionChanged {
                 key: key.to_owned(),

@@ -40,7 +40,9 @@
 //! code with `n = k = 1`. Segments are sealed as in DepSky-CA; the data key is wrapped
 //! (AES-256-GCM, bound to store, key and blob) under a key derived from the owner's
 //! namespace secret and stored as the blob header. The cloud learns nothing and cannot
-//! forge, but it can withhold data or serve an older signed version undetected.
+//! forge, but it can withhold data, and serve an older signed version to a client that
+//! has not seen a newer one (a client remembers the newest version it saw per key and
+//! refuses older ones with [`StoreError::RolledBack`]).
 //!
 //! # Consistency
 //!
@@ -190,6 +192,19 @@ pub enum StoreError {
         n: usize,
         /// Per-cloud failures.
         detail: String,
+    },
+    /// The only cloud of a sealed single backend returned an older version of a key than
+    /// this client already saw: the cloud rolled the key back. Nothing was read.
+    #[error(
+        "{key:?}: the cloud returned version {got}, older than version {seen} this client already saw (rolled back)"
+    )]
+    RolledBack {
+        /// The key.
+        key: String,
+        /// The version returned.
+        got: Version,
+        /// The newest version this client saw.
+        seen: Version,
     },
     /// The newest version is no longer the one the caller asked for (a concurrent write
     /// or delete landed in between); nothing was read.

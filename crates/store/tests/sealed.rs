@@ -1,7 +1,7 @@
 //! The sealed single backend: one cloud, data sealed under a fresh key per version, the key
 //! wrapped under the owner's key file. The cloud sees only ciphertext; every byte it
-//! returns is verified, so tampering fails loudly. It cannot tolerate the cloud's loss,
-//! and a single cloud can serve an older signed version (rollback) undetected.
+//! returns is verified, so tampering fails loudly. It cannot tolerate the cloud's loss;
+//! a rollback is caught only for keys this client has already seen.
 
 mod common;
 
@@ -104,17 +104,31 @@ fn a_tampering_cloud_never_yields_wrong_bytes() {
 }
 
 #[test]
-fn a_rolled_back_cloud_serves_only_an_older_signed_version() {
+fn a_rollback_is_refused_after_the_client_saw_a_newer_version() {
     rt().block_on(async {
         let (store, ctl) = memory_store(1, Protocol::Sealed);
         put(&store, "k", b"first").await.unwrap();
         put(&store, "k", b"second").await.unwrap();
         put(&store, "k", b"third").await.unwrap();
-        // With one cloud there is no quorum to expose a rollback: the limit of this mode.
+        assert_eq!(get(&store, "k").await.unwrap(), b"third");
+        // The cloud now serves the first version (validly signed, but old).
         ctl[0].set(Fault::RollbackMetadata);
-        assert_eq!(get(&store, "k").await.unwrap(), b"first");
+        let err = get(&store, "k").await.unwrap_err();
+        assert!(matches!(err, StoreError::RolledBack { .. }), "{err}");
+        let err = store.head("k").await.unwrap_err();
+        assert!(matches!(err, StoreError::RolledBack { .. }), "{err}");
+        // A write refuses to build on the rolled-back version.
+        let err = put(&store, "k", b"fourth").await.unwrap_err();
+        assert!(matches!(err, StoreError::RolledBack { .. }), "{err}");
         ctl[0].set(Fault::None);
         assert_eq!(get(&store, "k").await.unwrap(), b"third");
+        // A key this client never saw cannot be checked: the limit of one cloud.
+        put(&store, "other", b"v1").await.unwrap();
+        put(&store, "other", b"v2").await.unwrap();
+        let (fresh, fresh_ctl) = memory_store(1, Protocol::Sealed);
+        put(&fresh, "k", b"only").await.unwrap();
+        fresh_ctl[0].set(Fault::RollbackMetadata);
+        assert_eq!(get(&fresh, "k").await.unwrap(), b"only");
     });
 }
 

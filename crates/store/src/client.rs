@@ -92,7 +92,7 @@ impl Default for Tuning {
 
 /// Most keys whose newest seen version a single-cloud client remembers (about 80 bytes
 /// each); keys beyond it are not checked for rollback.
-pub const SEEN_VERSIONS_MAX: usize = 1 << 20;
+const SEEN_VERSIONS_MAX: usize = 1 << 20;
 
 /// Callback told the number of bytes transferred so far.
 pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;

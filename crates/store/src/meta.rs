@@ -7,7 +7,7 @@
 //! Nothing a cloud returns is used unless it hashes to a value reached from a valid
 //! signature.
 //!
-//! Encodings are canonical (see [`crate::wire`]); decoding checks every length against a
+//! Encodings are canonical (see the private `wire` module); decoding checks every length against a
 //! named limit before allocating, and never panics on hostile bytes.
 
 use std::fmt;

@@ -12,7 +12,7 @@ use rampart_store::{CloudOfClouds, StoreConfig};
 /// Arguments of `rampart gateway`.
 #[derive(Debug, Args)]
 pub struct GatewayArgs {
-    /// Address to listen on (default: `listen` in rampart.toml's [gateway], else
+    /// Address to listen on (default: `listen` in rampart.toml's `[gateway]`, else
     /// 127.0.0.1:9000). Port 0 picks a free port; the address is printed on start.
     #[arg(long)]
     listen: Option<SocketAddr>,

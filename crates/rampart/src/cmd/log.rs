@@ -23,7 +23,7 @@ enum LogCommand {
     Init {
         /// Log directory (must be empty or absent).
         dir: PathBuf,
-        /// Origin line of checkpoints (also the signing key name). Default: rampart-log-<random>.
+        /// Origin line of checkpoints (also the signing key name). Default: `rampart-log-<random>`.
         #[arg(long)]
         origin: Option<String>,
         /// Where to write the verifier secret. Default: DIR.verifier-secret next to DIR.

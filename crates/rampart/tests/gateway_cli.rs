@@ -147,6 +147,20 @@ impl Gateway {
         c
     }
 
+    /// `aws [extra] s3 cp --only-show-errors from to`, which must succeed.
+    fn cp(&self, extra: &[&str], from: &Path, to: &str) -> String {
+        let mut args = extra.to_vec();
+        args.extend(["s3", "cp", "--only-show-errors", from.to_str().unwrap(), to]);
+        self.aws_ok(&args)
+    }
+
+    /// `aws [extra] s3 cp --only-show-errors from to` of an object into a file.
+    fn cp_down(&self, extra: &[&str], from: &str, to: &Path) -> Output {
+        let mut args = extra.to_vec();
+        args.extend(["s3", "cp", "--only-show-errors", from, to.to_str().unwrap()]);
+        self.aws(&args)
+    }
+
     fn aws_ok(&self, args: &[&str]) -> String {
         ok(self.aws(args), &format!("aws {args:?}"))
     }
@@ -166,6 +180,15 @@ impl Gateway {
             "{out}"
         );
     }
+}
+
+/// A temporary directory with `store/` (for `rampart init`) and `work/` (client files).
+fn scratch() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (dir, work) = (tmp.path().join("store"), tmp.path().join("work"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    (tmp, dir, work)
 }
 
 fn init(dir: &Path) {
@@ -235,11 +258,7 @@ fn corrupt_cloud(cloud: &Path) -> usize {
 
 #[test]
 fn gateway_serves_real_clients_and_clouds_see_only_ciphertext() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
-    let work = tmp.path().join("work");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::create_dir_all(&work).unwrap();
+    let (_tmp, dir, work) = scratch();
     init(&dir);
     let gw = Gateway::start(&dir);
     gw.aws_ok(&["s3", "mb", "s3://data"]);
@@ -247,16 +266,9 @@ fn gateway_serves_real_clients_and_clouds_see_only_ciphertext() {
     // 100 MiB up and down: above the CLI's 8 MiB threshold, so a 13-part upload.
     let big = work.join("big.bin");
     write_blocks(&big, 100, Some(MARKER));
-    let up = big.to_str().unwrap();
-    gw.aws_ok(&["s3", "cp", "--only-show-errors", up, "s3://data/big.bin"]);
+    gw.cp(&[], &big, "s3://data/big.bin");
     let down = work.join("big.down");
-    gw.aws_ok(&[
-        "s3",
-        "cp",
-        "--only-show-errors",
-        "s3://data/big.bin",
-        down.to_str().unwrap(),
-    ]);
+    ok(gw.cp_down(&[], "s3://data/big.bin", &down), "download");
     assert!(same_file(&big, &down), "100 MiB download differs");
 
     // head-object and a ranged get-object.
@@ -367,13 +379,7 @@ fn gateway_serves_real_clients_and_clouds_see_only_ciphertext() {
     let damaged = corrupt_cloud(&clouds.join("cloud-2"));
     assert!(damaged > 10, "only {damaged} files in cloud-2");
     let down2 = work.join("big.down2");
-    gw.aws_ok(&[
-        "s3",
-        "cp",
-        "--only-show-errors",
-        "s3://data/big.bin",
-        down2.to_str().unwrap(),
-    ]);
+    ok(gw.cp_down(&[], "s3://data/big.bin", &down2), "download");
     assert!(
         same_file(&big, &down2),
         "download with a corrupted cloud differs"
@@ -478,11 +484,7 @@ fn gateway_bad_input_gets_s3_errors_and_nothing_partial() {
 /// that changes bytes makes downloads fail instead of returning them.
 #[test]
 fn gateway_on_a_single_encrypted_backend() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
-    let work = tmp.path().join("work");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::create_dir_all(&work).unwrap();
+    let (_tmp, dir, work) = scratch();
     let said = ok(rampart(&dir, &["init", "--clouds", "1"]), "rampart init");
     assert!(said.contains("single encrypted backend"), "{said}");
     let gw = Gateway::start(&dir);
@@ -491,22 +493,9 @@ fn gateway_on_a_single_encrypted_backend() {
     // 20 MiB: a multipart upload through the CLI.
     let big = work.join("big.bin");
     write_blocks(&big, 20, Some(MARKER));
-    gw.aws_ok(&[
-        "s3",
-        "cp",
-        "--only-show-errors",
-        big.to_str().unwrap(),
-        "s3://one/big.bin",
-    ]);
+    gw.cp(&[], &big, "s3://one/big.bin");
     let down = work.join("big.down");
-    let get = [
-        "s3",
-        "cp",
-        "--only-show-errors",
-        "s3://one/big.bin",
-        down.to_str().unwrap(),
-    ];
-    gw.aws_ok(&get);
+    ok(gw.cp_down(&[], "s3://one/big.bin", &down), "download");
     assert!(same_file(&big, &down), "download differs");
     let listed = gw.aws_ok(&["s3", "ls", "s3://one/"]);
     assert!(listed.contains("20971520 big.bin"), "{listed}");
@@ -519,7 +508,16 @@ fn gateway_on_a_single_encrypted_backend() {
     // One cloud and no others to outvote it: a lying cloud is detected, not survived.
     std::fs::remove_file(&down).unwrap();
     assert!(corrupt_cloud(&cloud) > 0);
-    let out = gw.aws(&get);
+    // One attempt: the CLI would retry the server error several times.
+    let out = gw
+        .aws_at(
+            &gw.endpoint,
+            &["s3", "cp", "s3://one/big.bin", down.to_str().unwrap()],
+        )
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .env("AWS_RETRY_MODE", "standard")
+        .output()
+        .unwrap();
     assert!(
         !out.status.success(),
         "a corrupted single cloud served data"
@@ -537,11 +535,7 @@ fn gateway_on_a_single_encrypted_backend() {
 fn gateway_serves_https_with_the_configured_certificate() {
     use std::os::unix::fs::PermissionsExt;
 
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("store");
-    let work = tmp.path().join("work");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::create_dir_all(&work).unwrap();
+    let (_tmp, dir, work) = scratch();
     init(&dir);
     let ck =
         rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
@@ -576,25 +570,13 @@ fn gateway_serves_https_with_the_configured_certificate() {
     let mut body = MARKER.to_vec();
     body.extend(b"grid readings over TLS ".repeat(5000));
     std::fs::write(&file, &body).unwrap();
-    gw.aws_ok(&[
-        "--ca-bundle",
-        ca,
-        "s3",
-        "cp",
-        "--only-show-errors",
-        file.to_str().unwrap(),
-        "s3://secure/report.txt",
-    ]);
+    let trust = ["--ca-bundle", ca];
+    gw.cp(&trust, &file, "s3://secure/report.txt");
     let down = work.join("report.down");
-    gw.aws_ok(&[
-        "--ca-bundle",
-        ca,
-        "s3",
-        "cp",
-        "--only-show-errors",
-        "s3://secure/report.txt",
-        down.to_str().unwrap(),
-    ]);
+    ok(
+        gw.cp_down(&trust, "s3://secure/report.txt", &down),
+        "download",
+    );
     assert_eq!(std::fs::read(&down).unwrap(), body);
 
     // A client that does not trust the certificate, and plain HTTP, are both refused

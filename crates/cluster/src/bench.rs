@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rampart_bft::{ClientId, ReplicaId};
-use rampart_kv::{KvApp, KvOp, KvReply, KvRequest, OPS_PER_REQUEST_MAX, REQUEST_BYTES_MAX};
+use rampart_kv::{
+    KvApp, KvOp, KvReply, KvRequest, KvResult, OPS_PER_REQUEST_MAX, REQUEST_BYTES_MAX,
+};
 use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
@@ -27,6 +29,11 @@ use crate::tls::{Directory, client_config, server_config};
 pub struct Workload {
     /// Value bytes of each put (0 or 1024 in the standard runs).
     pub value_bytes: usize,
+    /// Make every reply carry a value too: each operation is a compare-and-swap "only if
+    /// absent" of a `value_bytes` value on a key that already holds one, so it changes
+    /// nothing and its reply returns the current value (request and reply payloads both
+    /// `value_bytes`: the "1024/1024" microbenchmark). Otherwise plain puts.
+    pub echo: bool,
     /// Closed-loop logical clients.
     pub clients: usize,
     /// BFT client identities (sessions) they are spread over. `clients` with
@@ -57,50 +64,91 @@ pub struct Report {
     pub p99: Duration,
     /// Time from crashing the leader until an operation invoked after the crash completed.
     pub leader_change: Option<Duration>,
+    /// Mean value bytes in each measured operation's result (as received and decoded).
+    pub reply_value_bytes: f64,
 }
 
-type Op = (KvOp, oneshot::Sender<()>);
+/// An operation and where to send the value bytes of its result.
+type Op = (KvOp, oneshot::Sender<usize>);
 
-/// Closed-loop load through `submit`; returns ops/s and per-op latencies.
+/// Keys each closed-loop client cycles through.
+const KEYS_PER_CLIENT: u64 = 64;
+
+/// Value bytes carried by one result.
+fn value_bytes(r: &KvResult) -> usize {
+    match r {
+        KvResult::Value(v) | KvResult::Cas { current: v, .. } => v.as_ref().map_or(0, Vec::len),
+        KvResult::Entries { entries, .. } => entries.iter().map(|(_, v)| v.len()).sum(),
+        _ => 0,
+    }
+}
+
+/// Closed-loop load of `w` through `submit` (which yields the value bytes of the result,
+/// or `None` on failure); returns ops/s, per-op latencies, requests/s and the mean value
+/// bytes per measured result.
 async fn drive<F, Fut>(
-    clients: usize,
-    value_bytes: usize,
-    duration: Duration,
+    w: &Workload,
     submit: F,
     requests: impl Fn() -> u64,
-) -> (f64, Vec<Duration>, f64)
+) -> (f64, Vec<Duration>, f64, f64)
 where
     F: Fn(usize, KvOp) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
+    Fut: std::future::Future<Output = Option<usize>> + Send,
 {
+    let (clients, value_bytes, echo, duration) = (w.clients, w.value_bytes, w.echo, w.duration);
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(false));
+    // With `echo`, every client first fills its keys, before the warm-up starts.
+    let filled = Arc::new(tokio::sync::Barrier::new(clients + 1));
     let mut set = tokio::task::JoinSet::new();
     for c in 0..clients {
         let (stop, measuring, submit) = (stop.clone(), measuring.clone(), submit.clone());
+        let filled = filled.clone();
         set.spawn(async move {
-            let mut lat = Vec::new();
-            let mut n = 0u64;
             let value = vec![0x5a; value_bytes];
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let key = format!("c{c}/{}", n % 64).into_bytes();
-                let t = Instant::now();
-                let ok = submit(
-                    c,
-                    KvOp::Put {
-                        key,
+            let key = |n: u64| format!("c{c}/{}", n % KEYS_PER_CLIENT).into_bytes();
+            if echo {
+                for n in 0..KEYS_PER_CLIENT {
+                    let put = KvOp::Put {
+                        key: key(n),
                         value: value.clone(),
-                    },
-                )
-                .await;
-                if ok && measuring.load(Ordering::Relaxed) {
-                    lat.push(t.elapsed());
+                    };
+                    // A failed fill only makes that key's replies shorter, which the
+                    // reported value bytes per reply would show.
+                    let _ = submit(c, put).await;
                 }
             }
-            lat
+            filled.wait().await;
+            let mut lat = Vec::new();
+            let mut got = 0usize;
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let op = if echo {
+                    KvOp::Cas {
+                        key: key(n),
+                        expected: None,
+                        new: value.clone(),
+                    }
+                } else {
+                    KvOp::Put {
+                        key: key(n),
+                        value: value.clone(),
+                    }
+                };
+                let t = Instant::now();
+                let result = submit(c, op).await;
+                if let Some(bytes) = result
+                    && measuring.load(Ordering::Relaxed)
+                {
+                    lat.push(t.elapsed());
+                    got += bytes;
+                }
+            }
+            (lat, got)
         });
     }
+    filled.wait().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     measuring.store(true, Ordering::Relaxed);
     let start = Instant::now();
@@ -111,13 +159,18 @@ where
     let requests_per_sec = (requests() - requests_before) as f64 / elapsed.as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let mut all = Vec::new();
+    let mut reply_bytes = 0usize;
     while let Some(r) = set.join_next().await {
-        all.extend(r.unwrap_or_default());
+        let (lat, got) = r.unwrap_or_default();
+        all.extend(lat);
+        reply_bytes += got;
     }
+    let reply_value_bytes = reply_bytes as f64 / all.len().max(1) as f64;
     (
         all.len() as f64 / elapsed.as_secs_f64(),
         all,
         requests_per_sec,
+        reply_value_bytes,
     )
 }
 
@@ -160,7 +213,10 @@ pub async fn run_bft(dir: &std::path::Path, w: &Workload) -> Result<Report, Clus
     let s2 = sessions.clone();
     let submit = move |c: usize, op: KvOp| {
         let s = s2[c % s2.len()].clone();
-        async move { s.execute(vec![op], false).await.is_ok() }
+        async move {
+            let results = s.execute(vec![op], false).await.ok()?;
+            Some(results.iter().map(value_bytes).sum())
+        }
     };
     let s3 = sessions.clone();
     let requests = move || {
@@ -168,8 +224,8 @@ pub async fn run_bft(dir: &std::path::Path, w: &Workload) -> Result<Report, Clus
             .map(|s| s.stats().requests.load(Ordering::Relaxed))
             .sum::<u64>()
     };
-    let (ops_per_sec, mut lat, requests_per_sec) =
-        drive(w.clients, w.value_bytes, w.duration, submit, requests).await;
+    let (ops_per_sec, mut lat, requests_per_sec, reply_value_bytes) =
+        drive(w, submit, requests).await;
     lat.sort_unstable();
     let mut report = Report {
         ops_per_sec,
@@ -177,6 +233,7 @@ pub async fn run_bft(dir: &std::path::Path, w: &Workload) -> Result<Report, Clus
         p50: percentile(&lat, 0.5),
         p99: percentile(&lat, 0.99),
         leader_change: None,
+        reply_value_bytes,
     };
     if w.leader_change {
         // Keep load running, crash the leader (replica 0 in regency 0), and time until an
@@ -297,10 +354,11 @@ pub async fn run_baseline(dir: &std::path::Path, w: &Workload) -> Result<Report,
         let s = sessions[c % sessions.len()].clone();
         async move {
             let (tx, rx) = oneshot::channel();
-            s.send((op, tx)).await.is_ok() && rx.await.is_ok()
+            s.send((op, tx)).await.ok()?;
+            rx.await.ok()
         }
     };
-    let (ops_per_sec, mut lat, _) = drive(w.clients, w.value_bytes, w.duration, submit, || 0).await;
+    let (ops_per_sec, mut lat, _, reply_value_bytes) = drive(w, submit, || 0).await;
     server.abort();
     lat.sort_unstable();
     Ok(Report {
@@ -309,6 +367,7 @@ pub async fn run_baseline(dir: &std::path::Path, w: &Workload) -> Result<Report,
         p50: percentile(&lat, 0.5),
         p99: percentile(&lat, 0.99),
         leader_change: None,
+        reply_value_bytes,
     })
 }
 
@@ -355,12 +414,12 @@ async fn plain_session(
         ) {
             return;
         }
-        if KvReply::decode(&buf).is_err() {
+        let Ok(reply) = KvReply::decode(&buf) else {
             return;
-        }
+        };
         answered = 0;
-        for d in dones {
-            if d.send(()).is_ok() {
+        for (d, r) in dones.into_iter().zip(&reply.results) {
+            if d.send(value_bytes(r)).is_ok() {
                 answered += 1;
             }
         }

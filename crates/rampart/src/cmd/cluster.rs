@@ -411,6 +411,7 @@ pub fn bench_bft(args: BftBenchArgs) -> Result<()> {
     let timeout = Duration::from_millis(args.request_timeout_ms.max(1));
     let w = |value_bytes, clients, sessions, ops, durable, leader_change| Workload {
         value_bytes,
+        echo: false,
         clients,
         sessions,
         ops_per_request: ops,
@@ -434,6 +435,22 @@ pub fn bench_bft(args: BftBenchArgs) -> Result<()> {
         (
             "put 1 KiB, durable, batched",
             w(1024, cl, s, 1024, true, false),
+            false,
+        ),
+        (
+            "1 KiB -> 1 KiB, in memory, batched",
+            Workload {
+                echo: true,
+                ..w(1024, cl, s, 1024, false, false)
+            },
+            true,
+        ),
+        (
+            "1 KiB -> 1 KiB, durable, batched",
+            Workload {
+                echo: true,
+                ..w(1024, cl, s, 1024, true, false)
+            },
             false,
         ),
     ];
@@ -481,7 +498,7 @@ pub fn bench_bft(args: BftBenchArgs) -> Result<()> {
                 b.as_ref().map_or("-".into(), |b| format!("{:.0}", b.ops_per_sec)),
                 b.as_ref().map_or("-".into(), |b| format!("{:.3}", r.ops_per_sec / b.ops_per_sec)),
             );
-            println!("{:<34} ({:.0} BFT requests/s, {:.1} ops per request)", "", r.requests_per_sec, r.ops_per_sec / r.requests_per_sec.max(1e-9));
+            println!("{:<34} ({:.0} BFT requests/s, {:.1} ops per request, {:.0} value bytes per reply)", "", r.requests_per_sec, r.ops_per_sec / r.requests_per_sec.max(1e-9), r.reply_value_bytes);
             if let Some(lc) = r.leader_change {
                 println!(
                     "{:<34} leader crash -> first op after it completed: {:.0} ms (request timeout {} ms; {:.2}x)",

@@ -401,48 +401,16 @@ impl Core {
         let Message::Replica(m) = msg else {
             return None;
         };
-        let body = match &m.body {
-            ReplicaBody::Propose {
-                regency,
-                cid,
-                batch,
-            } => {
-                let mut batch = batch.clone();
+        let mut body = m.body.clone();
+        match &mut body {
+            ReplicaBody::Propose { batch, .. } => {
                 batch.timestamp = Timestamp(batch.timestamp.0.wrapping_add(1));
-                ReplicaBody::Propose {
-                    regency: *regency,
-                    cid: *cid,
-                    batch,
-                }
             }
-            ReplicaBody::Write {
-                regency,
-                cid,
-                digest,
-            } => {
-                let mut d = *digest;
-                d.0[0] ^= 0xff;
-                ReplicaBody::Write {
-                    regency: *regency,
-                    cid: *cid,
-                    digest: d,
-                }
-            }
-            ReplicaBody::Accept {
-                regency,
-                cid,
-                digest,
-            } => {
-                let mut d = *digest;
-                d.0[0] ^= 0xff;
-                ReplicaBody::Accept {
-                    regency: *regency,
-                    cid: *cid,
-                    digest: d,
-                }
+            ReplicaBody::Write { digest, .. } | ReplicaBody::Accept { digest, .. } => {
+                digest.0[0] ^= 0xff;
             }
             _ => return None,
-        };
+        }
         Some(Message::Replica(SignedMessage::new(
             &self.byz_auth,
             self.id,
@@ -453,29 +421,20 @@ impl Core {
     fn reply(&mut self, client: ClientId, msg: &Message) {
         let wrong = match (self.byzantine, msg) {
             (Some(DangerByzantine::Silent), _) => return,
-            (Some(DangerByzantine::WrongReplies), Message::Replica(m)) => match &m.body {
-                ReplicaBody::Reply {
-                    client,
-                    seq,
-                    read_only,
-                    result,
-                } => {
-                    let mut wrong = result.clone();
-                    wrong.push(0xee);
-                    let body = ReplicaBody::Reply {
-                        client: *client,
-                        seq: *seq,
-                        read_only: *read_only,
-                        result: wrong,
-                    };
-                    Some(Message::Replica(SignedMessage::new(
-                        &self.byz_auth,
-                        self.id,
-                        body,
-                    )))
+            (Some(DangerByzantine::WrongReplies), Message::Replica(m)) => {
+                let mut body = m.body.clone();
+                match &mut body {
+                    ReplicaBody::Reply { result, .. } => {
+                        result.push(0xee);
+                        Some(Message::Replica(SignedMessage::new(
+                            &self.byz_auth,
+                            self.id,
+                            body,
+                        )))
+                    }
+                    _ => None,
                 }
-                _ => None,
-            },
+            }
             _ => None,
         };
         if let Some((_, tx)) = self.clients.get(&client) {

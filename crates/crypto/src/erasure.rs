@@ -28,15 +28,15 @@ pub struct ReedSolomon {
 }
 
 impl ReedSolomon {
-    /// An `(n, k)` code. Requires `1 <= k <= n <= 256`. With `k == n` there is no parity.
+    /// An `(n, k)` code. Requires `1 <= k < n <= 256` (at least one parity shard).
     pub fn new(k: usize, n: usize) -> Result<Self, CryptoError> {
         if k == 0 || k > n || n > 256 {
             return Err(CryptoError::Erasure {
                 reason: "need 1 <= k <= n <= 256",
             });
         }
-        // reed-solomon-erasure rejects zero parity shards; model k == n as one parity
-        // shard that is simply never stored. Simpler: forbid it, Rampart always has n > k.
+        // reed-solomon-erasure rejects zero parity shards, so k == n is refused here; the
+        // store's one-cloud mode (n = k = 1) does not erasure-code at all.
         if k == n {
             return Err(CryptoError::Erasure {
                 reason: "need at least one parity shard",

@@ -147,6 +147,16 @@ impl Gateway {
         c
     }
 
+    /// The AWS CLI against `endpoint` with a single attempt, for requests that must fail
+    /// (the CLI would otherwise retry refused connections and server errors).
+    fn aws_once(&self, endpoint: &str, args: &[&str]) -> Output {
+        self.aws_at(endpoint, args)
+            .env("AWS_MAX_ATTEMPTS", "1")
+            .env("AWS_RETRY_MODE", "standard")
+            .output()
+            .expect("running the AWS CLI")
+    }
+
     /// `aws [extra] s3 cp --only-show-errors from to`, which must succeed.
     fn cp(&self, extra: &[&str], from: &Path, to: &str) -> String {
         let mut args = extra.to_vec();
@@ -508,16 +518,10 @@ fn gateway_on_a_single_encrypted_backend() {
     // One cloud and no others to outvote it: a lying cloud is detected, not survived.
     std::fs::remove_file(&down).unwrap();
     assert!(corrupt_cloud(&cloud) > 0);
-    // One attempt: the CLI would retry the server error several times.
-    let out = gw
-        .aws_at(
-            &gw.endpoint,
-            &["s3", "cp", "s3://one/big.bin", down.to_str().unwrap()],
-        )
-        .env("AWS_MAX_ATTEMPTS", "1")
-        .env("AWS_RETRY_MODE", "standard")
-        .output()
-        .unwrap();
+    let out = gw.aws_once(
+        &gw.endpoint,
+        &["s3", "cp", "s3://one/big.bin", down.to_str().unwrap()],
+    );
     assert!(
         !out.status.success(),
         "a corrupted single cloud served data"
@@ -579,8 +583,7 @@ fn gateway_serves_https_with_the_configured_certificate() {
     );
     assert_eq!(std::fs::read(&down).unwrap(), body);
 
-    // A client that does not trust the certificate, and plain HTTP, are both refused
-    // (one attempt each: the CLI would otherwise retry the refused connection).
+    // A client that does not trust the certificate, and plain HTTP, are both refused.
     let ls = ["--cli-read-timeout", "10", "s3", "ls", "s3://secure/"];
     let plain_endpoint = gw.endpoint.replace("https://", "http://");
     for (endpoint, what) in [
@@ -593,12 +596,7 @@ fn gateway_serves_https_with_the_configured_certificate() {
             "plain HTTP was served on the HTTPS port",
         ),
     ] {
-        let out = gw
-            .aws_at(endpoint, &ls)
-            .env("AWS_MAX_ATTEMPTS", "1")
-            .env("AWS_RETRY_MODE", "standard")
-            .output()
-            .unwrap();
+        let out = gw.aws_once(endpoint, &ls);
         assert!(!out.status.success(), "{what}");
     }
 }

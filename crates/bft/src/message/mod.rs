@@ -537,15 +537,7 @@ impl Message {
                 max,
             });
         }
-        let mut r = Reader {
-            buf: bytes,
-            pos: 0,
-            limits,
-        };
-        let version = r.u8()?;
-        if version != WIRE_VERSION {
-            return Err(DecodeError::Version { version });
-        }
+        let mut r = Reader::versioned(bytes, limits)?;
         let msg = match r.u8()? {
             0 => Message::Request(r.request()?),
             1 => Message::Replica(r.signed(true)?),
@@ -758,7 +750,21 @@ struct Reader<'a> {
     limits: &'a WireLimits,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    /// A reader past the leading wire-version byte, which must be [`WIRE_VERSION`].
+    fn versioned(buf: &'a [u8], limits: &'a WireLimits) -> Result<Self, DecodeError> {
+        let mut r = Reader {
+            buf,
+            pos: 0,
+            limits,
+        };
+        let version = r.u8()?;
+        if version != WIRE_VERSION {
+            return Err(DecodeError::Version { version });
+        }
+        Ok(r)
+    }
+
     fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
         let end = self.pos.checked_add(n).ok_or(DecodeError::Truncated)?;
         let s = self.buf.get(self.pos..end).ok_or(DecodeError::Truncated)?;
@@ -1105,15 +1111,7 @@ impl CheckpointState {
     /// Strict decoding with the limits of `config`.
     pub fn decode(bytes: &[u8], config: &Config) -> Result<CheckpointState, DecodeError> {
         let limits = WireLimits::from_config(config);
-        let mut r = Reader {
-            buf: bytes,
-            pos: 0,
-            limits: &limits,
-        };
-        let version = r.u8()?;
-        if version != WIRE_VERSION {
-            return Err(DecodeError::Version { version });
-        }
+        let mut r = Reader::versioned(bytes, &limits)?;
         let cid = SeqNo(r.u64()?);
         let timestamp = Timestamp(r.u64()?);
         let app = r.bytes("snapshot", config.state_bytes_max)?;
@@ -1211,15 +1209,7 @@ impl PersistEntry {
     /// bytes: a corrupt disk must not make the replica allocate without bound or panic).
     pub fn decode(bytes: &[u8], config: &Config) -> Result<PersistEntry, DecodeError> {
         let limits = WireLimits::from_config(config);
-        let mut r = Reader {
-            buf: bytes,
-            pos: 0,
-            limits: &limits,
-        };
-        let version = r.u8()?;
-        if version != WIRE_VERSION {
-            return Err(DecodeError::Version { version });
-        }
+        let mut r = Reader::versioned(bytes, &limits)?;
         let entry = match r.u8()? {
             0 => {
                 let batch = r.batch()?;

@@ -107,25 +107,16 @@ pub enum ProblemKind {
         /// The sequence number read.
         found: u64,
     },
-    /// The epoch is larger than any honest writer could have reached by this position.
-    #[error("epoch {epoch} is impossible at this position")]
-    EpochTooLarge {
+    /// The epoch is not the entry's position. Every entry has its own key, `K(seq)`, so an
+    /// honest writer always writes `epoch = seq`; anything else is an attempt to seal an
+    /// entry with a key of another position (for example one stolen later).
+    #[error("epoch {epoch} is not this entry's position (each entry is sealed with K(seq))")]
+    WrongEpoch {
         /// The epoch read.
         epoch: u64,
     },
-    /// The entry is sealed in a later epoch than the authentic entry after it: it was
-    /// re-sealed with a key stolen later.
-    #[error(
-        "sealed in epoch {epoch} but the next entry is from epoch {next_epoch} (re-sealed with a later key)"
-    )]
-    Resealed {
-        /// This entry's epoch.
-        epoch: u64,
-        /// The following entry's epoch.
-        next_epoch: u64,
-    },
-    /// The MAC does not verify with the key of the entry's epoch.
-    #[error("MAC does not verify under the epoch-{epoch} key (modified or forged)")]
+    /// The MAC does not verify with the key of the entry's position.
+    #[error("MAC does not verify under the key K({epoch}) (modified or forged)")]
     BadMac {
         /// The entry's epoch.
         epoch: u64,
@@ -140,9 +131,9 @@ pub enum ProblemKind {
     Missing {
         /// Entries found.
         log_size: u64,
-        /// Size of the checkpoint.
+        /// Size of the checkpoint (or the durable mark in the key file).
         checkpoint_size: u64,
-        /// "stored" or "trusted".
+        /// "stored" or "trusted" (checkpoints), or "committed" (the key file's durable mark).
         which: &'static str,
     },
     /// The stored checkpoint is older than a trusted one (the log directory was rolled back).

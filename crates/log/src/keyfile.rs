@@ -1,11 +1,13 @@
 //! The writer's MAC key on disk: two fixed 64-byte slots overwritten in place.
 //!
 //! Slot layout: `"RLK1" | epoch u64 BE | committed u64 BE | key [32] | SHA-256(previous)[..12]`.
-//! `committed` is how many entries were durable when the epoch began; entries from there on
-//! are sealed with this slot's key, so a defect there is a torn tail, not tampering.
+//! The key is `K(n)` for the next entry to seal, `n` = `epoch` = `committed`, the number of
+//! entries durable when it was written (keys are per position, see [`crate::mac`]). Entries
+//! from `n` on are sealed with keys derived from this one, so a defect there is a torn tail,
+//! not tampering; `load` rejects a slot whose two counters differ.
 //!
-//! Evolving writes the new epoch into the other slot and fsyncs, then overwrites the old slot
-//! with zeros and fsyncs. A crash between the two leaves both slots valid; `load` takes the
+//! Evolving writes the new key into the slot not holding the current one and fsyncs, then
+//! overwrites the old slot with zeros and fsyncs. A crash between the two leaves both slots valid; `load` takes the
 //! newer and erases the older. Overwriting in place is the best a file system offers; see
 //! ADR 0202 for what it cannot promise on SSDs and copy-on-write file systems.
 
@@ -24,6 +26,10 @@ const MAGIC: &[u8; 4] = b"RLK1";
 /// The key file, opened read-write.
 pub(crate) struct KeyFile {
     file: File,
+    /// Slot (0 or 1) holding the current key.
+    slot: u64,
+    /// Epoch of the current key.
+    epoch: u64,
 }
 
 fn encode_slot(key: &EpochKey, committed: u64) -> [u8; SLOT_LEN] {
@@ -47,6 +53,9 @@ fn decode_slot(s: &[u8]) -> Option<(EpochKey, u64)> {
     }
     let epoch = u64::from_be_bytes(s[4..12].try_into().ok()?);
     let committed = u64::from_be_bytes(s[12..20].try_into().ok()?);
+    if epoch != committed {
+        return None;
+    }
     let mut k = [0u8; 32];
     k.copy_from_slice(&s[20..52]);
     let key = EpochKey::new(epoch, k);
@@ -58,9 +67,8 @@ impl KeyFile {
     /// Creates the key file (mode 0600) holding `key` in its slot.
     pub(crate) fn create(path: &Path, key: &EpochKey) -> io::Result<()> {
         let mut bytes = [0u8; 2 * SLOT_LEN];
-        let slot = (key.epoch() % 2) as usize * SLOT_LEN;
-        let mut enc = encode_slot(key, 0);
-        bytes[slot..slot + SLOT_LEN].copy_from_slice(&enc);
+        let mut enc = encode_slot(key, key.epoch());
+        bytes[..SLOT_LEN].copy_from_slice(&enc);
         enc.zeroize();
         let r = crate::fsutil::create_private(path, &bytes);
         bytes.zeroize();
@@ -82,18 +90,23 @@ impl KeyFile {
         let a = decode_slot(&bytes[..SLOT_LEN]);
         let b = decode_slot(&bytes[SLOT_LEN..]);
         bytes.zeroize();
-        let mut kf = KeyFile { file };
-        let (key, committed) = match (a, b) {
+        let mut kf = KeyFile {
+            file,
+            slot: 0,
+            epoch: 0,
+        };
+        let (key, committed, slot) = match (a, b) {
             (Some(a), Some(b)) => {
-                let (new, old) = if a.0.epoch() >= b.0.epoch() {
-                    (a, b)
+                let (new, new_slot) = if a.0.epoch() >= b.0.epoch() {
+                    (a, 0)
                 } else {
-                    (b, a)
+                    (b, 1)
                 };
-                kf.erase_slot(old.0.epoch())?;
-                new
+                kf.write_slot(1 - new_slot, &[0u8; SLOT_LEN])?;
+                (new.0, new.1, new_slot)
             }
-            (Some(a), None) | (None, Some(a)) => a,
+            (Some(a), None) => (a.0, a.1, 0),
+            (None, Some(b)) => (b.0, b.1, 1),
             (None, None) => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -101,34 +114,32 @@ impl KeyFile {
                 ));
             }
         };
+        kf.slot = slot;
+        kf.epoch = key.epoch();
         Ok((kf, key, committed))
     }
 
-    fn write_slot(&mut self, epoch: u64, bytes: &[u8; SLOT_LEN]) -> io::Result<()> {
-        self.file
-            .seek(SeekFrom::Start((epoch % 2) * SLOT_LEN as u64))?;
+    fn write_slot(&mut self, slot: u64, bytes: &[u8; SLOT_LEN]) -> io::Result<()> {
+        self.file.seek(SeekFrom::Start(slot * SLOT_LEN as u64))?;
         self.file.write_all(bytes)?;
         self.file.sync_data()
     }
 
-    fn erase_slot(&mut self, epoch: u64) -> io::Result<()> {
-        self.write_slot(epoch, &[0u8; SLOT_LEN])
-    }
-
-    /// Persists the evolution from `old_epoch` to `new` (already evolved in memory): new slot
-    /// first, then erase the old.
-    pub(crate) fn evolve(
-        &mut self,
-        old_epoch: u64,
-        new: &EpochKey,
-        committed: u64,
-    ) -> io::Result<()> {
-        assert_eq!(new.epoch(), old_epoch + 1, "one epoch at a time");
-        let mut enc = encode_slot(new, committed);
-        let r = self.write_slot(new.epoch(), &enc);
+    /// Persists `new` = `K(n)` (already evolved in memory), `n` entries durable: new slot
+    /// first, then erase the old. `n` never decreases.
+    pub(crate) fn evolve(&mut self, new: &EpochKey) -> io::Result<()> {
+        assert!(new.epoch() >= self.epoch, "keys only evolve forward");
+        if new.epoch() == self.epoch {
+            return Ok(());
+        }
+        let mut enc = encode_slot(new, new.epoch());
+        let r = self.write_slot(1 - self.slot, &enc);
         enc.zeroize();
         r?;
-        self.erase_slot(old_epoch)
+        let old = self.slot;
+        self.slot = 1 - self.slot;
+        self.epoch = new.epoch();
+        self.write_slot(old, &[0u8; SLOT_LEN])
     }
 }
 
@@ -144,17 +155,25 @@ mod tests {
         KeyFile::create(&p, &k).unwrap();
         let (mut kf, loaded, committed) = KeyFile::load(&p).unwrap();
         assert_eq!((loaded.epoch(), committed), (0, 0));
-        k.evolve();
-        kf.evolve(0, &k, 10).unwrap();
+        k.evolve_to(10);
+        kf.evolve(&k).unwrap();
         let raw = std::fs::read(&p).unwrap();
         assert_eq!(&raw[..SLOT_LEN], &[0u8; SLOT_LEN], "old slot erased");
         assert!(
             !raw.windows(32).any(|w| w == [5u8; 32]),
             "K(0) no longer on disk"
         );
-        let (_, loaded, committed) = KeyFile::load(&p).unwrap();
-        assert_eq!((loaded.epoch(), committed), (1, 10));
+        drop(kf);
+        let (mut kf, loaded, committed) = KeyFile::load(&p).unwrap();
+        assert_eq!((loaded.epoch(), committed), (10, 10));
         assert_eq!(loaded.danger_bytes(), k.danger_bytes());
+        // An even jump lands in the other slot too (slots alternate, whatever the parity).
+        k.evolve_to(12);
+        kf.evolve(&k).unwrap();
+        let raw = std::fs::read(&p).unwrap();
+        assert_eq!(&raw[SLOT_LEN..], &[0u8; SLOT_LEN], "K(10) erased");
+        let (_, loaded, _) = KeyFile::load(&p).unwrap();
+        assert_eq!(loaded.epoch(), 12);
     }
 
     #[test]

@@ -3,10 +3,11 @@
 //! # Protocol
 //!
 //! Every entry is **sealed** with a forward-integrity MAC (Schneier–Kelsey):
-//! `HMAC-SHA-256(K(e), seq || e || prev_hash || data)`, where `e` is the epoch, `prev_hash`
-//! the RFC 6962 leaf hash of the previous entry, and the key evolves one-way,
-//! `K(e+1) = SHA-256(K(e))`, after every durable batch ([`Log::commit`]). The old key is
-//! zeroized in memory and overwritten on disk. The verifier keeps `K(0)`, exported once at
+//! `HMAC-SHA-256(K(seq), seq || epoch || prev_hash || data)`, where the epoch must equal the
+//! sequence number (every entry has its own key), `prev_hash` is the RFC 6962 leaf hash of
+//! the previous entry, and the key evolves one-way, `K(seq+1) = SHA-256(K(seq))`, as soon as
+//! entry `seq` is sealed. The old key is zeroized in memory at once; the key file on disk
+//! holds `K(n)` for the durable size `n` after every [`Log::commit`]. The verifier keeps `K(0)`, exported once at
 //! [`Log::init`] to a 0600 file ([`VerifierSecret`]), and can recompute every key.
 //!
 //! The sealed entries are the leaves of an **RFC 6962 Merkle tree**. The log signs
@@ -18,11 +19,15 @@
 //! # Threat model
 //!
 //! The host (and its administrator) may be compromised at some time `t`. Then:
-//! - entries sealed in epochs that ended before `t` cannot be modified, re-sealed, inserted
-//!   between, reordered or deleted without [`verify()`] (given `K(0)`) naming the first bad entry:
-//!   the attacker holds only keys of later epochs;
-//! - entries of the current batch and later are at the attacker's mercy (forward integrity
-//!   protects only the past);
+//! - entries below the durable size `n` at time `t` cannot be modified, re-sealed, inserted
+//!   between, reordered or deleted without [`verify()`] (given `K(0)`) naming the first bad
+//!   entry: the attacker holds only `K(n)` and the keys after it (the process may hold a few
+//!   more of the batch not yet committed), and the verifier rejects an entry whose epoch is
+//!   not its position. This holds even with `signing.key` stolen too: a re-signed checkpoint
+//!   does not make a MAC verify;
+//! - entries from `n` on are at the attacker's mercy (forward integrity protects only the
+//!   past), and so are checkpoints: with `signing.key` the attacker can sign any tree, so a
+//!   truncated log is caught only by checkpoints held elsewhere;
 //! - truncation of the tail, or rolling the whole directory back to an older valid state, is
 //!   invisible to MACs alone; it is caught by any checkpoint seen earlier (kept by a client,
 //!   a witness, or the verifier) — pass those as [`VerifyOptions::trusted`];
@@ -35,7 +40,7 @@
 //!
 //! # Invariants
 //!
-//! - Entry `i` has sequence number `i`, epoch `e <= i`, non-decreasing along the log, and
+//! - Entry `i` has sequence number `i`, epoch `i` (sealed with `K(i)`), and
 //!   `prev_hash` = leaf hash of entry `i-1` (zeros for entry 0).
 //! - A checkpoint is published only after every entry and tile it covers is fsynced.
 //! - The key file holds exactly one valid key after a completed commit.

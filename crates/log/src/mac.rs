@@ -1,14 +1,16 @@
 //! Forward-integrity MACs (Schneier–Kelsey), sans-IO.
 //!
-//! The log holds one MAC key per epoch. Entries sealed in epoch `e` carry
-//! `HMAC-SHA-256(K(e), "rampart-log/mac/v1\0" || seq || epoch || prev_hash || len(data) || data)`
-//! (integers big-endian, `len` as u64). When an epoch ends the key evolves,
-//! `K(e+1) = SHA-256("rampart-log/key-evolve/v1\0" || K(e))`, and `K(e)` is overwritten
-//! ([`zeroize`]). Because SHA-256 is one-way, whoever steals `K(e)` cannot compute any earlier
-//! key, so cannot forge or re-seal entries of earlier epochs. The epoch is inside the MAC input,
-//! so an entry cannot be moved to another epoch either (systemd's CVE-2023-31439 lacked that).
+//! Every entry has its own MAC key, bound to its position: entry `seq` is sealed with `K(seq)`,
+//! `HMAC-SHA-256(K(seq), "rampart-log/mac/v1\0" || seq || epoch || prev_hash || len(data) || data)`
+//! (integers big-endian, `len` as u64), and its `epoch` field must equal `seq`. After sealing
+//! an entry the writer evolves the key, `K(seq+1) = SHA-256("rampart-log/key-evolve/v1\0" ||
+//! K(seq))`, and `K(seq)` is overwritten ([`zeroize`]). Because SHA-256 is one-way, whoever
+//! steals `K(n)` (the writer's key at size `n`) cannot compute any `K(i)` with `i < n`, so
+//! cannot forge or re-seal any entry below `n`; and because the epoch is a fixed function of
+//! the position (checked by the verifier), a later key cannot seal an earlier position
+//! either. The epoch is also inside the MAC input (systemd's CVE-2023-31439 lacked that).
 //!
-//! The verifier holds `K(0)` and walks the keys forward.
+//! The verifier holds `K(0)` and walks the keys forward, one hash per entry.
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -18,7 +20,8 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 const MAC_DOMAIN: &[u8] = b"rampart-log/mac/v1\0";
 const EVOLVE_DOMAIN: &[u8] = b"rampart-log/key-evolve/v1\0";
 
-/// The MAC key of one epoch. Erased from memory when dropped or evolved.
+/// The MAC key of one position (epoch = sequence number). Erased from memory when dropped
+/// or evolved.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct EpochKey {
     epoch: u64,
@@ -91,57 +94,6 @@ impl EpochKey {
     }
 }
 
-/// Checks MACs of one epoch with the keyed HMAC state computed once (saves two compression
-/// function calls per entry). For verifiers only: the cached state is key material that is
-/// not zeroized, which is acceptable for a verifier (it holds K(0) anyway) but not for the
-/// writer, whose old keys must disappear.
-#[derive(Clone)]
-pub struct EpochVerifier {
-    key: EpochKey,
-    keyed: Hmac<Sha256>,
-}
-
-impl std::fmt::Debug for EpochVerifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EpochVerifier")
-            .field("epoch", &self.key.epoch)
-            .finish_non_exhaustive()
-    }
-}
-
-impl EpochVerifier {
-    /// A verifier for `key`'s epoch.
-    pub fn new(key: EpochKey) -> Self {
-        let keyed =
-            <Hmac<Sha256> as Mac>::new_from_slice(&key.key).expect("HMAC takes any key length");
-        EpochVerifier { key, keyed }
-    }
-
-    /// The epoch checked.
-    pub fn epoch(&self) -> u64 {
-        self.key.epoch
-    }
-
-    /// A verifier for a later (or the same) epoch.
-    pub fn advanced_to(&self, epoch: u64) -> Self {
-        let mut k = self.key.clone();
-        k.evolve_to(epoch);
-        Self::new(k)
-    }
-
-    /// Same result as [`EpochKey::verify`], constant-time.
-    pub fn verify(&self, seq: u64, prev_hash: &[u8; 32], data: &[u8], mac: &[u8; 32]) -> bool {
-        let mut m = self.keyed.clone();
-        m.update(MAC_DOMAIN);
-        m.update(&seq.to_be_bytes());
-        m.update(&self.key.epoch.to_be_bytes());
-        m.update(prev_hash);
-        m.update(&(data.len() as u64).to_be_bytes());
-        m.update(data);
-        m.verify_slice(mac).is_ok()
-    }
-}
-
 fn compute(key: &[u8; 32], seq: u64, epoch: u64, prev_hash: &[u8; 32], data: &[u8]) -> [u8; 32] {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
@@ -185,18 +137,6 @@ mod tests {
         // Same key bytes, other epoch number: still rejected because the epoch is in the input.
         let k_same_bytes_other_epoch = EpochKey::new(1, [9; 32]);
         assert!(!k_same_bytes_other_epoch.verify(5, &[1; 32], b"data", &mac));
-    }
-
-    #[test]
-    fn cached_verifier_agrees_with_key() {
-        let k = EpochKey::new(3, [4; 32]);
-        let mac = k.seal(9, &[1; 32], b"abc");
-        let v = EpochVerifier::new(k.clone());
-        assert!(v.verify(9, &[1; 32], b"abc", &mac));
-        assert!(!v.verify(9, &[1; 32], b"abd", &mac));
-        let later = v.advanced_to(5);
-        assert_eq!(later.epoch(), 5);
-        assert!(!later.verify(9, &[1; 32], b"abc", &mac));
     }
 
     #[test]

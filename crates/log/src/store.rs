@@ -675,7 +675,6 @@ impl Log {
                 kind: ProblemKind::Sequence { found: expect },
             }));
         }
-        let mut last_epoch = 0u64;
         let mut cut: Option<(usize, u64, u64)> = None; // (segment index, offset, entry)
         'segs: for (si, seg) in segments.iter().enumerate().skip(first_seg) {
             let Some(mut r) = FrameReader::open(&seg.path).map_err(Error::io(&seg.path))? else {
@@ -723,24 +722,29 @@ impl Log {
                             found: e.seq,
                         })));
                     }
+                    if e.epoch != e.seq {
+                        return Err(Error::Corrupt(problem(ProblemKind::WrongEpoch {
+                            epoch: e.epoch,
+                        })));
+                    }
                     self.last_leaf = leaf.0;
-                    last_epoch = e.epoch;
                     expect += 1;
                     continue;
                 }
                 let tail = expect >= committed_at_epoch && expect >= cp_size;
+                // The position binding, checked as the verifier checks it: every entry is
+                // sealed with K(seq), so its epoch is its sequence number.
                 let bad = if e.seq != expect {
                     Some(ProblemKind::Sequence { found: e.seq })
                 } else if e.prev_hash != self.last_leaf {
                     Some(ProblemKind::BrokenLink)
-                } else if e.epoch < last_epoch
-                    || e.epoch > self.key.epoch()
-                    || (expect >= committed_at_epoch && e.epoch != self.key.epoch())
-                {
-                    Some(ProblemKind::EpochTooLarge { epoch: e.epoch })
-                } else if e.epoch == self.key.epoch()
-                    && !self.key.verify(e.seq, &e.prev_hash, e.data, &e.mac)
-                {
+                } else if e.epoch != e.seq {
+                    Some(ProblemKind::WrongEpoch { epoch: e.epoch })
+                } else if expect >= committed_at_epoch && {
+                    // Entries from the key file's position on are checked with its key.
+                    self.key.evolve_to(expect);
+                    !self.key.verify(e.seq, &e.prev_hash, e.data, &e.mac)
+                } {
                     Some(ProblemKind::BadMac { epoch: e.epoch })
                 } else {
                     None
@@ -752,7 +756,6 @@ impl Log {
                     }
                     return Err(Error::Corrupt(problem(kind)));
                 }
-                last_epoch = e.epoch;
                 self.push_sealed(entry_bytes, leaf);
                 // The frame is already on disk: keep only the derived tiles, bounded.
                 self.pending.clear();
@@ -781,6 +784,19 @@ impl Log {
                 "torn tail after a crash: truncated to the last sealed entry"
             );
         }
+        if self.tree.size() < self.key.epoch() {
+            // The key file says more entries were durable than the segments hold.
+            return Err(Error::Corrupt(Problem {
+                entry: Some(self.tree.size()),
+                kind: ProblemKind::Missing {
+                    log_size: self.tree.size(),
+                    checkpoint_size: self.key.epoch(),
+                    which: "committed",
+                },
+            }));
+        }
+        // The next entry's key: K(size).
+        self.key.evolve_to(self.tree.size());
         // Tiles derived during replay go to disk now, like a commit's.
         self.flush_tiles()?;
         Ok(recovery)
@@ -836,7 +852,8 @@ impl Log {
         self.committed
     }
 
-    /// The current MAC epoch.
+    /// The current MAC epoch: the position of the next entry, whose key `K(size)` is the
+    /// only one the writer holds.
     pub fn epoch(&self) -> u64 {
         self.key.epoch()
     }
@@ -853,10 +870,13 @@ impl Log {
             return Err(Error::EntryTooLarge { len: data.len() });
         }
         let seq = self.tree.size();
+        debug_assert_eq!(self.key.epoch(), seq, "the key is bound to the position");
         let mac = self.key.seal(seq, &self.last_leaf, data);
+        // Forward integrity: K(seq) is gone from memory as soon as its entry is sealed.
+        self.key.evolve();
         let entry = EntryRef {
             seq,
-            epoch: self.key.epoch(),
+            epoch: seq,
             prev_hash: self.last_leaf,
             mac,
             data,
@@ -905,22 +925,18 @@ impl Log {
         self.last_leaf = leaf.0;
     }
 
-    /// Hands the pending batch to the durability thread and evolves the key: from here on
-    /// the batch's key exists only in the job, which persists `K(e+1)` and drops.
+    /// Hands the pending batch to the durability thread, which persists `K(size)` (the key
+    /// of the next entry; the batch's own keys are already gone) once the batch is durable.
     fn submit_batch(&mut self) -> Result<(), Error> {
         if self.pending_entries == 0 {
             return Ok(());
         }
         let first_seq = self.tree.size() - self.pending_entries as u64;
-        let old_epoch = self.key.epoch();
-        // Forward integrity: the batch's key must not outlive the batch.
-        self.key.evolve();
         let job = Job {
             frames: std::mem::take(&mut self.pending),
             first_seq,
             committed_after: self.tree.size(),
             tiles: std::mem::take(&mut self.pending_tiles),
-            old_epoch,
             new_key: self.key.clone(),
         };
         self.pending_entries = 0;
@@ -1043,9 +1059,10 @@ impl Log {
         assert!(self.committed <= self.tree.size());
         assert!(self.checkpoint_size <= self.committed);
         assert!(self.committed + self.pending_entries as u64 <= self.tree.size());
-        assert!(
-            self.key.epoch() <= self.tree.size(),
-            "epoch never passes the entry count"
+        assert_eq!(
+            self.key.epoch(),
+            self.tree.size(),
+            "the key in memory is K(size), the next entry's"
         );
     }
 }

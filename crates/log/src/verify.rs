@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use crate::checkpoint::{WitnessPolicy, verify_checkpoint};
 use crate::entry::{DecodeError, EntryRef};
 use crate::error::{Error, Problem, ProblemKind};
-use crate::mac::{EpochKey, EpochVerifier};
+use crate::mac::EpochKey;
 use crate::merkle::{Hash, TILE_WIDTH, TileKind, TreeBuilder, tile_hashes};
 use crate::segment::{FrameReader, Next, list_segments};
 use crate::store::{VerifierSecret, layout, read_tile, read_vkey};
@@ -38,7 +38,7 @@ pub struct VerifyReport {
     pub checkpoint_size: u64,
     /// Whether MACs were checked (a verifier secret was given).
     pub macs_checked: bool,
-    /// Epoch of the last entry.
+    /// Epoch of the last entry (its position: keys are per entry).
     pub last_epoch: u64,
 }
 
@@ -262,15 +262,14 @@ fn stream(
     })
 }
 
-/// Checking thread: sequence numbers, epochs, MACs and the hash chain.
+/// Checking thread: sequence numbers, the position binding of epochs, MACs and the hash chain.
 fn check_stream(
     k0: Option<&EpochKey>,
     rx: &mpsc::Receiver<Msg>,
 ) -> Result<Result<(u64, u64), Problem>, Error> {
-    let k0v = k0.map(|k| EpochVerifier::new(k.clone()));
-    let mut key = k0v.clone();
+    // K(expect): walked forward one hash per entry.
+    let mut key = k0.cloned();
     let mut last_leaf = [0u8; 32];
-    let mut last_epoch = 0u64;
     let mut expect = 0u64;
     let bad = |entry: u64, kind| {
         Ok(Err(Problem {
@@ -299,40 +298,16 @@ fn check_stream(
             if e.seq != expect {
                 return bad(expect, ProblemKind::Sequence { found: e.seq });
             }
-            if e.epoch > e.seq {
-                return bad(expect, ProblemKind::EpochTooLarge { epoch: e.epoch });
+            // The key is bound to the position: a key stolen at size n (K(n)) can only make
+            // MACs that verify here for positions >= n.
+            if e.epoch != e.seq {
+                return bad(expect, ProblemKind::WrongEpoch { epoch: e.epoch });
             }
-            if let (Some(k), Some(k0v)) = (key.as_mut(), k0v.as_ref()) {
-                if e.epoch >= k.epoch() {
-                    if e.epoch > k.epoch() {
-                        *k = k.advanced_to(e.epoch);
-                    }
-                    if !k.verify(e.seq, &e.prev_hash, e.data, &e.mac) {
-                        return bad(expect, ProblemKind::BadMac { epoch: e.epoch });
-                    }
-                } else {
-                    // Epoch went backwards. If this entry is authentic (its MAC verifies under
-                    // its own, older key), the previous entry was re-sealed with a later key.
-                    let old = k0v.advanced_to(e.epoch);
-                    if !old.verify(e.seq, &e.prev_hash, e.data, &e.mac) {
-                        return bad(expect, ProblemKind::BadMac { epoch: e.epoch });
-                    }
-                    return bad(
-                        expect - 1,
-                        ProblemKind::Resealed {
-                            epoch: last_epoch,
-                            next_epoch: e.epoch,
-                        },
-                    );
+            if let Some(k) = key.as_mut() {
+                if !k.verify(e.seq, &e.prev_hash, e.data, &e.mac) {
+                    return bad(expect, ProblemKind::BadMac { epoch: e.epoch });
                 }
-            } else if e.epoch < last_epoch {
-                return bad(
-                    expect - 1,
-                    ProblemKind::Resealed {
-                        epoch: last_epoch,
-                        next_epoch: e.epoch,
-                    },
-                );
+                k.evolve();
             }
             if e.prev_hash != last_leaf {
                 // This entry is intact (frame check, and MAC if checked), so the link it seals
@@ -340,11 +315,10 @@ fn check_stream(
                 return bad(expect.saturating_sub(1), ProblemKind::BrokenLink);
             }
             last_leaf = leaf.0;
-            last_epoch = e.epoch;
             expect += 1;
         }
     }
-    Ok(Ok((expect, last_epoch)))
+    Ok(Ok((expect, expect.saturating_sub(1))))
 }
 
 fn check_targets(

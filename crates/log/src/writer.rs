@@ -1,15 +1,16 @@
 //! The durability thread: writes and fsyncs batches, then evolves the on-disk key.
 //!
-//! Sealing (CPU) and fsync (I/O) overlap: while batch `e` is being made durable here, the
-//! appender already seals batch `e+1` with `K(e+1)`; `K(e)` was zeroized in memory when the
-//! batch was handed over. At most one batch is in flight. For each batch, in order:
+//! Sealing (CPU) and fsync (I/O) overlap: while a batch ending at size `n` is being made
+//! durable here, the appender already seals the next one with `K(n)`, `K(n+1)`, …; each
+//! entry's key was zeroized in memory right after sealing it. At most one batch is in
+//! flight. For each batch, in order:
 //! 1. write the frames to the segment (opening a new segment when the current one is full)
 //!    and fsync it;
 //! 2. write the tiles that filled in the batch and queue them for the tile syncer;
-//! 3. persist `K(e+1)` to the key file (new slot, fsync; old slot zeroed, fsync).
+//! 3. persist `K(n)` to the key file (new slot, fsync; old slot zeroed, fsync).
 //!
-//! A crash anywhere leaves the key file at `K(e)` with `committed` = start of batch `e`, so
-//! recovery treats the (possibly torn) batch `e` as the tail and checks it with `K(e)`.
+//! A crash anywhere leaves the key file at `K(m)`, `m` = start of the batch, so recovery
+//! treats the (possibly torn) batch as the tail and checks it with `K(m)`, `K(m+1)`, ….
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -33,9 +34,8 @@ pub(crate) struct Job {
     pub(crate) committed_after: u64,
     /// Full tiles of the batch: (path, bytes).
     pub(crate) tiles: Vec<(PathBuf, Vec<u8>)>,
-    /// The epoch that sealed the batch.
-    pub(crate) old_epoch: u64,
-    /// The key of the next epoch, to persist (zeroized when the job drops).
+    /// `K(committed_after)`, the key of the next entry, to persist (zeroized when the job
+    /// drops).
     pub(crate) new_key: EpochKey,
 }
 
@@ -161,7 +161,7 @@ impl State {
             self.syncer.sync(path.clone());
         }
         self.key_file
-            .evolve(job.old_epoch, &job.new_key, job.committed_after)
+            .evolve(&job.new_key)
             .map_err(Error::io(&self.key_path))?;
         Ok(job.committed_after)
     }

@@ -170,7 +170,7 @@ fn inserted_entries_are_named() {
     let prev = leaf_hash(&entry_of(&seg, frs[199]));
     let forged = EntryRef {
         seq: 200,
-        epoch: 40,
+        epoch: 200,
         prev_hash: prev.0,
         mac: [0; 32],
         data: b"forged",
@@ -182,7 +182,7 @@ fn inserted_entries_are_named() {
     std::fs::write(&seg_path, &out).unwrap();
     assert_eq!(
         at(f.verify()),
-        (Some(200), ProblemKind::BadMac { epoch: 40 })
+        (Some(200), ProblemKind::BadMac { epoch: 200 })
     );
 }
 
@@ -288,31 +288,29 @@ fn resealing_an_old_entry_with_a_later_key_is_named() {
     let victim = 100;
     let orig = entry_of(&seg, frs[victim]);
     let e = EntryRef::decode(&orig).unwrap();
-    let k = stolen_key(&f, 40); // a later epoch than entry 100's (100 / 7 = 14)
-    assert!(e.epoch < 40);
+    assert_eq!(e.epoch, 100, "the epoch is the position");
+    let k = stolen_key(&f, 200); // stolen when the log held 200 entries
     let data = b"alice never read record 17";
     let mac = k.seal(e.seq, &e.prev_hash, data);
-    let resealed = EntryRef {
-        epoch: 40,
-        mac,
-        data,
-        ..e
+    // Both ways of using the later key fail: under its own epoch (the position binding) and
+    // under the entry's epoch (the MAC).
+    for (epoch, want) in [
+        (200, ProblemKind::WrongEpoch { epoch: 200 }),
+        (100, ProblemKind::BadMac { epoch: 100 }),
+    ] {
+        let resealed = EntryRef {
+            epoch,
+            mac,
+            data,
+            ..e
+        }
+        .encode();
+        let mut out = seg[..frs[victim].0].to_vec();
+        out.extend(frame(&resealed));
+        out.extend_from_slice(&seg[frs[victim].0 + frs[victim].1..]);
+        std::fs::write(&seg_path, &out).unwrap();
+        assert_eq!(at(f.verify()), (Some(100), want));
     }
-    .encode();
-    let mut out = seg[..frs[victim].0].to_vec();
-    out.extend(frame(&resealed));
-    out.extend_from_slice(&seg[frs[victim].0 + frs[victim].1..]);
-    std::fs::write(&seg_path, &out).unwrap();
-    assert_eq!(
-        at(f.verify()),
-        (
-            Some(100),
-            ProblemKind::Resealed {
-                epoch: 40,
-                next_epoch: e.epoch
-            }
-        )
-    );
 }
 
 #[test]
@@ -322,7 +320,7 @@ fn resealing_the_whole_tail_consistently_is_caught_by_the_checkpoint() {
     let seg = std::fs::read(&seg_path).unwrap();
     let frs = frames(&seg);
     let from = 250usize;
-    let k = stolen_key(&f, 40);
+    let mut k = stolen_key(&f, 250);
     let mut out = seg[..frs[from].0].to_vec();
     let mut prev = leaf_hash(&entry_of(&seg, frs[from - 1])).0;
     for (i, fr) in frs.iter().enumerate().skip(from) {
@@ -330,8 +328,9 @@ fn resealing_the_whole_tail_consistently_is_caught_by_the_checkpoint() {
         let e = EntryRef::decode(&old).unwrap();
         let data = format!("rewritten {i}");
         let mac = k.seal(e.seq, &prev, data.as_bytes());
+        k.evolve();
         let new = EntryRef {
-            epoch: 40,
+            epoch: e.seq,
             prev_hash: prev,
             mac,
             data: data.as_bytes(),
@@ -423,4 +422,58 @@ fn damage_below_the_durable_mark_refuses_to_open() {
     std::fs::remove_dir_all(f.dir.join("tile")).unwrap();
     let err = Log::open(&f.dir, Config::default()).unwrap_err();
     assert!(err.to_string().contains("entry 5"), "{err}");
+}
+
+#[test]
+fn replay_refuses_an_entry_whose_epoch_is_not_its_position() {
+    // Entries durable but not yet checkpointed are replayed on open without their MACs (their
+    // keys are gone). The position binding must still hold there, or the writer would sign
+    // a checkpoint over a log its own verifier rejects.
+    let f = build(N);
+    let (mut log, _) = Log::open(&f.dir, Config::default()).unwrap();
+    for i in 0..20 {
+        log.append(format!("tail {i}").as_bytes()).unwrap();
+    }
+    log.commit().unwrap();
+    drop(log);
+    let seg_path = f.segment();
+    let seg = std::fs::read(&seg_path).unwrap();
+    let frs = frames(&seg);
+    let victim = N as usize + 5;
+    let orig = entry_of(&seg, frs[victim]);
+    let e = EntryRef::decode(&orig).unwrap();
+    let moved = EntryRef {
+        epoch: e.seq + 1,
+        ..e
+    }
+    .encode();
+    let mut out = seg[..frs[victim].0].to_vec();
+    out.extend(frame(&moved));
+    // Re-link the later entries (their MACs are not checked on replay, their keys are gone),
+    // so the epoch is the only thing wrong.
+    let mut prev = leaf_hash(&moved).0;
+    for fr in &frs[victim + 1..] {
+        let old = entry_of(&seg, *fr);
+        let relinked = EntryRef {
+            prev_hash: prev,
+            ..EntryRef::decode(&old).unwrap()
+        }
+        .encode();
+        prev = leaf_hash(&relinked).0;
+        out.extend(frame(&relinked));
+    }
+    std::fs::write(&seg_path, &out).unwrap();
+    assert_eq!(
+        at(f.verify()),
+        (Some(N + 5), ProblemKind::WrongEpoch { epoch: N + 6 })
+    );
+    let err = Log::open(&f.dir, Config::default()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "log is corrupt: entry {}: epoch {} is not this entry's position (each entry is sealed with K(seq))",
+            N + 5,
+            N + 6
+        )
+    );
 }

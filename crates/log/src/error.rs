@@ -165,6 +165,12 @@ pub enum ProblemKind {
         /// "stored" or "trusted".
         which: &'static str,
     },
+    /// A published tile or entry bundle differs from what the segments produce.
+    #[error("published {0} does not match the entries (tampered or stale)")]
+    BadTile(String),
+    /// A tile or entry bundle the stored checkpoint needs is not published.
+    #[error("published {0} is missing")]
+    MissingTile(String),
     /// The stored checkpoint is missing or does not verify.
     #[error("checkpoint rejected: {0}")]
     Checkpoint(&'static str),

@@ -4,6 +4,14 @@
 //! chain, the forward-secure MACs (with the verifier secret), and the Merkle root at the size
 //! of the stored checkpoint and of every trusted checkpoint given. Reports the first problem
 //! by position.
+//!
+//! It also checks what is published for clients against the same entries: every full hash
+//! tile and entry bundle (byte for byte; those the stored checkpoint covers must exist),
+//! every partial tile and bundle of an index whose full tile exists (each must be a prefix of
+//! it), and the right-edge partial tiles and bundle at the stored checkpoint's size (must
+//! exist and match), together with the older partials of that edge. Partials wider than the
+//! stored checkpoint's edge (left by a crash before a checkpoint) are not checked. Tile
+//! problems have no entry position, so an entry-level problem is reported first.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -13,7 +21,9 @@ use crate::checkpoint::{WitnessPolicy, verify_checkpoint};
 use crate::entry::{DecodeError, EntryRef};
 use crate::error::{Error, Problem, ProblemKind};
 use crate::mac::EpochKey;
-use crate::merkle::{Hash, TILE_WIDTH, TileKind, TreeBuilder, tile_hashes};
+use crate::merkle::{
+    Hash, TILE_LEVELS_MAX, TILE_WIDTH, TileKind, TilePath, TreeBuilder, tile_bytes, tile_hashes,
+};
 use crate::segment::{FrameReader, Next, list_segments};
 use crate::store::{VerifierSecret, layout, read_tile, read_vkey};
 
@@ -93,6 +103,7 @@ pub fn verify(dir: &Path, opts: &VerifyOptions) -> Result<Result<VerifyReport, P
         dir,
         opts.secret.as_ref().map(|s| &s.key),
         &targets,
+        stored.size,
         &mut problems,
     )?;
     let (size, last_epoch) = match stream {
@@ -169,10 +180,14 @@ fn read_segments(
     dir: &Path,
     segments: &[crate::segment::SegmentInfo],
     targets: &BTreeMap<u64, Vec<Target>>,
+    stored_size: u64,
     problems: &mut Vec<Problem>,
     tx: &mpsc::SyncSender<Msg>,
 ) -> Result<(), Error> {
     let mut tree = TreeBuilder::new();
+    // The entry bundle being filled (≤ 256 entries of ≤ 64 KiB) and the full tiles just made.
+    let mut bundle: Vec<u8> = Vec::new();
+    let mut full: Vec<(u8, u64, Vec<u8>)> = Vec::new();
     if let Some(ts) = targets.get(&0) {
         check_targets(dir, 0, &tree, ts, problems)?;
     }
@@ -200,7 +215,28 @@ fn read_segments(
                 Ok(Next::Frame(e, leaf, _)) => {
                     buf.extend_from_slice(e);
                     items.push((e.len(), leaf));
-                    tree.push(leaf, |_| {});
+                    // Entries are ≤ u16::MAX bytes (checked by the frame decoder).
+                    bundle.extend_from_slice(&(e.len() as u16).to_be_bytes());
+                    bundle.extend_from_slice(e);
+                    tree.push(leaf, |t| {
+                        full.push((t.level, t.index, tile_bytes(t.hashes)));
+                    });
+                    for (level, index, bytes) in full.drain(..) {
+                        // Entries the tile covers: (index + 1) · 256^(level + 1).
+                        let span = 1u64 << (8 * (u32::from(level) + 1)).min(63);
+                        let covered = (index + 1).saturating_mul(span);
+                        let kind = TileKind::Hashes(level);
+                        check_published(dir, kind, index, &bytes, covered <= stored_size, problems);
+                    }
+                    if tree.size().is_multiple_of(TILE_WIDTH as u64) {
+                        let index = tree.size() / TILE_WIDTH as u64 - 1;
+                        let need = tree.size() <= stored_size;
+                        check_published(dir, TileKind::Entries, index, &bundle, need, problems);
+                        bundle.clear();
+                    }
+                    if tree.size() == stored_size {
+                        check_edge(dir, &tree, &bundle, problems);
+                    }
                     if let Some(ts) = targets.get(&tree.size()) {
                         check_targets(dir, tree.size(), &tree, ts, problems)?;
                     }
@@ -240,6 +276,7 @@ fn stream(
     dir: &Path,
     k0: Option<&EpochKey>,
     targets: &BTreeMap<u64, Vec<Target>>,
+    stored_size: u64,
     problems: &mut Vec<Problem>,
 ) -> Result<Result<(u64, u64), Problem>, Error> {
     let seg_dir = dir.join(layout::SEGMENTS);
@@ -249,7 +286,7 @@ fn stream(
         let segs = &segments;
         let reader = scope.spawn(move || {
             let mut found = Vec::new();
-            read_segments(dir, segs, targets, &mut found, &tx).map(|()| found)
+            read_segments(dir, segs, targets, stored_size, &mut found, &tx).map(|()| found)
         });
         let r = check_stream(k0, &rx);
         drop(rx); // stops the reader if we returned early
@@ -319,6 +356,137 @@ fn check_stream(
         }
     }
     Ok(Ok((expect, expect.saturating_sub(1))))
+}
+
+/// The prefix of a full tile (or bundle) that a partial one of `width` must equal.
+fn prefix(kind: TileKind, full: &[u8], width: usize) -> Option<&[u8]> {
+    match kind {
+        TileKind::Hashes(_) => full.get(..width * 32),
+        TileKind::Entries => crate::store::bundle_prefix(full, width),
+    }
+}
+
+fn tile_problem(kind: ProblemKind) -> Problem {
+    Problem { entry: None, kind }
+}
+
+/// Checks a full tile or bundle the entries produced against the published file, and every
+/// published partial of the same index against its prefix. `required`: the stored
+/// checkpoint covers it, so it must be published.
+fn check_published(
+    dir: &Path,
+    kind: TileKind,
+    index: u64,
+    bytes: &[u8],
+    required: bool,
+    problems: &mut Vec<Problem>,
+) {
+    let t = TilePath {
+        kind,
+        index,
+        width: TILE_WIDTH as u16,
+    };
+    let name = t.path();
+    match crate::fsutil::read_bounded(&dir.join(&name), bytes.len()) {
+        Ok(b) if b == bytes => {}
+        Ok(_) => problems.push(tile_problem(ProblemKind::BadTile(name))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if required {
+                problems.push(tile_problem(ProblemKind::MissingTile(name)));
+            }
+        }
+        Err(_) => problems.push(tile_problem(ProblemKind::BadTile(name))),
+    }
+    check_partials(dir, kind, index, bytes, TILE_WIDTH - 1, problems);
+}
+
+/// Checks every published partial of (`kind`, `index`) of width ≤ `max_width` against the
+/// prefix of `full`. Reads one directory of at most 255 names.
+fn check_partials(
+    dir: &Path,
+    kind: TileKind,
+    index: u64,
+    full: &[u8],
+    max_width: usize,
+    problems: &mut Vec<Problem>,
+) {
+    let one = TilePath {
+        kind,
+        index,
+        width: 1,
+    }
+    .path();
+    let pdir = dir.join(one.strip_suffix("/1").unwrap_or(&one));
+    let Ok(rd) = std::fs::read_dir(&pdir) else {
+        return;
+    };
+    for ent in rd.take(TILE_WIDTH) {
+        let Ok(ent) = ent else { continue };
+        let fname = ent.file_name();
+        let Some(w) = fname
+            .to_str()
+            .and_then(|n| n.parse::<u16>().ok())
+            .filter(|&w| (1..TILE_WIDTH as u16).contains(&w))
+        else {
+            continue;
+        };
+        if usize::from(w) > max_width {
+            continue;
+        }
+        let name = TilePath {
+            kind,
+            index,
+            width: w,
+        }
+        .path();
+        let want = prefix(kind, full, usize::from(w));
+        let ok = match (want, crate::fsutil::read_bounded(&ent.path(), full.len())) {
+            (Some(want), Ok(b)) => b == want,
+            _ => false,
+        };
+        if !ok {
+            problems.push(tile_problem(ProblemKind::BadTile(name)));
+        }
+    }
+}
+
+/// At the stored checkpoint's size: the right-edge partial tiles and bundle must be
+/// published and match, and older partials of the same edge must be their prefixes.
+fn check_edge(dir: &Path, tree: &TreeBuilder, bundle: &[u8], problems: &mut Vec<Problem>) {
+    let size = tree.size();
+    for level in 0..TILE_LEVELS_MAX as u8 {
+        let w = TreeBuilder::edge_width(size, level);
+        if w == 0 {
+            continue;
+        }
+        let index = TreeBuilder::edge_index(size, level);
+        let hashes = tree
+            .right_edge()
+            .get(usize::from(level))
+            .map(|h| tile_bytes(h))
+            .unwrap_or_default();
+        let mut kinds = vec![(TileKind::Hashes(level), hashes)];
+        if level == 0 {
+            kinds.push((TileKind::Entries, bundle.to_vec()));
+        }
+        for (kind, bytes) in kinds {
+            let name = TilePath {
+                kind,
+                index,
+                width: w as u16,
+            }
+            .path();
+            match crate::fsutil::read_bounded(&dir.join(&name), bytes.len()) {
+                Ok(b) if b == bytes => {}
+                Ok(_) => problems.push(tile_problem(ProblemKind::BadTile(name))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    problems.push(tile_problem(ProblemKind::MissingTile(name)));
+                }
+                Err(_) => problems.push(tile_problem(ProblemKind::BadTile(name))),
+            }
+            check_partials(dir, kind, index, &bytes, w - 1, problems);
+        }
+    }
 }
 
 fn check_targets(

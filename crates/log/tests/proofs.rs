@@ -103,8 +103,14 @@ fn tampered_tiles_do_not_yield_proofs() {
         "tile authenticated against the checkpoint"
     );
     drop(log);
-    // The segments are intact, so verify passes: tiles are a derived, checked cache.
-    assert!(verify(&dir, &VerifyOptions::default()).unwrap().is_ok());
+    // The segments are intact, but what clients read is not: verify names the tile.
+    let p = verify(&dir, &VerifyOptions::default())
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        p.kind,
+        rampart_log::ProblemKind::BadTile("tile/0/001".into())
+    );
 }
 
 /// Leaf hashes of the first `size` entries, read from the C2SP entry bundles.

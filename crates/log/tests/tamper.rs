@@ -477,3 +477,51 @@ fn replay_refuses_an_entry_whose_epoch_is_not_its_position() {
         )
     );
 }
+
+/// Flips one byte of a published tile file and returns verify's problem.
+fn tamper_tile(f: &Fixture, tile: &str) -> Problem {
+    let p = f.dir.join(tile);
+    let mut b = std::fs::read(&p).unwrap_or_else(|e| panic!("{tile}: {e}"));
+    let i = b.len() - 3;
+    b[i] ^= 1;
+    std::fs::write(&p, &b).unwrap();
+    verify(&f.dir, &f.opts())
+        .unwrap()
+        .expect_err("tampered tiles must fail verify")
+}
+
+#[test]
+fn tampered_published_tiles_and_bundles_fail_verify() {
+    // N = 300: one full tile and bundle (index 0), partials of width 44 at index 1.
+    for tile in [
+        "tile/0/000",
+        "tile/entries/000",
+        "tile/0/001.p/44",
+        "tile/entries/001.p/44",
+        "tile/1/000.p/1",
+    ] {
+        let f = build(N);
+        let p = tamper_tile(&f, tile);
+        assert_eq!(
+            p,
+            Problem {
+                entry: None,
+                kind: ProblemKind::BadTile(tile.to_owned())
+            }
+        );
+        assert_eq!(
+            p.to_string(),
+            format!("published {tile} does not match the entries (tampered or stale)")
+        );
+    }
+    // A missing partial the checkpoint needs.
+    let f = build(N);
+    std::fs::remove_file(f.dir.join("tile/entries/001.p/44")).unwrap();
+    assert_eq!(
+        at(f.verify()),
+        (
+            None,
+            ProblemKind::MissingTile("tile/entries/001.p/44".into())
+        )
+    );
+}

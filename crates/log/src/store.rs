@@ -1167,11 +1167,38 @@ pub fn prove_consistency(
     let reader = DiskTiles { dir };
     let hr = tlog_tiles::TileHashReader::new(size, *root, &reader);
     let path = tlog_tiles::prove_tree(size, old_size, &hr).map_err(|_| Error::Tile)?;
-    Ok(ConsistencyProof {
+    let proof = ConsistencyProof {
         old_size,
         new_size: size,
         path,
-    })
+    };
+    // Paired check, by our own code rather than the tile reader's: the old root from the
+    // tiles of the old size's right edge, and the proof must lead from it to the
+    // checkpointed `root`. A path that reaches the authentic new root pins the old root too,
+    // so a proof that passes is correct whatever the tiles held.
+    let old_root = edge_root(dir, old_size).ok_or(Error::Tile)?;
+    proof.verify(&old_root, root).map_err(|_| Error::Tile)?;
+    Ok(proof)
+}
+
+/// The root of the tree of `size` computed from the right-edge tiles of that size.
+fn edge_root(dir: &Path, size: u64) -> Option<Hash> {
+    let mut edge = Vec::new();
+    for level in 0..TILE_LEVELS_MAX as u8 {
+        let w = TreeBuilder::edge_width(size, level);
+        if w == 0 {
+            edge.push(Vec::new());
+        } else {
+            let idx = TreeBuilder::edge_index(size, level);
+            edge.push(tile_hashes(&read_tile(
+                dir,
+                TileKind::Hashes(level),
+                idx,
+                w,
+            )?)?);
+        }
+    }
+    Some(TreeBuilder::from_right_edge(size, edge)?.root())
 }
 
 /// Reads and verifies a log directory's stored checkpoint with the given verifier key.

@@ -985,8 +985,7 @@ impl Log {
         self.syncer
             .barrier()
             .map_err(Error::io(self.dir.join(layout::TILE)))?;
-        let old_partials = partial_paths(self.checkpoint_size);
-        let new_partials = partial_paths(size);
+        let old_size = self.checkpoint_size;
         for (level, tile) in self.tree.right_edge().iter().enumerate() {
             if tile.is_empty() {
                 continue;
@@ -1014,8 +1013,10 @@ impl Log {
         assert_eq!((back.size, back.root), (size, root));
         self.checkpoint_size = size;
         self.checkpoint_root = root;
-        for old in old_partials.difference(&new_partials) {
-            let _ = fs::remove_file(self.dir.join(old));
+        // C2SP tlog-tiles: a partial tile stays until its full tile exists, so clients holding
+        // an older checkpoint can still read it.
+        for dir in superseded_partials(old_size, size) {
+            let _ = fs::remove_dir_all(self.dir.join(dir));
         }
         tracing::debug!(size, "published checkpoint");
         Ok(note)
@@ -1080,29 +1081,34 @@ impl Drop for Log {
     }
 }
 
-fn partial_paths(size: u64) -> std::collections::BTreeSet<String> {
-    let mut out = std::collections::BTreeSet::new();
+/// The `<N>.p` directories of the checkpoint of `old` size whose full tile exists at `new`
+/// size. Partial tiles only ever exist at checkpoint edges, so these are all the partials a
+/// new checkpoint makes removable.
+fn superseded_partials(old: u64, new: u64) -> Vec<String> {
+    let mut out = Vec::new();
     for level in 0..TILE_LEVELS_MAX as u8 {
-        let w = TreeBuilder::edge_width(size, level);
-        if w > 0 {
-            let index = TreeBuilder::edge_index(size, level);
-            out.insert(
-                TilePath {
-                    kind: TileKind::Hashes(level),
-                    index,
-                    width: w as u16,
-                }
-                .path(),
-            );
-            if level == 0 {
-                out.insert(
-                    TilePath {
-                        kind: TileKind::Entries,
-                        index,
-                        width: w as u16,
-                    }
-                    .path(),
-                );
+        if TreeBuilder::edge_width(old, level) == 0 {
+            continue;
+        }
+        let index = TreeBuilder::edge_index(old, level);
+        let full_at_new = (index + 1).saturating_mul(1u64 << (8 * (u32::from(level) + 1)).min(63));
+        if new < full_at_new {
+            continue;
+        }
+        let kinds: &[TileKind] = if level == 0 {
+            &[TileKind::Hashes(0), TileKind::Entries]
+        } else {
+            &[TileKind::Hashes(level)]
+        };
+        for &kind in kinds {
+            let one = TilePath {
+                kind,
+                index,
+                width: 1,
+            }
+            .path();
+            if let Some(d) = one.strip_suffix("/1") {
+                out.push(d.to_owned());
             }
         }
     }

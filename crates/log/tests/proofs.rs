@@ -210,3 +210,41 @@ fn a_corrupted_tile_store_never_yields_a_wrong_consistency_proof() {
     assert!(refused > 0, "some corruptions hit the tiles a proof reads");
     assert!(wrong.is_empty(), "wrong proofs handed out: {wrong:?}");
 }
+
+#[test]
+fn partial_tiles_stay_until_their_full_tile_exists() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("log");
+    Log::init(
+        &dir,
+        "partial.test",
+        &tmp.path().join("s"),
+        &mut rand_core::OsRng,
+    )
+    .unwrap();
+    let (mut log, _) = Log::open(&dir, Config::default()).unwrap();
+    let grow = |log: &mut Log, to: u64| {
+        while log.size() < to {
+            log.append(b"x").unwrap();
+        }
+        log.checkpoint().unwrap();
+    };
+    grow(&mut log, 10);
+    grow(&mut log, 20);
+    // A client holding the size-10 checkpoint still finds its tiles.
+    for p in [
+        "tile/0/000.p/10",
+        "tile/entries/000.p/10",
+        "tile/0/000.p/20",
+    ] {
+        assert!(dir.join(p).exists(), "{p} kept");
+    }
+    grow(&mut log, 300);
+    assert!(dir.join("tile/0/000").exists());
+    assert!(
+        !dir.join("tile/0/000.p").exists(),
+        "superseded by the full tile"
+    );
+    assert!(!dir.join("tile/entries/000.p").exists());
+    assert!(dir.join("tile/0/001.p/44").exists());
+}

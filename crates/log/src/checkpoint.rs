@@ -48,6 +48,9 @@ pub enum CheckpointError {
     /// No valid signature by the log key, or an invalid signature by a known key.
     #[error("log signature missing or invalid")]
     BadSignature,
+    /// A cosignature by a witness of the policy does not verify.
+    #[error("invalid cosignature by witness {0}")]
+    BadWitnessSignature(String),
     /// Fewer valid witness cosignatures than the policy demands.
     #[error("{got} of the required {need} witness cosignatures")]
     WitnessQuorum {
@@ -184,7 +187,12 @@ pub fn verify_checkpoint(
     let note = Note::from_bytes(bytes).map_err(|_| CheckpointError::MalformedNote)?;
     let (verified, _unknown) = note
         .verify(&VerifierList::new(verifiers))
-        .map_err(|_| CheckpointError::BadSignature)?;
+        .map_err(|e| match e {
+            signed_note::NoteError::InvalidSignature { name, .. } if name != log_name => {
+                CheckpointError::BadWitnessSignature(name)
+            }
+            _ => CheckpointError::BadSignature,
+        })?;
     if !verified
         .iter()
         .any(|s| s.name() == log_name && s.id() == log_id)
@@ -271,6 +279,31 @@ mod tests {
         let with_stranger = stranger.cosign(&cp).unwrap();
         assert!(verify_checkpoint(&with_stranger, &vk, &policy).is_err());
         cp = ws[2].0.cosign(&cp).unwrap();
+        // A broken cosignature is named as the witness's, not the log's.
+        let mut broken = String::from_utf8(cp.clone()).unwrap();
+        let line = broken
+            .lines()
+            .find(|l| l.starts_with("— witness2 "))
+            .unwrap()
+            .to_owned();
+        let mut sig = line.rsplit(' ').next().unwrap().as_bytes().to_vec();
+        sig[10] = if sig[10] == b'A' { b'B' } else { b'A' };
+        let fixed = format!("— witness2 {}", String::from_utf8(sig).unwrap());
+        broken = broken.replace(&line, &fixed);
+        let err = verify_checkpoint(broken.as_bytes(), &vk, &policy).unwrap_err();
+        assert_eq!(err.to_string(), "invalid cosignature by witness witness2");
+        let err = crate::Error::from(err);
+        assert_eq!(
+            err.to_string(),
+            "checkpoint: invalid cosignature by witness witness2"
+        );
+        assert!(std::error::Error::source(&err).is_none(), "printed once");
+        let quorum = crate::Error::from(CheckpointError::WitnessQuorum { got: 2, need: 3 });
+        assert_eq!(
+            quorum.to_string(),
+            "checkpoint: 2 of the required 3 witness cosignatures"
+        );
+        assert!(std::error::Error::source(&quorum).is_none(), "printed once");
         let got = verify_checkpoint(&cp, &vk, &policy).unwrap();
         assert_eq!(
             got.witnesses,

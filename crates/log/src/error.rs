@@ -38,9 +38,10 @@ pub enum Error {
     /// A key file is malformed.
     #[error("malformed key file {}", .0.display())]
     BadKeyFile(PathBuf),
-    /// A checkpoint was rejected.
+    /// A checkpoint was rejected. (Not a `source`: the message already includes it, and an
+    /// error chain would print it twice.)
     #[error("checkpoint: {0}")]
-    Checkpoint(#[from] CheckpointError),
+    Checkpoint(CheckpointError),
     /// The log's stored state is inconsistent; [`crate::verify`] says more.
     #[error("log is corrupt: {0}")]
     Corrupt(Problem),
@@ -61,6 +62,12 @@ pub enum Error {
     /// A proof failed to verify.
     #[error("proof does not verify")]
     BadProof,
+}
+
+impl From<CheckpointError> for Error {
+    fn from(e: CheckpointError) -> Self {
+        Error::Checkpoint(e)
+    }
 }
 
 impl Error {

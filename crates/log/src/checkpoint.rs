@@ -204,10 +204,8 @@ pub fn verify_checkpoint(
     if body.origin() != log_name {
         return Err(CheckpointError::WrongOrigin);
     }
-    if !body.extension().is_empty() {
-        // We never write extension lines; refuse what we cannot interpret.
-        return Err(CheckpointError::MalformedBody);
-    }
+    // Extension lines (C2SP tlog-checkpoint) are accepted and ignored: we never write them
+    // and nothing here depends on them.
     let mut witnesses: Vec<String> = verified
         .iter()
         .filter(|s| s.name() != log_name)
@@ -343,6 +341,20 @@ mod tests {
         let c = tlog_tiles::Checkpoint::from_bytes(body.as_bytes()).unwrap();
         assert_eq!(c.size(), 20_852_163);
         assert_eq!(c.to_bytes(), body.as_bytes());
+    }
+
+    #[test]
+    fn extension_lines_are_accepted_and_ignored() {
+        let (s, _, vk) = NoteSigner::generate(&mut OsRng, "example.org/log").unwrap();
+        let body = format!(
+            "example.org/log\n5\n{}\nextension line one\nanother\n",
+            base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [3u8; 32])
+        );
+        let mut note = Note::new(body.as_bytes(), &[]).unwrap();
+        note.add_sigs(&[&s.inner]).unwrap();
+        let signed = note.to_bytes();
+        let got = verify_checkpoint(&signed, &vk, &WitnessPolicy::none()).unwrap();
+        assert_eq!((got.size, got.root), (5, root(3)));
     }
 
     #[test]

@@ -123,11 +123,25 @@ where
     }
 }
 
-fn serve_file(path: PathBuf, max: usize) -> Response {
+/// `Cache-Control` of the checkpoint: it changes with every append, so caches must revalidate.
+pub const CHECKPOINT_CACHE: &str = "no-cache";
+/// `Cache-Control` of tiles and bundles: a tile path (full or partial width) never changes
+/// content, so tlog-tiles lets clients and caches keep it indefinitely.
+pub const TILE_CACHE: &str = "public, max-age=31536000, immutable";
+
+fn serve_file(
+    path: PathBuf,
+    max: usize,
+    content_type: &'static str,
+    cache: &'static str,
+) -> Response {
     match crate::fsutil::read_bounded(&path, max) {
         Ok(b) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, "application/octet-stream")],
+            [
+                (header::CONTENT_TYPE, content_type),
+                (header::CACHE_CONTROL, cache),
+            ],
             b,
         )
             .into_response(),
@@ -143,13 +157,23 @@ async fn checkpoint(State(s): State<Arc<ServeState>>) -> Response {
         serve_file(
             s.dir.join(layout::CHECKPOINT),
             crate::checkpoint::CHECKPOINT_BYTES_MAX,
+            "text/plain; charset=utf-8",
+            CHECKPOINT_CACHE,
         )
     })
     .await
 }
 
 async fn vkey(State(s): State<Arc<ServeState>>) -> Response {
-    blocking(move || serve_file(s.dir.join(layout::VKEY), 1024)).await
+    blocking(move || {
+        serve_file(
+            s.dir.join(layout::VKEY),
+            1024,
+            "text/plain; charset=utf-8",
+            CHECKPOINT_CACHE,
+        )
+    })
+    .await
 }
 
 async fn tile(State(s): State<Arc<ServeState>>, UrlPath(rest): UrlPath<String>) -> Response {
@@ -157,7 +181,15 @@ async fn tile(State(s): State<Arc<ServeState>>, UrlPath(rest): UrlPath<String>) 
     let Some(t) = TilePath::parse(&format!("tile/{rest}")) else {
         return text(StatusCode::BAD_REQUEST, "malformed tile path\n");
     };
-    blocking(move || serve_file(s.dir.join(t.path()), TILE_BYTES_MAX)).await
+    blocking(move || {
+        serve_file(
+            s.dir.join(t.path()),
+            TILE_BYTES_MAX,
+            "application/octet-stream",
+            TILE_CACHE,
+        )
+    })
+    .await
 }
 
 async fn inclusion(State(s): State<Arc<ServeState>>, UrlPath(index): UrlPath<String>) -> Response {

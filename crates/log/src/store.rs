@@ -1182,27 +1182,34 @@ pub fn prove_consistency(
     // tiles of the old size's right edge, and the proof must lead from it to the
     // checkpointed `root`. A path that reaches the authentic new root pins the old root too,
     // so a proof that passes is correct whatever the tiles held.
-    let old_root = edge_root(dir, old_size).ok_or(Error::Tile)?;
+    let old_root = edge_root(dir, old_size, size).ok_or(Error::Tile)?;
     proof.verify(&old_root, root).map_err(|_| Error::Tile)?;
     Ok(proof)
 }
 
-/// The root of the tree of `size` computed from the right-edge tiles of that size.
-fn edge_root(dir: &Path, size: u64) -> Option<Hash> {
+/// The root of the tree of `size` computed from the right-edge tiles of that size, each read
+/// as a prefix of the tile published for the checkpoint of `published` size (the full tile,
+/// or that checkpoint's own partial).
+fn edge_root(dir: &Path, size: u64, published: u64) -> Option<Hash> {
     let mut edge = Vec::new();
     for level in 0..TILE_LEVELS_MAX as u8 {
         let w = TreeBuilder::edge_width(size, level);
         if w == 0 {
             edge.push(Vec::new());
-        } else {
-            let idx = TreeBuilder::edge_index(size, level);
-            edge.push(tile_hashes(&read_tile(
-                dir,
-                TileKind::Hashes(level),
-                idx,
-                w,
-            )?)?);
+            continue;
         }
+        let idx = TreeBuilder::edge_index(size, level);
+        let kind = TileKind::Hashes(level);
+        let bytes = match read_tile(dir, kind, idx, w) {
+            Some(b) => b,
+            None if idx == TreeBuilder::edge_index(published, level) => {
+                let pw = TreeBuilder::edge_width(published, level);
+                let b = read_tile(dir, kind, idx, pw.max(w))?;
+                b.get(..w * 32)?.to_vec()
+            }
+            None => return None,
+        };
+        edge.push(tile_hashes(&bytes)?);
     }
     Some(TreeBuilder::from_right_edge(size, edge)?.root())
 }

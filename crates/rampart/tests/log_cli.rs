@@ -213,9 +213,12 @@ fn witness_cosignatures_k_of_n() {
         rampart().args(&args).output().unwrap()
     };
     let err = fails(&verify_2_of_3());
-    assert!(
-        err.contains("0 of the required 2 witness cosignatures"),
-        "{err}"
+    // One line, said once.
+    assert_eq!(
+        err,
+        format!(
+            "rampart: error: verifying {d}: checkpoint: 0 of the required 2 witness cosignatures"
+        )
     );
     for w in ["w1", "w3"] {
         let key = s._tmp.path().join(w);
@@ -227,6 +230,21 @@ fn witness_cosignatures_k_of_n() {
             key.to_str().unwrap(),
         ]));
     }
+    ok(&verify_2_of_3());
+    // A broken cosignature is the witness's problem, not the log's.
+    let good = std::fs::read_to_string(&cp).unwrap();
+    let line = good.lines().find(|l| l.starts_with("— w3 ")).unwrap();
+    let mut sig = line.as_bytes().to_vec();
+    let i = sig.len() - 5;
+    sig[i] = if sig[i] == b'A' { b'B' } else { b'A' };
+    let broken = good.replace(line, std::str::from_utf8(&sig).unwrap());
+    std::fs::write(&cp, broken).unwrap();
+    let err = fails(&verify_2_of_3());
+    assert_eq!(
+        err,
+        format!("rampart: error: verifying {d}: checkpoint: invalid cosignature by witness w3")
+    );
+    std::fs::write(&cp, good).unwrap();
     ok(&verify_2_of_3());
 }
 
@@ -263,7 +281,18 @@ fn bad_input_gets_one_line_errors() {
     assert!(err.contains("outside the log directory"), "{err}");
     assert!(!d2.exists(), "nothing left behind");
     let d3 = format!("{}/", s._tmp.path().join("log3").display());
-    ok(&run(&["log", "init", &d3]));
+    let out = ok(&run(&["log", "init", &d3]));
+    // The default origin is a scheme-less URL (C2SP tlog-tiles): host/rampart-log/<id>.
+    let origin = out
+        .split("(origin ")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .unwrap_or_else(|| panic!("{out}"));
+    let parts: Vec<&str> = origin.split('/').collect();
+    assert_eq!(parts.len(), 3, "{origin}");
+    assert!(!parts[0].is_empty() && !parts[0].contains(':'), "{origin}");
+    assert_eq!(parts[1], "rampart-log", "{origin}");
+    assert_eq!(parts[2].len(), 12, "{origin}");
     assert!(
         s._tmp.path().join("log3.verifier-secret").exists(),
         "default secret is a sibling"

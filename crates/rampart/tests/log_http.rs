@@ -120,6 +120,18 @@ fn request(
     (status, resp[split..].to_vec())
 }
 
+/// The response head (status line and headers), lower-cased.
+fn head(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let text = String::from_utf8_lossy(&resp).to_lowercase();
+    text.split("\r\n\r\n").next().unwrap_or("").to_owned()
+}
+
 fn get(addr: &str, path: &str) -> (u16, Vec<u8>) {
     request(addr, "GET", path, &[], b"")
 }
@@ -175,6 +187,22 @@ fn serves_checkpoints_tiles_proofs_and_authenticated_appends() {
     assert_eq!(cp.size, 3, "rejected requests appended nothing");
 
     // Tiles as a static server would serve them.
+    // tlog-tiles media types and caching.
+    let h = head(a, "/checkpoint");
+    assert!(
+        h.contains("\r\ncontent-type: text/plain; charset=utf-8"),
+        "{h}"
+    );
+    assert!(h.contains("\r\ncache-control: no-cache"), "{h}");
+    let h = head(a, "/tile/0/000.p/3");
+    assert!(
+        h.contains("\r\ncontent-type: application/octet-stream"),
+        "{h}"
+    );
+    assert!(
+        h.contains("\r\ncache-control: public, max-age=31536000, immutable"),
+        "{h}"
+    );
     let (st, tile) = get(a, "/tile/0/000.p/3");
     assert_eq!((st, tile.len()), (200, 96));
     let (st, bundle) = get(a, "/tile/entries/000.p/3");

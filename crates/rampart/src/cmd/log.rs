@@ -223,13 +223,31 @@ fn open(dir: &Path) -> Result<Log> {
     Ok(log)
 }
 
+/// `<host>/rampart-log/<id>`: a scheme-less URL, `host` from the kernel's host name when it
+/// is a plain DNS name, else `localhost`.
+fn default_origin(id: &str) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| {
+            !h.is_empty()
+                && h.len() <= 253
+                && h.bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
+        })
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}/rampart-log/{id}")
+}
+
 fn init(dir: &Path, origin: Option<String>, secret_out: Option<PathBuf>) -> Result<()> {
     let origin = match origin {
         Some(o) => o,
         None => {
+            // C2SP tlog-tiles: the origin should be the log's URL prefix without the scheme.
+            // Without one given, this host's name and a random path.
             let mut b = [0u8; 6];
             rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
-            format!("rampart-log-{}", hex::encode(b))
+            default_origin(&hex::encode(b))
         }
     };
     let secret = match secret_out {

@@ -328,7 +328,16 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
                     what: "checkpoint encoding",
                 }
             })?;
-            self.install_checkpoint_state(state)?;
+            if cp.proof.kind != VoteKind::Accept
+                || cp.proof.cid != cp.cid
+                || !cp.proof.verify(&self.config, &self.auth)
+            {
+                return Err(crate::storage::StorageError::Corrupt {
+                    what: "checkpoint proof",
+                }
+                .into());
+            }
+            self.install_checkpoint_state(state, cp.proof.clone())?;
             self.checkpoints = rec.checkpoints.clone();
         }
         // Decisions covered by the checkpoint are kept for serving catch-up, but only as a
@@ -357,13 +366,11 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             }
             self.decide(d, false);
         }
-        // The proof of the last decided instance, which STOPDATA carries.
-        self.last_proof = self
-            .log
-            .iter()
-            .rev()
-            .find(|d| d.cid() == self.last_decided)
-            .map(|d| d.proof.clone());
+        // The proof of the last decided instance, which STOPDATA carries: set by `decide`
+        // for replayed decisions, and otherwise the checkpoint's own (ADR 0101).
+        if let Some(d) = self.log.iter().rev().find(|d| d.cid() == self.last_decided) {
+            self.last_proof = Some(d.proof.clone());
+        }
         // Only the log after the older checkpoint is needed.
         let keep_after = if self.checkpoints.len() == crate::storage::CHECKPOINTS_KEPT {
             self.checkpoints[0].cid
@@ -797,7 +804,8 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
                 index,
                 total,
                 data,
-            } => self.on_chunk(from, cid, index, total, data),
+                proof,
+            } => self.on_chunk(from, cid, index, total, data, proof),
         }
     }
 
@@ -1138,7 +1146,8 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         });
         self.last_decided = cid;
         self.last_timestamp = self.last_timestamp.max(d.batch.timestamp);
-        self.last_proof = Some(d.proof.clone());
+        let proof = d.proof.clone();
+        self.last_proof = Some(proof.clone());
         self.log.push_back(d);
         self.open = Open {
             cid: cid.next(),
@@ -1150,7 +1159,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             self.withdraw_stop();
         }
         if cid.0.is_multiple_of(self.config.checkpoint_interval) {
-            self.take_checkpoint();
+            self.take_checkpoint(proof);
         }
         if let Some(sync) = self.pending_sync.take() {
             let _ = self.on_sync(sync, true);
@@ -1164,7 +1173,9 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         }
     }
 
-    fn take_checkpoint(&mut self) {
+    /// Checkpoint the state after the instance that `proof` decided.
+    fn take_checkpoint(&mut self, proof: Certificate) {
+        debug_assert_eq!(proof.cid, self.last_decided);
         let state = CheckpointState {
             cid: self.last_decided,
             timestamp: self.last_timestamp,
@@ -1181,6 +1192,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             cid: self.last_decided,
             digest,
             blob,
+            proof,
         };
         self.persist(PersistEntry::Checkpoint(rec.clone()));
         self.checkpoints.retain(|c| c.cid < rec.cid);
@@ -1199,7 +1211,14 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         });
     }
 
-    fn install_checkpoint_state(&mut self, state: CheckpointState) -> Result<(), Error> {
+    /// Install a checkpoint's state; `proof` (the accept certificate of `state.cid`) becomes
+    /// the proof of the last decided instance that STOPDATA reports (ADR 0101).
+    fn install_checkpoint_state(
+        &mut self,
+        state: CheckpointState,
+        proof: Certificate,
+    ) -> Result<(), Error> {
+        debug_assert_eq!(proof.cid, state.cid);
         self.app.restore(&state.app)?;
         self.sessions = state
             .sessions
@@ -1208,7 +1227,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             .collect();
         self.last_decided = state.cid;
         self.last_timestamp = state.timestamp;
-        self.last_proof = None;
+        self.last_proof = Some(proof);
         self.open = Open {
             cid: state.cid.next(),
             ..Open::default()
@@ -1367,11 +1386,19 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
     /// The deterministic choice every replica recomputes from a quorum of STOPDATAs: the
     /// next instance is one above the highest proven decided instance; if any STOPDATA holds
     /// a write certificate for it, the value of the highest-regency certificate is forced.
+    ///
+    /// A valid write certificate for instance c proves that c−1 was decided (a correct
+    /// replica writes for c only once it has decided c−1, and the certificate holds f+1
+    /// correct signers), so it counts towards h as well: no certificate in the proofs is
+    /// ever above the chosen instance.
     fn choose(proofs: &[SignedMessage]) -> (SeqNo, Option<Digest>, Option<Batch>) {
         let mut h = SeqNo(0);
         for p in proofs {
             if let ReplicaBody::StopData(sd) = &p.body {
                 h = h.max(sd.last_cid());
+                if let Some((c, _)) = &sd.written {
+                    h = h.max(SeqNo(c.cid.0.saturating_sub(1)));
+                }
             }
         }
         let mut best: Option<(Regency, Digest, &Batch)> = None;
@@ -1431,6 +1458,19 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         }
         if !trusted {
             self.validate_sync(s)?;
+            // A valid SYNC of regency r' is at most one below the open instance of any
+            // correct replica that decided its last instance in a regency below r': that
+            // decision had a quorum of ACCEPTs, sent before their senders' STOPDATAs for
+            // r', so h is at least one below it. A SYNC further down proves a lying
+            // leader or broken proofs; voting on it would re-open decided instances.
+            if s.cid.next() < self.open.cid
+                && self
+                    .last_proof
+                    .as_ref()
+                    .is_some_and(|p| p.regency < s.regency)
+            {
+                return Err(PeerFault::InvalidSync);
+            }
         }
         if s.regency > self.regency {
             self.enter_regency(s.regency);
@@ -1706,6 +1746,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         let start = (index as usize) * cs;
         let end = (start + cs).min(c.blob.len());
         let data = c.blob.get(start..end).unwrap_or_default().to_vec();
+        let proof = c.proof.clone();
         self.send_now(
             from,
             ReplicaBody::Chunk {
@@ -1713,6 +1754,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
                 index,
                 total,
                 data,
+                proof,
             },
         );
     }
@@ -1724,6 +1766,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         index: u32,
         total: u32,
         data: Vec<u8>,
+        proof: Certificate,
     ) -> Result<(), PeerFault> {
         let state_max = self.config.state_bytes_max;
         let Some(st) = &mut self.st else {
@@ -1749,6 +1792,13 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             return Ok(());
         }
         let blob = std::mem::take(&mut st.received);
+        if proof.kind != VoteKind::Accept
+            || proof.cid != cid
+            || !proof.verify(&self.config, &self.auth)
+        {
+            self.retry_state_transfer();
+            return Err(PeerFault::InvalidState);
+        }
         if Digest::of("rampart-bft checkpoint v1", &[&blob]) != digest {
             self.retry_state_transfer();
             return Err(PeerFault::InvalidState);
@@ -1762,13 +1812,18 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         if state.cid <= self.last_decided || state.cid != cid {
             return Ok(());
         }
-        if self.install_checkpoint_state(state).is_err() {
+        if self.install_checkpoint_state(state, proof.clone()).is_err() {
             // f+1 replicas vouched for this digest, so the bytes are what a correct replica
             // checkpointed; a restore failure is a local application fault. Retry later.
             return Ok(());
         }
         self.log.clear();
-        let rec = CheckpointRecord { cid, digest, blob };
+        let rec = CheckpointRecord {
+            cid,
+            digest,
+            blob,
+            proof,
+        };
         self.persist(PersistEntry::Checkpoint(rec.clone()));
         self.persist(PersistEntry::TruncateLog { through: cid });
         self.checkpoints = vec![rec];
@@ -2289,6 +2344,13 @@ mod tests {
                     index: 0,
                     total: 1,
                     data: vec![1, 2],
+                    proof: cert(
+                        VoteKind::Accept,
+                        regency.0,
+                        cid.0,
+                        Digest([7; 32]),
+                        &[0, 1, 2],
+                    ),
                 },
             }
         })

@@ -480,6 +480,13 @@ mod tests {
                     cid: SeqNo(round * 10),
                     digest: Digest([round as u8; 32]),
                     blob: vec![round as u8; 100],
+                    proof: Certificate {
+                        kind: VoteKind::Accept,
+                        regency: Regency(0),
+                        cid: SeqNo(round * 10),
+                        digest: Digest([round as u8; 32]),
+                        votes: vec![],
+                    },
                 };
                 s.append(&PersistEntry::Checkpoint(cp)).expect("checkpoint");
                 s.append(&PersistEntry::TruncateLog {

@@ -212,6 +212,9 @@ pub struct Replica<A: Application, Au: Authenticator> {
     checkpoints: Vec<CheckpointRecord>,
     sessions: BTreeMap<ClientId, Session>,
     pending: BTreeMap<ClientId, (Request, Timestamp)>,
+    /// Where the next batch starts walking `pending` (fair batching: after the last client
+    /// the previous batch took, so no client id is favoured; issue 10, finding 7).
+    batch_cursor: ClientId,
 
     outputs: VecDeque<Output>,
     held: VecDeque<(u64, Output)>,
@@ -291,6 +294,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             checkpoints: Vec::new(),
             sessions: BTreeMap::new(),
             pending: BTreeMap::new(),
+            batch_cursor: ClientId(0),
             outputs: VecDeque::new(),
             held: VecDeque::new(),
             next_token: 1,
@@ -885,9 +889,16 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         let sessions = &self.sessions;
         self.pending
             .retain(|c, (r, _)| sessions.get(c).is_none_or(|s| s.seq < r.seq));
-        let mut requests = Vec::new();
+        let mut requests: Vec<Request> = Vec::new();
         let mut bytes = 0;
-        for (r, _) in self.pending.values() {
+        // Round-robin from the cursor: a client that always has a request pending (say
+        // the lowest id) cannot keep the others out of full batches.
+        let cursor = self.batch_cursor;
+        let walk = self
+            .pending
+            .range(cursor..)
+            .chain(self.pending.range(..cursor));
+        for (_, (r, _)) in walk {
             let len = 8 + 8 + 1 + 4 + r.op.len() + 64;
             if requests.len() >= self.config.batch_requests_max
                 || bytes + len > self.config.batch_bytes_max
@@ -897,6 +908,11 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             bytes += len;
             requests.push(r.clone());
         }
+        if let Some(last) = requests.last() {
+            self.batch_cursor = ClientId(last.client.0.wrapping_add(1));
+        }
+        // The batch is ordered by client id regardless of where the walk started.
+        requests.sort_by_key(|r| r.client);
         Batch {
             timestamp: self.now.max(self.last_timestamp),
             requests,
@@ -2258,6 +2274,33 @@ mod tests {
 
     /// f+1 STOPs make a replica join; Q STOPs install the regency and send STOPDATA to the
     /// new leader, only after the regency is durable.
+    /// Issue 10, finding 7: with room for one request per batch and clients 1, 2 and 3
+    /// always pending (client 1 floods: it always has a request waiting), three
+    /// consecutive batches serve all three clients, not client 1 three times.
+    #[test]
+    fn batching_is_fair_across_clients() {
+        let mut config = Config::new(4);
+        config.batch_requests_max = 1;
+        let mut r = replica(0, config);
+        drain(&mut r);
+        for c in [3u64, 1, 2] {
+            r.pending
+                .insert(ClientId(c), (request(c, b"x"), Timestamp(0)));
+        }
+        let served: BTreeSet<ClientId> = (0..3)
+            .map(|_| {
+                let b = r.cut_batch();
+                assert_eq!(b.requests.len(), 1);
+                b.requests[0].client
+            })
+            .collect();
+        assert_eq!(
+            served.len(),
+            3,
+            "every pending client gets a batch: {served:?}"
+        );
+    }
+
     #[test]
     fn stop_quorums() {
         let mut r = replica(2, Config::new(4));

@@ -2301,6 +2301,24 @@ mod tests {
         );
     }
 
+    /// Issue 10, finding 1: a write certificate for instance 3 proves that 2 was decided,
+    /// even when its STOPDATA reports no last decided instance, so the choice is instance 3
+    /// with that certificate's batch (not instance 1 with a free batch).
+    #[test]
+    fn a_write_certificate_above_h_raises_the_choice() {
+        let b = batch(1, b"C");
+        let c = cert(VoteKind::Write, 0, 3, b.digest(), &[0, 2, 3]);
+        let proofs = vec![
+            stopdata(0, 1, Some((c, b.clone()))),
+            stopdata(1, 1, None),
+            stopdata(3, 1, None),
+        ];
+        let (h, forced, batch) = R::choose(&proofs);
+        assert_eq!(h, SeqNo(2));
+        assert_eq!(forced, Some(b.digest()));
+        assert_eq!(batch, Some(b));
+    }
+
     #[test]
     fn stop_quorums() {
         let mut r = replica(2, Config::new(4));

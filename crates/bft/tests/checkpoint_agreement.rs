@@ -109,6 +109,13 @@ fn scenario_a_byzantine_leader_cannot_reopen_an_instance_after_a_checkpoint() {
         .into_iter()
         .map(|m| m.msg)
         .collect();
+    // Replicas 0 and 3 still prove instance 2, which they only have from the checkpoint.
+    for p in &proofs {
+        let ReplicaBody::StopData(sd) = &p.body else {
+            panic!("not a STOPDATA")
+        };
+        assert_eq!(sd.last_cid(), SeqNo(2), "STOPDATA of {:?}", p.from);
+    }
     proofs.push(rampart_bft::message::SignedMessage::new(
         &auth(1),
         ReplicaId(1),

@@ -51,7 +51,9 @@
 //! the accept certificate of its last decided instance and its highest-regency write
 //! certificate (with the batch) for the next one. The new leader collects Q valid STOPDATAs
 //! and broadcasts SYNC(r', cid, batch, proofs). Every replica re-checks the SYNC: each
-//! STOPDATA signed and valid, `cid` one above the highest *proven* decided instance, and,
+//! STOPDATA signed and valid, `cid` one above the highest *proven* decided instance (an
+//! accept certificate for c, or a write certificate for c+1, proves c; a checkpoint keeps
+//! the accept certificate of its instance, so installing one never loses the proof), and,
 //! if any STOPDATA carries a write certificate for `cid`, the batch of the highest-regency
 //! one — otherwise any valid batch. The SYNC then stands in for the PROPOSE of `cid` in r'.
 //! Timeouts double per failed regency.

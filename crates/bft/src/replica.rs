@@ -212,6 +212,9 @@ pub struct Replica<A: Application, Au: Authenticator> {
     checkpoints: Vec<CheckpointRecord>,
     sessions: BTreeMap<ClientId, Session>,
     pending: BTreeMap<ClientId, (Request, Timestamp)>,
+    /// Where the next batch starts walking `pending` (fair batching: after the last client
+    /// the previous batch took, so no client id is favoured; issue 10, finding 7).
+    batch_cursor: ClientId,
 
     outputs: VecDeque<Output>,
     held: VecDeque<(u64, Output)>,
@@ -291,6 +294,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             checkpoints: Vec::new(),
             sessions: BTreeMap::new(),
             pending: BTreeMap::new(),
+            batch_cursor: ClientId(0),
             outputs: VecDeque::new(),
             held: VecDeque::new(),
             next_token: 1,
@@ -328,7 +332,16 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
                     what: "checkpoint encoding",
                 }
             })?;
-            self.install_checkpoint_state(state)?;
+            if cp.proof.kind != VoteKind::Accept
+                || cp.proof.cid != cp.cid
+                || !cp.proof.verify(&self.config, &self.auth)
+            {
+                return Err(crate::storage::StorageError::Corrupt {
+                    what: "checkpoint proof",
+                }
+                .into());
+            }
+            self.install_checkpoint_state(state, cp.proof.clone())?;
             self.checkpoints = rec.checkpoints.clone();
         }
         // Decisions covered by the checkpoint are kept for serving catch-up, but only as a
@@ -357,13 +370,11 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             }
             self.decide(d, false);
         }
-        // The proof of the last decided instance, which STOPDATA carries.
-        self.last_proof = self
-            .log
-            .iter()
-            .rev()
-            .find(|d| d.cid() == self.last_decided)
-            .map(|d| d.proof.clone());
+        // The proof of the last decided instance, which STOPDATA carries: set by `decide`
+        // for replayed decisions, and otherwise the checkpoint's own (ADR 0101).
+        if let Some(d) = self.log.iter().rev().find(|d| d.cid() == self.last_decided) {
+            self.last_proof = Some(d.proof.clone());
+        }
         // Only the log after the older checkpoint is needed.
         let keep_after = if self.checkpoints.len() == crate::storage::CHECKPOINTS_KEPT {
             self.checkpoints[0].cid
@@ -797,7 +808,8 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
                 index,
                 total,
                 data,
-            } => self.on_chunk(from, cid, index, total, data),
+                proof,
+            } => self.on_chunk(from, cid, index, total, data, proof),
         }
     }
 
@@ -877,9 +889,16 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         let sessions = &self.sessions;
         self.pending
             .retain(|c, (r, _)| sessions.get(c).is_none_or(|s| s.seq < r.seq));
-        let mut requests = Vec::new();
+        let mut requests: Vec<Request> = Vec::new();
         let mut bytes = 0;
-        for (r, _) in self.pending.values() {
+        // Round-robin from the cursor: a client that always has a request pending (say
+        // the lowest id) cannot keep the others out of full batches.
+        let cursor = self.batch_cursor;
+        let walk = self
+            .pending
+            .range(cursor..)
+            .chain(self.pending.range(..cursor));
+        for (_, (r, _)) in walk {
             let len = 8 + 8 + 1 + 4 + r.op.len() + 64;
             if requests.len() >= self.config.batch_requests_max
                 || bytes + len > self.config.batch_bytes_max
@@ -889,6 +908,11 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             bytes += len;
             requests.push(r.clone());
         }
+        if let Some(last) = requests.last() {
+            self.batch_cursor = ClientId(last.client.0.wrapping_add(1));
+        }
+        // The batch is ordered by client id regardless of where the walk started.
+        requests.sort_by_key(|r| r.client);
         Batch {
             timestamp: self.now.max(self.last_timestamp),
             requests,
@@ -1138,7 +1162,8 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         });
         self.last_decided = cid;
         self.last_timestamp = self.last_timestamp.max(d.batch.timestamp);
-        self.last_proof = Some(d.proof.clone());
+        let proof = d.proof.clone();
+        self.last_proof = Some(proof.clone());
         self.log.push_back(d);
         self.open = Open {
             cid: cid.next(),
@@ -1150,7 +1175,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             self.withdraw_stop();
         }
         if cid.0.is_multiple_of(self.config.checkpoint_interval) {
-            self.take_checkpoint();
+            self.take_checkpoint(proof);
         }
         if let Some(sync) = self.pending_sync.take() {
             let _ = self.on_sync(sync, true);
@@ -1164,7 +1189,9 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         }
     }
 
-    fn take_checkpoint(&mut self) {
+    /// Checkpoint the state after the instance that `proof` decided.
+    fn take_checkpoint(&mut self, proof: Certificate) {
+        debug_assert_eq!(proof.cid, self.last_decided);
         let state = CheckpointState {
             cid: self.last_decided,
             timestamp: self.last_timestamp,
@@ -1181,6 +1208,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             cid: self.last_decided,
             digest,
             blob,
+            proof,
         };
         self.persist(PersistEntry::Checkpoint(rec.clone()));
         self.checkpoints.retain(|c| c.cid < rec.cid);
@@ -1199,7 +1227,14 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         });
     }
 
-    fn install_checkpoint_state(&mut self, state: CheckpointState) -> Result<(), Error> {
+    /// Install a checkpoint's state; `proof` (the accept certificate of `state.cid`) becomes
+    /// the proof of the last decided instance that STOPDATA reports (ADR 0101).
+    fn install_checkpoint_state(
+        &mut self,
+        state: CheckpointState,
+        proof: Certificate,
+    ) -> Result<(), Error> {
+        debug_assert_eq!(proof.cid, state.cid);
         self.app.restore(&state.app)?;
         self.sessions = state
             .sessions
@@ -1208,7 +1243,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             .collect();
         self.last_decided = state.cid;
         self.last_timestamp = state.timestamp;
-        self.last_proof = None;
+        self.last_proof = Some(proof);
         self.open = Open {
             cid: state.cid.next(),
             ..Open::default()
@@ -1367,11 +1402,19 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
     /// The deterministic choice every replica recomputes from a quorum of STOPDATAs: the
     /// next instance is one above the highest proven decided instance; if any STOPDATA holds
     /// a write certificate for it, the value of the highest-regency certificate is forced.
+    ///
+    /// A valid write certificate for instance c proves that c−1 was decided (a correct
+    /// replica writes for c only once it has decided c−1, and the certificate holds f+1
+    /// correct signers), so it counts towards h as well: no certificate in the proofs is
+    /// ever above the chosen instance.
     fn choose(proofs: &[SignedMessage]) -> (SeqNo, Option<Digest>, Option<Batch>) {
         let mut h = SeqNo(0);
         for p in proofs {
             if let ReplicaBody::StopData(sd) = &p.body {
                 h = h.max(sd.last_cid());
+                if let Some((c, _)) = &sd.written {
+                    h = h.max(SeqNo(c.cid.0.saturating_sub(1)));
+                }
             }
         }
         let mut best: Option<(Regency, Digest, &Batch)> = None;
@@ -1431,6 +1474,19 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         }
         if !trusted {
             self.validate_sync(s)?;
+            // A valid SYNC of regency r' is at most one below the open instance of any
+            // correct replica that decided its last instance in a regency below r': that
+            // decision had a quorum of ACCEPTs, sent before their senders' STOPDATAs for
+            // r', so h is at least one below it. A SYNC further down proves a lying
+            // leader or broken proofs; voting on it would re-open decided instances.
+            if s.cid.next() < self.open.cid
+                && self
+                    .last_proof
+                    .as_ref()
+                    .is_some_and(|p| p.regency < s.regency)
+            {
+                return Err(PeerFault::InvalidSync);
+            }
         }
         if s.regency > self.regency {
             self.enter_regency(s.regency);
@@ -1706,6 +1762,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         let start = (index as usize) * cs;
         let end = (start + cs).min(c.blob.len());
         let data = c.blob.get(start..end).unwrap_or_default().to_vec();
+        let proof = c.proof.clone();
         self.send_now(
             from,
             ReplicaBody::Chunk {
@@ -1713,6 +1770,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
                 index,
                 total,
                 data,
+                proof,
             },
         );
     }
@@ -1724,6 +1782,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         index: u32,
         total: u32,
         data: Vec<u8>,
+        proof: Certificate,
     ) -> Result<(), PeerFault> {
         let state_max = self.config.state_bytes_max;
         let Some(st) = &mut self.st else {
@@ -1749,6 +1808,13 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             return Ok(());
         }
         let blob = std::mem::take(&mut st.received);
+        if proof.kind != VoteKind::Accept
+            || proof.cid != cid
+            || !proof.verify(&self.config, &self.auth)
+        {
+            self.retry_state_transfer();
+            return Err(PeerFault::InvalidState);
+        }
         if Digest::of("rampart-bft checkpoint v1", &[&blob]) != digest {
             self.retry_state_transfer();
             return Err(PeerFault::InvalidState);
@@ -1762,13 +1828,18 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         if state.cid <= self.last_decided || state.cid != cid {
             return Ok(());
         }
-        if self.install_checkpoint_state(state).is_err() {
+        if self.install_checkpoint_state(state, proof.clone()).is_err() {
             // f+1 replicas vouched for this digest, so the bytes are what a correct replica
             // checkpointed; a restore failure is a local application fault. Retry later.
             return Ok(());
         }
         self.log.clear();
-        let rec = CheckpointRecord { cid, digest, blob };
+        let rec = CheckpointRecord {
+            cid,
+            digest,
+            blob,
+            proof,
+        };
         self.persist(PersistEntry::Checkpoint(rec.clone()));
         self.persist(PersistEntry::TruncateLog { through: cid });
         self.checkpoints = vec![rec];
@@ -2203,6 +2274,51 @@ mod tests {
 
     /// f+1 STOPs make a replica join; Q STOPs install the regency and send STOPDATA to the
     /// new leader, only after the regency is durable.
+    /// Issue 10, finding 7: with room for one request per batch and clients 1, 2 and 3
+    /// always pending (client 1 floods: it always has a request waiting), three
+    /// consecutive batches serve all three clients, not client 1 three times.
+    #[test]
+    fn batching_is_fair_across_clients() {
+        let mut config = Config::new(4);
+        config.batch_requests_max = 1;
+        let mut r = replica(0, config);
+        drain(&mut r);
+        for c in [3u64, 1, 2] {
+            r.pending
+                .insert(ClientId(c), (request(c, b"x"), Timestamp(0)));
+        }
+        let served: BTreeSet<ClientId> = (0..3)
+            .map(|_| {
+                let b = r.cut_batch();
+                assert_eq!(b.requests.len(), 1);
+                b.requests[0].client
+            })
+            .collect();
+        assert_eq!(
+            served.len(),
+            3,
+            "every pending client gets a batch: {served:?}"
+        );
+    }
+
+    /// Issue 10, finding 1: a write certificate for instance 3 proves that 2 was decided,
+    /// even when its STOPDATA reports no last decided instance, so the choice is instance 3
+    /// with that certificate's batch (not instance 1 with a free batch).
+    #[test]
+    fn a_write_certificate_above_h_raises_the_choice() {
+        let b = batch(1, b"C");
+        let c = cert(VoteKind::Write, 0, 3, b.digest(), &[0, 2, 3]);
+        let proofs = vec![
+            stopdata(0, 1, Some((c, b.clone()))),
+            stopdata(1, 1, None),
+            stopdata(3, 1, None),
+        ];
+        let (h, forced, batch) = R::choose(&proofs);
+        assert_eq!(h, SeqNo(2));
+        assert_eq!(forced, Some(b.digest()));
+        assert_eq!(batch, Some(b));
+    }
+
     #[test]
     fn stop_quorums() {
         let mut r = replica(2, Config::new(4));
@@ -2289,6 +2405,13 @@ mod tests {
                     index: 0,
                     total: 1,
                     data: vec![1, 2],
+                    proof: cert(
+                        VoteKind::Accept,
+                        regency.0,
+                        cid.0,
+                        Digest([7; 32]),
+                        &[0, 1, 2],
+                    ),
                 },
             }
         })

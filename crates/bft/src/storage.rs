@@ -45,8 +45,12 @@ pub struct CheckpointRecord {
     pub cid: SeqNo,
     /// BLAKE3 digest of `blob` (what replicas compare in state transfer).
     pub digest: Digest,
-    /// Encoded application snapshot, client sessions and proof of `cid`.
+    /// Encoded application snapshot and client sessions (identical at correct replicas).
     pub blob: Vec<u8>,
+    /// The accept certificate of instance `cid`. Not part of `blob` (vote sets differ
+    /// between replicas); kept so that a replica that installed or restarted from this
+    /// checkpoint can still prove its last decided instance in STOPDATA (ADR 0101).
+    pub proof: Certificate,
 }
 
 /// One durable write.

@@ -14,8 +14,10 @@
 //!
 //! # Durability and batching
 //!
-//! [`FileStorage::append`] only buffers; [`FileStorage::sync`] writes the buffer and calls
-//! `fdatasync` once. The runtime appends every entry the core emitted for one input (the
+//! [`FileStorage::append`] only buffers (a checkpoint too: it is queued behind the entries
+//! appended before it); [`FileStorage::sync`] writes the buffer and calls `fdatasync` once,
+//! or, when a checkpoint was appended, syncs the log entries before it first and then writes
+//! the checkpoint file, so disk order is the order the core emitted. The runtime appends every entry the core emitted for one input (the
 //! entries of a consensus instance arrive together) and syncs once before it calls
 //! `handle_persisted`, so fsyncs are batched per instance and no message that depends on an
 //! entry leaves before the entry is on disk. [`Storage::apply`] (append + sync) keeps the
@@ -51,6 +53,10 @@ pub struct FileStorage {
     /// Highest decision in each live segment, oldest first: `(segment, max cid)`.
     segments: Vec<(u64, SeqNo)>,
     buf: Vec<u8>,
+    /// Checkpoints appended since the last sync, each with the length `buf` had when it
+    /// was appended: `sync` writes them in the order the core emitted them (issue 10,
+    /// finding 2: a checkpoint never reaches disk ahead of earlier entries).
+    checkpoints_queued: Vec<(usize, CheckpointRecord, PersistEntry)>,
     regency: RegencyRecord,
     vote: Option<VoteRecord>,
     /// Set by a `TruncateLog`: rotate and delete covered segments at the next sync.
@@ -165,6 +171,7 @@ impl FileStorage {
             segment,
             segments,
             buf: Vec::new(),
+            checkpoints_queued: Vec::new(),
             regency: recovered.regency,
             vote: recovered.vote.clone(),
             truncate_through: None,
@@ -239,10 +246,15 @@ impl FileStorage {
         self.buf.extend_from_slice(&payload);
     }
 
-    /// Buffer one entry (checkpoints are written at once, in their own file).
+    /// Buffer one entry; no I/O happens before [`FileStorage::sync`] (a checkpoint, which
+    /// goes to its own file, is queued behind the entries appended before it).
     pub fn append(&mut self, entry: &PersistEntry) -> Result<(), StorageError> {
         match entry {
-            PersistEntry::Checkpoint(c) => return self.write_checkpoint(c, entry),
+            PersistEntry::Checkpoint(c) => {
+                self.checkpoints_queued
+                    .push((self.buf.len(), c.clone(), entry.clone()));
+                return Ok(());
+            }
             PersistEntry::Decision(d) => {
                 if let Some(last) = self.segments.last_mut() {
                     last.1 = last.1.max(d.cid());
@@ -260,14 +272,26 @@ impl FileStorage {
         Ok(())
     }
 
-    /// Make everything appended durable with one write and one fdatasync.
+    /// Make everything appended durable, in the order appended: one write and one
+    /// fdatasync of the log, and, if checkpoints were appended, the log entries before each
+    /// checkpoint are synced before its file is written.
     pub fn sync(&mut self) -> Result<(), StorageError> {
-        if !self.buf.is_empty() {
-            self.wal.write_all(&self.buf)?;
+        let mut written = 0;
+        for (at, c, entry) in std::mem::take(&mut self.checkpoints_queued) {
+            if at > written {
+                self.wal.write_all(&self.buf[written..at])?;
+                self.wal.sync_data()?;
+                self.syncs += 1;
+                written = at;
+            }
+            self.write_checkpoint(&c, &entry)?;
+        }
+        if self.buf.len() > written {
+            self.wal.write_all(&self.buf[written..])?;
             self.wal.sync_data()?;
             self.syncs += 1;
-            self.buf.clear();
         }
+        self.buf.clear();
         if let Some(through) = self.truncate_through.take() {
             self.rotate(through)?;
         }
@@ -465,6 +489,57 @@ mod tests {
         assert!(FileStorage::open(dir.path(), &config).is_err());
     }
 
+    /// Issue 10, finding 2: a crash after the core's burst `decision k, checkpoint k` was
+    /// appended but before `sync` must not leave checkpoint k on disk without decision k
+    /// (the checkpoint used to be written and fsynced at once by `append`).
+    #[test]
+    fn a_crash_before_sync_never_leaves_a_checkpoint_ahead_of_its_decision() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Config::new(4);
+        let checkpoint = |cid: u64| {
+            PersistEntry::Checkpoint(CheckpointRecord {
+                cid: SeqNo(cid),
+                digest: Digest([cid as u8; 32]),
+                blob: vec![cid as u8; 10],
+                proof: Certificate {
+                    kind: VoteKind::Accept,
+                    regency: Regency(0),
+                    cid: SeqNo(cid),
+                    digest: Digest([cid as u8; 32]),
+                    votes: vec![],
+                },
+            })
+        };
+        {
+            let (mut s, _) = FileStorage::open(dir.path(), &config).expect("open");
+            for cid in 1..=9 {
+                s.append(&decision(cid)).expect("append");
+            }
+            s.sync().expect("sync");
+            s.append(&decision(10)).expect("append");
+            s.append(&checkpoint(10)).expect("append");
+            // Crash: the process dies before `sync`; nothing buffered survives.
+            drop(s);
+        }
+        let (mut s, r) = FileStorage::open(dir.path(), &config).expect("reopen");
+        for c in &r.checkpoints {
+            assert!(
+                cids(&r).contains(&c.cid.0),
+                "checkpoint {} on disk without its decision: {:?}",
+                c.cid.0,
+                cids(&r)
+            );
+        }
+        // And a synced burst keeps both, in order.
+        s.append(&decision(10)).expect("append");
+        s.append(&checkpoint(10)).expect("append");
+        s.sync().expect("sync");
+        drop(s);
+        let (_, r) = FileStorage::open(dir.path(), &config).expect("reopen");
+        assert_eq!(r.checkpoints.len(), 1);
+        assert!(cids(&r).contains(&10));
+    }
+
     #[test]
     fn checkpoints_and_truncation_bound_the_disk() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -480,6 +555,13 @@ mod tests {
                     cid: SeqNo(round * 10),
                     digest: Digest([round as u8; 32]),
                     blob: vec![round as u8; 100],
+                    proof: Certificate {
+                        kind: VoteKind::Accept,
+                        regency: Regency(0),
+                        cid: SeqNo(round * 10),
+                        digest: Digest([round as u8; 32]),
+                        votes: vec![],
+                    },
                 };
                 s.append(&PersistEntry::Checkpoint(cp)).expect("checkpoint");
                 s.append(&PersistEntry::TruncateLog {

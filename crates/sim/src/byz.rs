@@ -231,6 +231,7 @@ impl Byzantine {
                 index,
                 total,
                 data,
+                proof,
             }) if self.has(Behaviour::WrongCheckpoint) => {
                 let mut data = data.clone();
                 if data.is_empty() {
@@ -244,6 +245,7 @@ impl Byzantine {
                     index: *index,
                     total: *total,
                     data,
+                    proof: proof.clone(),
                 }));
             }
             Some(ReplicaBody::Decisions {

@@ -319,6 +319,9 @@ pub enum ReplicaBody {
         total: u32,
         /// Bytes.
         data: Vec<u8>,
+        /// The accept certificate of instance `cid` (the checkpoint's proof of decision,
+        /// which the installing replica reports in its STOPDATA; ADR 0101).
+        proof: Certificate,
     },
 }
 
@@ -453,7 +456,7 @@ impl WireLimits {
         let decisions = 4 + self.decisions_per_fetch_max * decision + 10;
         let signed = 1 + 1 + 1 + AUTH_TAG_LEN;
         let sync = self.sync_encoded_max() + signed;
-        let chunk = 8 + 12 + self.state_chunk_bytes_max;
+        let chunk = 8 + 12 + self.state_chunk_bytes_max + self.cert_encoded_max();
         let reply = 8 + 8 + 1 + 4 + self.reply_bytes_max;
         signed
             + (decisions + sync)
@@ -734,11 +737,13 @@ impl Writer {
                 index,
                 total,
                 data,
+                proof,
             } => {
                 self.u64(cid.0);
                 self.u32(*index);
                 self.u32(*total);
                 self.bytes(data);
+                self.cert(proof);
             }
         }
     }
@@ -1032,6 +1037,7 @@ impl<'a> Reader<'a> {
                 index: self.u32()?,
                 total: self.u32()?,
                 data: self.bytes("chunk", self.limits.state_chunk_bytes_max)?,
+                proof: self.cert()?,
             },
             tag => {
                 return Err(DecodeError::Tag {
@@ -1196,6 +1202,7 @@ impl PersistEntry {
                 w.u64(c.cid.0);
                 w.digest(&c.digest);
                 w.bytes(&c.blob);
+                w.cert(&c.proof);
             }
             PersistEntry::TruncateLog { through } => {
                 w.u8(4);
@@ -1247,6 +1254,7 @@ impl PersistEntry {
                 cid: SeqNo(r.u64()?),
                 digest: r.digest()?,
                 blob: r.bytes("checkpoint", checkpoint_blob_bytes_max(config))?,
+                proof: r.cert()?,
             }),
             4 => PersistEntry::TruncateLog {
                 through: SeqNo(r.u64()?),

@@ -120,13 +120,15 @@ fn arb_body() -> impl Strategy<Value = ReplicaBody> {
             any::<u64>(),
             any::<u32>(),
             any::<u32>(),
-            proptest::collection::vec(any::<u8>(), 0..128)
+            proptest::collection::vec(any::<u8>(), 0..128),
+            arb_cert()
         )
-            .prop_map(|(c, i, t, data)| ReplicaBody::Chunk {
+            .prop_map(|(c, i, t, data, proof)| ReplicaBody::Chunk {
                 cid: SeqNo(c),
                 index: i,
                 total: t,
-                data
+                data,
+                proof
             }),
     ];
     let sync = || {
@@ -245,13 +247,17 @@ fn arb_persist() -> impl Strategy<Value = PersistEntry> {
         (
             any::<u64>(),
             any::<[u8; 32]>(),
-            proptest::collection::vec(any::<u8>(), 0..64)
+            proptest::collection::vec(any::<u8>(), 0..64),
+            arb_cert()
         )
-            .prop_map(|(cid, d, blob)| PersistEntry::Checkpoint(CheckpointRecord {
-                cid: SeqNo(cid),
-                digest: Digest(d),
-                blob,
-            })),
+            .prop_map(
+                |(cid, d, blob, proof)| PersistEntry::Checkpoint(CheckpointRecord {
+                    cid: SeqNo(cid),
+                    digest: Digest(d),
+                    blob,
+                    proof,
+                })
+            ),
         any::<u64>().prop_map(|t| PersistEntry::TruncateLog { through: SeqNo(t) }),
     ]
 }

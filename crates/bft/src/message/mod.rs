@@ -11,8 +11,9 @@ use crate::auth::{AUTH_TAG_LEN, AuthTag, Authenticator, Principal};
 use crate::storage::{CheckpointRecord, PersistEntry, RegencyRecord, VoteRecord};
 use crate::types::{ClientId, Config, Digest, Regency, ReplicaId, RequestSeq, SeqNo, Timestamp};
 
-/// Version byte that starts every message.
-pub const WIRE_VERSION: u8 = 1;
+/// Version byte that starts every message (and every durable record). Version 2: state-transfer
+/// chunks and checkpoint records carry the checkpoint's accept certificate (issue 10).
+pub const WIRE_VERSION: u8 = 2;
 
 const SIGN_DOMAIN: &[u8] = b"rampart-bft/v1/";
 const REQUEST_DOMAIN: &[u8] = b"rampart-bft/v1/request";

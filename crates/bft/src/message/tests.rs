@@ -387,10 +387,12 @@ fn limits_are_enforced() {
     let bad_replica = Message::Replica(signed(9, ReplicaBody::StateRequest));
     assert!(Message::decode(&bad_replica.encode(), &l).is_err());
     let mut wrong_version = Message::Replica(signed(0, ReplicaBody::StateRequest)).encode();
-    wrong_version[0] = 2;
+    wrong_version[0] = WIRE_VERSION + 1;
     assert_eq!(
         Message::decode(&wrong_version, &l),
-        Err(DecodeError::Version { version: 2 })
+        Err(DecodeError::Version {
+            version: WIRE_VERSION + 1
+        })
     );
 }
 

@@ -112,6 +112,8 @@ struct Inner {
     signing_key: SigningKey,
     trusted: Vec<VerifyingKey>,
     name_id_key: Zeroizing<[u8; 32]>,
+    /// Keys the content digest so that a cloud cannot test a guess of the plaintext.
+    content_key: Zeroizing<[u8; 32]>,
     name_seal: SealingKey,
     /// Wraps data keys for [`Protocol::Sealed`].
     key_wrap: SealingKey,
@@ -168,7 +170,9 @@ pub struct ObjectInfo {
     pub created_ms: u64,
     /// Protocol used.
     pub protocol: Protocol,
-    /// BLAKE3 of the plaintext.
+    /// Keyed digest of this version's plaintext: `BLAKE3-keyed(content key, blob id ‖
+    /// BLAKE3(plaintext))`, the content key derived from the namespace secret. Differs per
+    /// version even for equal content; meaningless to anyone without the secret.
     pub content_digest: Digest,
     /// Opaque attributes stored with the version.
     pub attrs: Vec<u8>,
@@ -839,6 +843,7 @@ impl CloudOfClouds {
                 protocol,
                 segment_size,
                 name_id_key: secrets.name_id_key(),
+                content_key: secrets.content_digest_key(),
                 signing_key: secrets.signing_key,
                 trusted,
                 name_seal,
@@ -1326,7 +1331,9 @@ impl CloudOfClouds {
             .put_data(&mut uploads, input, protocol, k, ctx, progress)
             .await;
         let (size, content_digest, share_digests, shard_digests) = match result {
-            Ok(v) => v,
+            Ok((size, plain, shares, shards)) => {
+                (size, self.content_digest(&blob_id, &plain), shares, shards)
+            }
             Err(e) => {
                 uploads.cancel_all("the write failed");
                 return Err(e);
@@ -1565,6 +1572,18 @@ impl CloudOfClouds {
             })
     }
 
+    /// The stored content digest of blob `blob_id`, whose plaintext's BLAKE3 is `plain`:
+    /// BLAKE3 keyed under a key derived from the namespace secret, over the random blob id
+    /// and `plain`. A cloud holding it cannot confirm a guess of the plaintext, and cannot
+    /// link equal plaintexts (each version has a fresh blob id), yet a reader still checks
+    /// a whole read against it (collision resistance of BLAKE3 and of its keyed mode).
+    fn content_digest(&self, blob_id: &[u8; 16], plain: &Digest) -> Digest {
+        let mut m = [0u8; 16 + 32];
+        m[..16].copy_from_slice(blob_id);
+        m[16..].copy_from_slice(plain.as_bytes());
+        Digest::keyed(&self.inner.content_key, &m)
+    }
+
     fn info(&self, key: &str, e: &VersionEntry) -> Option<ObjectInfo> {
         let o = e.object.as_ref()?;
         Some(ObjectInfo {
@@ -1680,7 +1699,9 @@ impl CloudOfClouds {
                 p(written);
             }
         }
-        if hasher.is_some_and(|h| h.finalize() != obj.content_digest) {
+        if hasher
+            .is_some_and(|h| self.content_digest(&obj.blob_id, &h.finalize()) != obj.content_digest)
+        {
             return Err(StoreError::Integrity {
                 reason: "content digest of the whole object does not match",
             });

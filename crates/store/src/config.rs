@@ -123,6 +123,15 @@ impl Secrets {
         ))
     }
 
+    /// Key under which the plaintext's digest is hashed before it enters metadata, so that
+    /// clouds cannot test guesses of the plaintext.
+    pub fn content_digest_key(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(derive_key(
+            "rampart-store 2026 content-digest",
+            self.namespace_secret.as_ref(),
+        ))
+    }
+
     /// Key that wraps each version's data key for the sealed single backend.
     pub fn key_wrap_key(&self) -> Zeroizing<[u8; 32]> {
         Zeroizing::new(derive_key(

@@ -129,7 +129,9 @@ pub struct ObjectRef {
     pub blob_id: [u8; 16],
     /// Plaintext length in bytes.
     pub size: u64,
-    /// BLAKE3 of the whole plaintext, checked after a full read.
+    /// `BLAKE3-keyed(content key, blob_id ‖ BLAKE3(plaintext))`, the content key derived
+    /// from the namespace secret; checked after a full read. Never the unkeyed digest: clouds would
+    /// use it to confirm guesses of the plaintext.
     pub content_digest: Digest,
     /// BLAKE3 of the encoded manifest.
     pub manifest_digest: Digest,

@@ -19,8 +19,13 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
+use futures::future::BoxFuture;
+use s3s::{HttpError, HttpResponse};
+use tracing::Instrument;
+
 use crate::GatewayError;
 use crate::config::GatewayConfig;
+use crate::guard;
 use crate::s3::Gateway;
 
 /// Largest XML request body (`CompleteMultipartUpload` of 10,000 parts is about 1 MiB).
@@ -62,6 +67,34 @@ impl S3Auth for AccessKeys {
                 "the access key id is not in this gateway's configuration"
             )
         })
+    }
+}
+
+/// `service` behind the checks of [`crate::guard`]: what they refuse never reaches
+/// `s3s`, and every response carries a request id (logged with the request's events).
+#[derive(Clone)]
+struct Guarded(S3Service);
+
+impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Guarded {
+    type Response = HttpResponse;
+    type Error = HttpError;
+    type Future = BoxFuture<'static, Result<HttpResponse, HttpError>>;
+
+    fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        let id = guard::request_id();
+        let span = tracing::info_span!("s3", request_id = %id);
+        if let Err(e) = guard::check(&req) {
+            span.in_scope(|| tracing::info!(code = e.code().as_str(), "request refused"));
+            return Box::pin(std::future::ready(Ok(guard::error_response(e, &id))));
+        }
+        let inner = self.0.clone();
+        Box::pin(
+            async move {
+                let resp = inner.call(req.map(s3s::Body::from)).await?;
+                Ok(guard::finish(resp, &id))
+            }
+            .instrument(span),
+        )
     }
 }
 
@@ -145,7 +178,7 @@ pub async fn serve(
                 }
             },
         };
-        let service = service.clone();
+        let service = Guarded(service.clone());
         let tls = tls.clone();
         tokio::spawn(async move {
             let builder = ConnBuilder::new(TokioExecutor::new());

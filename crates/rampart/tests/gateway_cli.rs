@@ -78,17 +78,25 @@ impl Gateway {
     /// Starts the gateway of the store in `dir` on a free port (`--listen 127.0.0.1:0`)
     /// and waits, at most [`START_DEADLINE`], for the line announcing its address.
     fn start(dir: &Path) -> Self {
+        Self::start_logged(dir, None)
+    }
+
+    /// [`Gateway::start`], with stderr (at `RAMPART_LOG=trace`) written to `log`.
+    fn start_logged(dir: &Path, log: Option<&Path>) -> Self {
         let cfg: toml::Table =
             toml::from_str(&std::fs::read_to_string(dir.join("rampart.toml")).unwrap()).unwrap();
         let key = &cfg["gateway"]["access_keys"][0];
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rampart"))
-            .args(["gateway", "--listen", "127.0.0.1:0"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rampart"));
+        cmd.args(["gateway", "--listen", "127.0.0.1:0"])
             .current_dir(dir)
             .env_remove("RAMPART_CONFIG")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting rampart gateway");
+            .stderr(Stdio::inherit());
+        if let Some(log) = log {
+            cmd.env("RAMPART_LOG", "trace")
+                .stderr(std::fs::File::create(log).unwrap());
+        }
+        let mut child = cmd.spawn().expect("starting rampart gateway");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -175,8 +183,8 @@ impl Gateway {
         ok(self.aws(args), &format!("aws {args:?}"))
     }
 
-    /// Runs one step of `tests/gateway/s3_clients.py` (boto3 and raw HTTP).
-    fn python(&self, step: &str) {
+    /// Runs one step of `tests/gateway/s3_clients.py` (boto3 and raw HTTP); its stdout.
+    fn python(&self, step: &str) -> String {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gateway/s3_clients.py");
         let mut c = Command::new(tool("RAMPART_TEST_PYTHON", "python3"));
         c.arg(script).arg(&self.endpoint).arg(step);
@@ -189,6 +197,7 @@ impl Gateway {
             out.contains(&format!("{} ok", step.replace('_', " "))),
             "{out}"
         );
+        out
     }
 }
 
@@ -487,6 +496,47 @@ fn gateway_bad_input_gets_s3_errors_and_nothing_partial() {
     let stat = ok(rampart(dir, &["stat", "o/bad/keep"]), "rampart stat");
     // One version only: the interrupted overwrite never got one.
     assert!(stat.contains("9 bytes") && !stat.contains("v2."), "{stat}");
+}
+
+/// Issue 12, security 1, 2, 4 and 6: unsigned `x-amz-*` headers (a presigned PUT turned
+/// into a copy, injected metadata), Signature V2 in both forms, presigned URLs valid for
+/// over 7 days are all refused with 403; errors carry a request id; and at trace level the
+/// gateway never logs the signature it computed for a rejected request.
+#[test]
+fn gateway_issue_12_refuses_unsigned_headers_sigv2_and_long_presigned_urls() {
+    let (tmp, dir, _work) = scratch();
+    init(&dir);
+    let log = tmp.path().join("gateway.log");
+    let gw = Gateway::start_logged(&dir, Some(&log));
+    let out = gw.python("signatures");
+    drop(gw);
+    let good = out
+        .lines()
+        .find_map(|l| l.strip_prefix("correct signature: "))
+        .unwrap_or_else(|| panic!("no signature printed: {out}"));
+    assert_eq!(good.len(), 64, "{good}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("TRACE") || logged.contains("DEBUG"),
+        "the gateway logged nothing at trace level"
+    );
+    assert!(
+        !logged.contains(good),
+        "the log holds the signature of a rejected request"
+    );
+    assert!(
+        !logged.contains(&gw_secret(&dir)),
+        "the log holds the secret access key"
+    );
+}
+
+fn gw_secret(dir: &Path) -> String {
+    let cfg: toml::Table =
+        toml::from_str(&std::fs::read_to_string(dir.join("rampart.toml")).unwrap()).unwrap();
+    cfg["gateway"]["access_keys"][0]["secret_access_key"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// The single encrypted backend: `rampart init --clouds 1`, then the gateway in front of

@@ -350,17 +350,25 @@ fn store_error(e: StoreError) -> S3Error {
             what: "attributes", ..
         } => s3_error!(MetadataTooLarge, "object metadata too large"),
         StoreError::Input(io) => input_error(&io),
+        // Cloud names and per-cloud reasons stay in the server log (with the request id
+        // of the enclosing span); the client learns only the class of failure.
         e @ (StoreError::QuorumUnavailable { .. }
         | StoreError::NotEnoughShards { .. }
         | StoreError::TooManyFaulty { .. }
         | StoreError::Conflict { .. }
         | StoreError::VersionChanged { .. }) => {
             tracing::warn!(error = %e, "store unavailable for a request");
-            s3_error!(ServiceUnavailable, "{e}")
+            s3_error!(
+                ServiceUnavailable,
+                "the store could not serve the request; the server log has the details"
+            )
         }
         e => {
             tracing::error!(error = %e, "store error");
-            s3_error!(InternalError, "{e}")
+            s3_error!(
+                InternalError,
+                "the store failed the request; the server log has the details"
+            )
         }
     }
 }
@@ -402,7 +410,8 @@ fn input_error(io: &io::Error) -> S3Error {
             );
         }
     }
-    s3_error!(IncompleteBody, "request body ended early: {io}")
+    tracing::info!(error = %io, "request body ended early");
+    s3_error!(IncompleteBody, "request body ended early")
 }
 
 fn content_md5(v: Option<&str>) -> S3Result<Option<[u8; 16]>> {

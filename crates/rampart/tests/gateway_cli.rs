@@ -530,6 +530,58 @@ fn gateway_issue_12_refuses_unsigned_headers_sigv2_and_long_presigned_urls() {
     );
 }
 
+/// Issue 12, security 5: `rampart.toml` holds the S3 secrets and cloud credentials.
+/// `rampart init` writes it 0600, and the gateway refuses one that others can read, with
+/// one line saying how to fix it.
+#[test]
+fn gateway_issue_12_refuses_a_config_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let (_tmp, dir, _work) = scratch();
+    init(&dir);
+    let config = dir.join("rampart.toml");
+    let mode = std::fs::metadata(&config).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "rampart init wrote mode {mode:o}");
+    for bad in [0o644, 0o640, 0o604] {
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(bad)).unwrap();
+        let (status, err) = refused_within(&dir, &["gateway", "--listen", "127.0.0.1:0"]);
+        assert!(!status.success(), "exited 0 with a mode {bad:o} config");
+        assert!(err.contains("chmod 600"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    drop(Gateway::start(&dir));
+}
+
+/// Runs `rampart args`, which must exit on its own within [`START_DEADLINE`] (a gateway
+/// that starts serving instead fails the test rather than hanging it): status, stderr.
+fn refused_within(dir: &Path, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RAMPART_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running rampart");
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    // stderr ends when the process exits.
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    match rx.recv_timeout(START_DEADLINE) {
+        Ok(text) => (child.wait().unwrap(), text),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("rampart {args:?} kept running instead of refusing");
+        }
+    }
+}
+
 fn gw_secret(dir: &Path) -> String {
     let cfg: toml::Table =
         toml::from_str(&std::fs::read_to_string(dir.join("rampart.toml")).unwrap()).unwrap();
@@ -579,6 +631,30 @@ fn gateway_on_a_single_encrypted_backend() {
     assert!(
         !down.exists() || !same_file(&big, &down),
         "failed download left the full file"
+    );
+    // Issue 12, security 6: the error names no cloud and no per-cloud reason.
+    let out = gw.aws_once(
+        &gw.endpoint,
+        &[
+            "s3api",
+            "get-object",
+            "--bucket",
+            "one",
+            "--key",
+            "big.bin",
+            down.to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && (err.contains("InternalError") || err.contains("ServiceUnavailable")),
+        "{err}"
+    );
+    let cloud_names = ["local-", "cloud-", "magic", "metadata", "shard"];
+    assert!(
+        cloud_names.iter().all(|n| !err.contains(n)),
+        "the error leaks store internals: {err}"
     );
 }
 

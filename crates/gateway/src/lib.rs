@@ -70,6 +70,7 @@
 
 pub mod body;
 pub mod config;
+pub mod conn;
 pub mod guard;
 pub mod record;
 pub mod s3;

@@ -582,6 +582,26 @@ fn refused_within(dir: &Path, args: &[&str]) -> (std::process::ExitStatus, Strin
     }
 }
 
+/// Issue 12, security 3: idle connections cannot exhaust the gateway. With a 2 s header
+/// timeout and at most 4 connections per address, connections beyond the cap are refused
+/// with 503, idle ones are closed by the header timeout (the Python side fails if one
+/// stays open 30 s), and an honest client is then served.
+#[test]
+fn gateway_issue_12_closes_idle_connections_and_caps_them_per_address() {
+    let (_tmp, dir, _work) = scratch();
+    init(&dir);
+    let config = dir.join("rampart.toml");
+    let mut table: toml::Table =
+        toml::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    let gw = table["gateway"].as_table_mut().unwrap();
+    gw.insert("header_timeout_secs".into(), 2.into());
+    gw.insert("idle_timeout_secs".into(), 4.into());
+    gw.insert("connections_per_address_max".into(), 4.into());
+    std::fs::write(&config, toml::to_string(&table).unwrap()).unwrap();
+    let gw = Gateway::start(&dir);
+    gw.python("idle_clients");
+}
+
 fn gw_secret(dir: &Path) -> String {
     let cfg: toml::Table =
         toml::from_str(&std::fs::read_to_string(dir.join("rampart.toml")).unwrap()).unwrap();

@@ -381,5 +381,34 @@ def signatures():
     print("signatures ok")
 
 
-{"paginate": paginate, "signatures": signatures, "metadata": metadata, "bad_input": bad_input,
+def idle_clients():
+    """Security 3 of issue 12, with connections_per_address_max = 4 and header_timeout_secs
+    = 2: of 7 idle connections from this address, 3 are refused with 503 SlowDown, the
+    other 4 are closed by the header timeout; then an honest client is served."""
+    import socket
+    u = urllib.parse.urlsplit(ENDPOINT)
+    socks = []
+    for _ in range(7):
+        s = socket.create_connection((u.hostname, u.port), timeout=30)
+        socks.append(s)
+    refused = 0
+    for s in socks:
+        data = b""
+        while True:
+            chunk = s.recv(4096)  # raises socket.timeout if the gateway keeps it open
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+        if b" 503 " in data and b"SlowDown" in data:
+            refused += 1
+        else:
+            assert b"200" not in data, data
+    assert refused == 3, f"{refused} connections refused, 3 expected"
+    s3 = client()
+    assert "Buckets" in s3.list_buckets()
+    print("idle clients ok")
+
+
+{"paginate": paginate, "signatures": signatures, "idle_clients": idle_clients, "metadata": metadata, "bad_input": bad_input,
  "multipart_uploads": multipart_uploads}[STEP]()

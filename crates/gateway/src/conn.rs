@@ -1,6 +1,11 @@
-//! Connection hygiene: an idle watchdog on every connection, a per-client-address
-//! connection cap, and a minimum transfer rate for request and response bodies, so idle
-//! or slow clients cannot hold connections or transfer slots (issue 12, security 3).
+//! Connection hygiene: an idle watchdog on every connection and a per-client-address
+//! connection cap, so idle or stalled clients cannot hold connections or transfer slots
+//! (issue 12, security 3). A client that stalls mid-body moves no byte, so the watchdog
+//! drops its connection and with it the request and its transfer slot.
+//!
+//! [`MinRate`] and [`RateWriter`] (a minimum average body rate, against clients that
+//! trickle a byte now and then) are unit-tested but **not yet applied** to request or
+//! response bodies: a trickling client can still hold a transfer slot.
 
 use std::collections::HashMap;
 use std::io;

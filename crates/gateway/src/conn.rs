@@ -279,7 +279,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for RateWriter<W> {
 
 /// The response to a connection refused by the per-address cap (then closed).
 pub const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
-Content-Type: application/xml\r\nConnection: close\r\nContent-Length: 118\r\n\r\n\
+Content-Type: application/xml\r\nConnection: close\r\nContent-Length: 113\r\n\r\n\
 <?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>SlowDown</Code>\
 <Message>too many connections</Message></Error>";
 
@@ -303,7 +303,7 @@ mod tests {
     fn refusal_response_has_the_announced_length() {
         let text = std::str::from_utf8(TOO_MANY_CONNECTIONS).unwrap();
         let (_, body) = text.split_once("\r\n\r\n").unwrap();
-        assert_eq!(body.len(), 118);
+        assert_eq!(body.len(), 113);
     }
 
     #[tokio::test]

@@ -472,6 +472,44 @@ fn opt_map(m: &BTreeMap<String, String>) -> Option<Metadata> {
     (!m.is_empty()).then(|| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
 }
 
+/// What a write asks for that the gateway does not implement (issue 12: never accept
+/// and silently ignore).
+#[derive(Default)]
+struct PutFeatures {
+    /// `If-Match` / `If-None-Match`: the store's put has no compare-and-swap hook on the
+    /// current version the gateway could use, so a create-only write cannot be atomic.
+    conditional: bool,
+    object_lock: bool,
+    encryption: bool,
+    /// A canned ACL other than `private`.
+    acl: bool,
+}
+
+fn refuse_unimplemented(f: &PutFeatures) -> S3Result<()> {
+    if f.conditional {
+        return Err(s3_error!(
+            NotImplemented,
+            "conditional writes (If-Match, If-None-Match) are not implemented"
+        ));
+    }
+    if f.object_lock {
+        return Err(s3_error!(NotImplemented, "object lock is not implemented"));
+    }
+    if f.encryption {
+        return Err(s3_error!(
+            NotImplemented,
+            "SSE-S3, SSE-KMS and SSE-C headers are not implemented (the store always encrypts)"
+        ));
+    }
+    if f.acl {
+        return Err(s3_error!(
+            NotImplemented,
+            "ACLs other than private are not implemented"
+        ));
+    }
+    Ok(())
+}
+
 /// `If-Match` / `If-None-Match` against the current ETag.
 fn check_conditions(
     etag: &str,
@@ -591,6 +629,18 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let i = req.input;
         let skey = object_key(&i.bucket, &i.key)?;
+        refuse_unimplemented(&PutFeatures {
+            conditional: i.if_match.is_some() || i.if_none_match.is_some(),
+            object_lock: i.object_lock_mode.is_some()
+                || i.object_lock_retain_until_date.is_some()
+                || i.object_lock_legal_hold_status.is_some(),
+            encryption: i.server_side_encryption.is_some()
+                || i.sse_customer_algorithm.is_some()
+                || i.sse_customer_key.is_some()
+                || i.ssekms_key_id.is_some()
+                || i.ssekms_encryption_context.is_some(),
+            acl: i.acl.as_ref().is_some_and(|a| a.as_str() != "private"),
+        })?;
         let len = body_limit(i.content_length, self.upload_bytes_max)?;
         let md5 = content_md5(i.content_md5.as_deref())?;
         let attrs = user_attrs(
@@ -1160,6 +1210,10 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let i = req.input;
         let dst = object_key(&i.bucket, &i.key)?;
+        refuse_unimplemented(&PutFeatures {
+            conditional: i.if_match.is_some() || i.if_none_match.is_some(),
+            ..PutFeatures::default()
+        })?;
         let mut attrs = self.upload(&i.upload_id, &i.bucket, &i.key).await?;
         let requested = i
             .multipart_upload

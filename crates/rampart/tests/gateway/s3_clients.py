@@ -375,7 +375,16 @@ def signatures():
         assert status in (403, 404) and "<RequestId>" in body, (status, body)
         rid = body.split("<RequestId>")[1].split("</RequestId>")[0]
         assert rid and hdrs.get("x-amz-request-id") == rid, (body, hdrs)
-    for k in ["payroll.csv", "drop"]:
+    # Never accepted and ignored: conditional PUT, object lock, SSE headers, public ACLs.
+    for h in [{"If-None-Match": "*"}, {"If-Match": '"00"'},
+              {"x-amz-object-lock-mode": "GOVERNANCE", "x-amz-object-lock-retain-until-date": "2030-01-01T00:00:00Z"},
+              {"x-amz-server-side-encryption": "aws:kms"}, {"x-amz-acl": "public-read"}]:
+        status, body = raw("PUT", "/sec/lock", body=b"x", headers=h)
+        assert status == 501 and "<Code>NotImplemented</Code>" in body, (h, status, body)
+    expect_error("404", s3.head_object, Bucket="sec", Key="lock")
+    status, body = raw("PUT", "/sec/lock", body=b"x", headers={"x-amz-acl": "private"})
+    assert status == 200, (status, body)
+    for k in ["payroll.csv", "drop", "lock"]:
         s3.delete_object(Bucket="sec", Key=k)
     s3.delete_bucket(Bucket="sec")
     print("signatures ok")

@@ -19,6 +19,12 @@ pub const CONNECTIONS_MAX_DEFAULT: usize = 256;
 /// Each one holds at most one store pipeline, about 120 MiB for n = 4 and 4 MiB segments
 /// (see `rampart_store::Tuning`), so the default bounds transfer memory near 2 GiB.
 pub const TRANSFERS_MAX_DEFAULT: usize = 16;
+/// Default longest wait for a request head, and idle keep-alive limit, in seconds.
+pub const HEADER_TIMEOUT_SECS_DEFAULT: u64 = 10;
+/// Default longest time a connection may move no byte, in seconds.
+pub const IDLE_TIMEOUT_SECS_DEFAULT: u64 = 60;
+/// Default most connections from one client address.
+pub const CONNECTIONS_PER_ADDRESS_MAX_DEFAULT: usize = 64;
 /// Most access keys in one config.
 pub const ACCESS_KEYS_MAX: usize = 64;
 
@@ -71,6 +77,16 @@ pub struct GatewayConfig {
     /// Most object transfers (uploads, downloads, copies, completions) running at once.
     #[serde(default = "transfers_max_default")]
     pub transfers_max: usize,
+    /// Longest wait for a complete HTTP/1 request head, from the connection's start or
+    /// the previous response's end (so also the idle keep-alive limit), in seconds.
+    #[serde(default = "header_timeout_secs_default")]
+    pub header_timeout_secs: u64,
+    /// Longest time a connection may move no byte in either direction, in seconds.
+    #[serde(default = "idle_timeout_secs_default")]
+    pub idle_timeout_secs: u64,
+    /// Most connections from one client address at once; more get `503 SlowDown`.
+    #[serde(default = "connections_per_address_max_default")]
+    pub connections_per_address_max: usize,
     /// PEM certificate chain for HTTPS. With `tls_key_file`, the gateway serves only
     /// HTTPS (TLS 1.2 and 1.3); without both, plain HTTP. Relative paths are relative to
     /// the directory of `rampart.toml`.
@@ -95,8 +111,26 @@ fn connections_max_default() -> usize {
 fn transfers_max_default() -> usize {
     TRANSFERS_MAX_DEFAULT
 }
+fn header_timeout_secs_default() -> u64 {
+    HEADER_TIMEOUT_SECS_DEFAULT
+}
+fn idle_timeout_secs_default() -> u64 {
+    IDLE_TIMEOUT_SECS_DEFAULT
+}
+fn connections_per_address_max_default() -> usize {
+    CONNECTIONS_PER_ADDRESS_MAX_DEFAULT
+}
 
 impl GatewayConfig {
+    /// The connection limits for [`crate::serve`].
+    pub fn conn_limits(&self) -> crate::conn::ConnLimits {
+        crate::conn::ConnLimits {
+            header_timeout: std::time::Duration::from_secs(self.header_timeout_secs),
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs),
+            per_address_max: self.connections_per_address_max,
+        }
+    }
+
     /// A config with defaults and one fresh access key (what `rampart init` writes).
     pub fn generate() -> Self {
         Self {
@@ -104,6 +138,9 @@ impl GatewayConfig {
             upload_bytes_max: UPLOAD_BYTES_MAX_DEFAULT,
             connections_max: CONNECTIONS_MAX_DEFAULT,
             transfers_max: TRANSFERS_MAX_DEFAULT,
+            header_timeout_secs: HEADER_TIMEOUT_SECS_DEFAULT,
+            idle_timeout_secs: IDLE_TIMEOUT_SECS_DEFAULT,
+            connections_per_address_max: CONNECTIONS_PER_ADDRESS_MAX_DEFAULT,
             tls_cert_file: None,
             tls_key_file: None,
             access_keys: vec![AccessKey::generate()],
@@ -153,6 +190,15 @@ impl GatewayConfig {
         }
         if cfg.transfers_max == 0 {
             return bad("transfers_max must be positive");
+        }
+        if !(1..=3600).contains(&cfg.header_timeout_secs) {
+            return bad("header_timeout_secs must be 1 to 3600");
+        }
+        if !(1..=86400).contains(&cfg.idle_timeout_secs) {
+            return bad("idle_timeout_secs must be 1 to 86400");
+        }
+        if cfg.connections_per_address_max == 0 {
+            return bad("connections_per_address_max must be positive");
         }
         if cfg.tls_cert_file.is_some() != cfg.tls_key_file.is_some() {
             return bad("set both tls_cert_file and tls_key_file for HTTPS, or neither");

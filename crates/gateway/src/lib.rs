@@ -70,6 +70,8 @@
 
 pub mod body;
 pub mod config;
+pub mod conn;
+pub mod guard;
 pub mod record;
 pub mod s3;
 pub mod server;
@@ -78,6 +80,16 @@ pub use config::{AccessKey, GatewayConfig};
 pub use record::{ObjectAttrs, Record};
 pub use s3::Gateway;
 pub use server::{serve, service, tls_acceptor};
+
+/// `tracing` filter directives a process serving the gateway must add last to its
+/// filter: `s3s` logs computed signatures (`s3s::ops::signature`, at debug) and whole
+/// requests with their credentials (`s3s::service`, at debug), chunk signatures
+/// (`s3s::http::aws_chunked_stream`, at trace).
+pub const LOG_DIRECTIVES_FORCED: [&str; 3] = [
+    "s3s::ops::signature=off",
+    "s3s::service=info",
+    "s3s::http::aws_chunked_stream=off",
+];
 
 /// Errors of the gateway outside S3 requests (those become S3 error responses).
 #[derive(Debug, thiserror::Error)]

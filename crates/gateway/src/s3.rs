@@ -350,17 +350,25 @@ fn store_error(e: StoreError) -> S3Error {
             what: "attributes", ..
         } => s3_error!(MetadataTooLarge, "object metadata too large"),
         StoreError::Input(io) => input_error(&io),
+        // Cloud names and per-cloud reasons stay in the server log (with the request id
+        // of the enclosing span); the client learns only the class of failure.
         e @ (StoreError::QuorumUnavailable { .. }
         | StoreError::NotEnoughShards { .. }
         | StoreError::TooManyFaulty { .. }
         | StoreError::Conflict { .. }
         | StoreError::VersionChanged { .. }) => {
             tracing::warn!(error = %e, "store unavailable for a request");
-            s3_error!(ServiceUnavailable, "{e}")
+            s3_error!(
+                ServiceUnavailable,
+                "the store could not serve the request; the server log has the details"
+            )
         }
         e => {
             tracing::error!(error = %e, "store error");
-            s3_error!(InternalError, "{e}")
+            s3_error!(
+                InternalError,
+                "the store failed the request; the server log has the details"
+            )
         }
     }
 }
@@ -402,7 +410,8 @@ fn input_error(io: &io::Error) -> S3Error {
             );
         }
     }
-    s3_error!(IncompleteBody, "request body ended early: {io}")
+    tracing::info!(error = %io, "request body ended early");
+    s3_error!(IncompleteBody, "request body ended early")
 }
 
 fn content_md5(v: Option<&str>) -> S3Result<Option<[u8; 16]>> {
@@ -461,6 +470,44 @@ fn user_attrs(
 
 fn opt_map(m: &BTreeMap<String, String>) -> Option<Metadata> {
     (!m.is_empty()).then(|| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
+/// What a write asks for that the gateway does not implement (issue 12: never accept
+/// and silently ignore).
+#[derive(Default)]
+struct PutFeatures {
+    /// `If-Match` / `If-None-Match`: the store's put has no compare-and-swap hook on the
+    /// current version the gateway could use, so a create-only write cannot be atomic.
+    conditional: bool,
+    object_lock: bool,
+    encryption: bool,
+    /// A canned ACL other than `private`.
+    acl: bool,
+}
+
+fn refuse_unimplemented(f: &PutFeatures) -> S3Result<()> {
+    if f.conditional {
+        return Err(s3_error!(
+            NotImplemented,
+            "conditional writes (If-Match, If-None-Match) are not implemented"
+        ));
+    }
+    if f.object_lock {
+        return Err(s3_error!(NotImplemented, "object lock is not implemented"));
+    }
+    if f.encryption {
+        return Err(s3_error!(
+            NotImplemented,
+            "SSE-S3, SSE-KMS and SSE-C headers are not implemented (the store always encrypts)"
+        ));
+    }
+    if f.acl {
+        return Err(s3_error!(
+            NotImplemented,
+            "ACLs other than private are not implemented"
+        ));
+    }
+    Ok(())
 }
 
 /// `If-Match` / `If-None-Match` against the current ETag.
@@ -582,6 +629,18 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<PutObjectOutput>> {
         let i = req.input;
         let skey = object_key(&i.bucket, &i.key)?;
+        refuse_unimplemented(&PutFeatures {
+            conditional: i.if_match.is_some() || i.if_none_match.is_some(),
+            object_lock: i.object_lock_mode.is_some()
+                || i.object_lock_retain_until_date.is_some()
+                || i.object_lock_legal_hold_status.is_some(),
+            encryption: i.server_side_encryption.is_some()
+                || i.sse_customer_algorithm.is_some()
+                || i.sse_customer_key.is_some()
+                || i.ssekms_key_id.is_some()
+                || i.ssekms_encryption_context.is_some(),
+            acl: i.acl.as_ref().is_some_and(|a| a.as_str() != "private"),
+        })?;
         let len = body_limit(i.content_length, self.upload_bytes_max)?;
         let md5 = content_md5(i.content_md5.as_deref())?;
         let attrs = user_attrs(
@@ -1151,6 +1210,10 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
         let i = req.input;
         let dst = object_key(&i.bucket, &i.key)?;
+        refuse_unimplemented(&PutFeatures {
+            conditional: i.if_match.is_some() || i.if_none_match.is_some(),
+            ..PutFeatures::default()
+        })?;
         let mut attrs = self.upload(&i.upload_id, &i.bucket, &i.key).await?;
         let requested = i
             .multipart_upload

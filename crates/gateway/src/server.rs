@@ -6,8 +6,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder as ConnBuilder;
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rampart_store::CloudOfClouds;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -19,8 +19,14 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
+use futures::future::BoxFuture;
+use s3s::{HttpError, HttpResponse};
+use tracing::Instrument;
+
 use crate::GatewayError;
 use crate::config::GatewayConfig;
+use crate::conn::{self, Activity, ConnLimits, PerAddress, Watched};
+use crate::guard;
 use crate::s3::Gateway;
 
 /// Largest XML request body (`CompleteMultipartUpload` of 10,000 parts is about 1 MiB).
@@ -62,6 +68,34 @@ impl S3Auth for AccessKeys {
                 "the access key id is not in this gateway's configuration"
             )
         })
+    }
+}
+
+/// `service` behind the checks of [`crate::guard`]: what they refuse never reaches
+/// `s3s`, and every response carries a request id (logged with the request's events).
+#[derive(Clone)]
+struct Guarded(S3Service);
+
+impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Guarded {
+    type Response = HttpResponse;
+    type Error = HttpError;
+    type Future = BoxFuture<'static, Result<HttpResponse, HttpError>>;
+
+    fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        let id = guard::request_id();
+        let span = tracing::info_span!("s3", request_id = %id);
+        if let Err(e) = guard::check(&req) {
+            span.in_scope(|| tracing::info!(code = e.code().as_str(), "request refused"));
+            return Box::pin(std::future::ready(Ok(guard::error_response(e, &id))));
+        }
+        let inner = self.0.clone();
+        Box::pin(
+            async move {
+                let resp = inner.call(req.map(s3s::Body::from)).await?;
+                Ok(guard::finish(resp, &id))
+            }
+            .instrument(span),
+        )
     }
 }
 
@@ -117,24 +151,29 @@ pub fn tls_acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, Ga
 }
 
 /// Serves `service` on `listener` until `shutdown` completes, at most
-/// `connections_max` connections at a time (further ones wait in the backlog). With
-/// `tls`, every connection must complete a TLS handshake within
-/// [`TLS_HANDSHAKE_TIMEOUT`] first; plain HTTP is never served on that listener.
+/// `connections_max` connections at a time (further ones wait in the backlog) and at most
+/// `limits.per_address_max` from one client address (further ones get `503 SlowDown`
+/// and are closed). With `tls`, every connection must complete a TLS handshake within
+/// [`TLS_HANDSHAKE_TIMEOUT`] first; plain HTTP is never served on that listener. HTTP/1
+/// request heads must arrive within `limits.header_timeout` (also the idle keep-alive
+/// limit), and a connection that moves no byte for `limits.idle_timeout` is closed.
 pub async fn serve(
     listener: TcpListener,
     service: S3Service,
     connections_max: usize,
+    limits: ConnLimits,
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), GatewayError> {
     let permits = Arc::new(Semaphore::new(connections_max));
+    let per_address = PerAddress::default();
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
             _ = &mut shutdown => return Ok(()),
             p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
         };
-        let (stream, peer) = tokio::select! {
+        let (mut stream, peer) = tokio::select! {
             _ = &mut shutdown => return Ok(()),
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -145,39 +184,77 @@ pub async fn serve(
                 }
             },
         };
-        let service = service.clone();
+        let Some(slot) = per_address.acquire(peer.ip(), limits.per_address_max) else {
+            tracing::info!(%peer, "refused a connection: too many from this address");
+            if tls.is_none() {
+                tokio::spawn(async move {
+                    use tokio::io::AsyncWriteExt;
+                    let refuse = async {
+                        let _ = stream.write_all(conn::TOO_MANY_CONNECTIONS).await;
+                        let _ = stream.shutdown().await;
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(1), refuse).await;
+                    drop(permit);
+                });
+            }
+            continue;
+        };
+        let service = Guarded(service.clone());
         let tls = tls.clone();
         tokio::spawn(async move {
-            let builder = ConnBuilder::new(TokioExecutor::new());
-            let conn = match tls {
-                None => {
-                    builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await
-                }
-                Some(acceptor) => {
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-                    {
-                        Ok(Ok(stream)) => {
-                            builder
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            Ok(())
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            Ok(())
+            let activity = Activity::new();
+            let stream = Watched::new(stream, activity.clone());
+            let run = async {
+                match tls {
+                    None => serve_h1(stream, service, &limits).await,
+                    Some(acceptor) => {
+                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(stream)) => {
+                                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                                if h2 {
+                                    http2::Builder::new(TokioExecutor::new())
+                                        .timer(TokioTimer::new())
+                                        .serve_connection(TokioIo::new(stream), service)
+                                        .await
+                                } else {
+                                    serve_h1(stream, service, &limits).await
+                                }
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                Ok(())
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                Ok(())
+                            }
                         }
                     }
                 }
             };
-            if let Err(e) = conn {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            tokio::select! {
+                r = run => if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                },
+                _ = conn::watchdog(activity, limits.idle_timeout) => {
+                    tracing::debug!(%peer, "closed an idle connection");
+                }
             }
+            drop(slot);
             drop(permit);
         });
     }
+}
+
+async fn serve_h1<IO>(io: IO, service: Guarded, limits: &ConnLimits) -> Result<(), hyper::Error>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .serve_connection(TokioIo::new(io), service)
+        .await
 }

@@ -94,8 +94,14 @@ fn init_tracing(verbose: u8) {
         2 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RAMPART_LOG")
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("RAMPART_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // At debug level `s3s` logs the signature it computed for a rejected request (a valid
+    // signature for the attacker's request) and every request with its Authorization
+    // header or presigned query (replayable credentials). Never, whatever RAMPART_LOG says.
+    for d in rampart_gateway::LOG_DIRECTIVES_FORCED {
+        filter = filter.add_directive(d.parse().expect("constant directive parses"));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -78,17 +78,25 @@ impl Gateway {
     /// Starts the gateway of the store in `dir` on a free port (`--listen 127.0.0.1:0`)
     /// and waits, at most [`START_DEADLINE`], for the line announcing its address.
     fn start(dir: &Path) -> Self {
+        Self::start_logged(dir, None)
+    }
+
+    /// [`Gateway::start`], with stderr (at `RAMPART_LOG=trace`) written to `log`.
+    fn start_logged(dir: &Path, log: Option<&Path>) -> Self {
         let cfg: toml::Table =
             toml::from_str(&std::fs::read_to_string(dir.join("rampart.toml")).unwrap()).unwrap();
         let key = &cfg["gateway"]["access_keys"][0];
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rampart"))
-            .args(["gateway", "--listen", "127.0.0.1:0"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rampart"));
+        cmd.args(["gateway", "--listen", "127.0.0.1:0"])
             .current_dir(dir)
             .env_remove("RAMPART_CONFIG")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting rampart gateway");
+            .stderr(Stdio::inherit());
+        if let Some(log) = log {
+            cmd.env("RAMPART_LOG", "trace")
+                .stderr(std::fs::File::create(log).unwrap());
+        }
+        let mut child = cmd.spawn().expect("starting rampart gateway");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -175,8 +183,8 @@ impl Gateway {
         ok(self.aws(args), &format!("aws {args:?}"))
     }
 
-    /// Runs one step of `tests/gateway/s3_clients.py` (boto3 and raw HTTP).
-    fn python(&self, step: &str) {
+    /// Runs one step of `tests/gateway/s3_clients.py` (boto3 and raw HTTP); its stdout.
+    fn python(&self, step: &str) -> String {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gateway/s3_clients.py");
         let mut c = Command::new(tool("RAMPART_TEST_PYTHON", "python3"));
         c.arg(script).arg(&self.endpoint).arg(step);
@@ -189,6 +197,7 @@ impl Gateway {
             out.contains(&format!("{} ok", step.replace('_', " "))),
             "{out}"
         );
+        out
     }
 }
 
@@ -489,6 +498,119 @@ fn gateway_bad_input_gets_s3_errors_and_nothing_partial() {
     assert!(stat.contains("9 bytes") && !stat.contains("v2."), "{stat}");
 }
 
+/// Issue 12, security 1, 2, 4 and 6: unsigned `x-amz-*` headers (a presigned PUT turned
+/// into a copy, injected metadata), Signature V2 in both forms, presigned URLs valid for
+/// over 7 days are all refused with 403; errors carry a request id; and at trace level the
+/// gateway never logs the signature it computed for a rejected request.
+#[test]
+fn gateway_issue_12_refuses_unsigned_headers_sigv2_and_long_presigned_urls() {
+    let (tmp, dir, _work) = scratch();
+    init(&dir);
+    let log = tmp.path().join("gateway.log");
+    let gw = Gateway::start_logged(&dir, Some(&log));
+    let out = gw.python("signatures");
+    drop(gw);
+    let good = out
+        .lines()
+        .find_map(|l| l.strip_prefix("correct signature: "))
+        .unwrap_or_else(|| panic!("no signature printed: {out}"));
+    assert_eq!(good.len(), 64, "{good}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("TRACE") || logged.contains("DEBUG"),
+        "the gateway logged nothing at trace level"
+    );
+    assert!(
+        !logged.contains(good),
+        "the log holds the signature of a rejected request"
+    );
+    assert!(
+        !logged.contains(&gw_secret(&dir)),
+        "the log holds the secret access key"
+    );
+}
+
+/// Issue 12, security 5: `rampart.toml` holds the S3 secrets and cloud credentials.
+/// `rampart init` writes it 0600, and the gateway refuses one that others can read, with
+/// one line saying how to fix it.
+#[test]
+fn gateway_issue_12_refuses_a_config_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let (_tmp, dir, _work) = scratch();
+    init(&dir);
+    let config = dir.join("rampart.toml");
+    let mode = std::fs::metadata(&config).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "rampart init wrote mode {mode:o}");
+    for bad in [0o644, 0o640, 0o604] {
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(bad)).unwrap();
+        let (status, err) = refused_within(&dir, &["gateway", "--listen", "127.0.0.1:0"]);
+        assert!(!status.success(), "exited 0 with a mode {bad:o} config");
+        assert!(err.contains("chmod 600"), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o600)).unwrap();
+    drop(Gateway::start(&dir));
+}
+
+/// Runs `rampart args`, which must exit on its own within [`START_DEADLINE`] (a gateway
+/// that starts serving instead fails the test rather than hanging it): status, stderr.
+fn refused_within(dir: &Path, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("RAMPART_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running rampart");
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    // stderr ends when the process exits.
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    match rx.recv_timeout(START_DEADLINE) {
+        Ok(text) => (child.wait().unwrap(), text),
+        Err(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("rampart {args:?} kept running instead of refusing");
+        }
+    }
+}
+
+/// Issue 12, security 3: idle connections cannot exhaust the gateway. With a 2 s header
+/// timeout and at most 4 connections per address, connections beyond the cap are refused
+/// with 503, idle ones are closed by the header timeout (the Python side fails if one
+/// stays open 30 s), and an honest client is then served.
+#[test]
+fn gateway_issue_12_closes_idle_connections_and_caps_them_per_address() {
+    let (_tmp, dir, _work) = scratch();
+    init(&dir);
+    let config = dir.join("rampart.toml");
+    let mut table: toml::Table =
+        toml::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    let gw = table["gateway"].as_table_mut().unwrap();
+    gw.insert("header_timeout_secs".into(), 2.into());
+    gw.insert("idle_timeout_secs".into(), 4.into());
+    gw.insert("connections_per_address_max".into(), 4.into());
+    std::fs::write(&config, toml::to_string(&table).unwrap()).unwrap();
+    let gw = Gateway::start(&dir);
+    gw.python("idle_clients");
+}
+
+fn gw_secret(dir: &Path) -> String {
+    let cfg: toml::Table =
+        toml::from_str(&std::fs::read_to_string(dir.join("rampart.toml")).unwrap()).unwrap();
+    cfg["gateway"]["access_keys"][0]["secret_access_key"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// The single encrypted backend: `rampart init --clouds 1`, then the gateway in front of
 /// one cloud. The AWS CLI gets its bytes back; the cloud holds only ciphertext; a cloud
 /// that changes bytes makes downloads fail instead of returning them.
@@ -529,6 +651,30 @@ fn gateway_on_a_single_encrypted_backend() {
     assert!(
         !down.exists() || !same_file(&big, &down),
         "failed download left the full file"
+    );
+    // Issue 12, security 6: the error names no cloud and no per-cloud reason.
+    let out = gw.aws_once(
+        &gw.endpoint,
+        &[
+            "s3api",
+            "get-object",
+            "--bucket",
+            "one",
+            "--key",
+            "big.bin",
+            down.to_str().unwrap(),
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && (err.contains("InternalError") || err.contains("ServiceUnavailable")),
+        "{err}"
+    );
+    let cloud_names = ["local-", "cloud-", "magic", "metadata", "shard"];
+    assert!(
+        cloud_names.iter().all(|n| !err.contains(n)),
+        "the error leaks store internals: {err}"
     );
 }
 

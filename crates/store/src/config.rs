@@ -186,6 +186,27 @@ impl std::fmt::Debug for GatewaySection {
 impl StoreConfig {
     /// Reads and validates `path` and its key file.
     pub fn load(path: &Path) -> Result<Self, StoreError> {
+        // It holds the S3 gateway's secrets and cloud credentials: private, as the key file.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(path)
+                .map_err(|source| StoreError::Io {
+                    context: format!("reading {}", path.display()),
+                    source,
+                })?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                return Err(StoreError::Config {
+                    path: path.to_owned(),
+                    reason: format!(
+                        "config is accessible by others (mode {:o}); run chmod 600",
+                        mode & 0o777
+                    ),
+                });
+            }
+        }
         let text = read_small(path)?;
         let file: ConfigFile = toml::from_str(&text).map_err(|e| StoreError::Config {
             path: path.to_owned(),

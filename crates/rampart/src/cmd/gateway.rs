@@ -64,7 +64,16 @@ pub fn run(args: GatewayArgs, config: &Path) -> Result<()> {
         );
         std::io::stdout().flush().ok();
         let service = rampart_gateway::service(store, &gw);
-        rampart_gateway::serve(listener, service, gw.connections_max, tls, shutdown()).await?;
+        let limits = gw.conn_limits();
+        rampart_gateway::serve(
+            listener,
+            service,
+            gw.connections_max,
+            limits,
+            tls,
+            shutdown(),
+        )
+        .await?;
         eprintln!("rampart gateway: shutting down");
         Ok(())
     })

@@ -3,9 +3,8 @@
 //! (issue 12, security 3). A client that stalls mid-body moves no byte, so the watchdog
 //! drops its connection and with it the request and its transfer slot.
 //!
-//! [`MinRate`] and [`RateWriter`] (a minimum average body rate, against clients that
-//! trickle a byte now and then) are unit-tested but **not yet applied** to request or
-//! response bodies: a trickling client can still hold a transfer slot.
+//! Not done: a minimum body rate. A client that trickles a byte now and then, just often
+//! enough to keep the watchdog quiet, can still hold a connection and a transfer slot.
 
 use std::collections::HashMap;
 use std::io;
@@ -17,7 +16,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 /// Time limits of one connection.
 #[derive(Clone, Copy, Debug)]
@@ -181,102 +180,6 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     }
 }
 
-/// The minimum rate of a body transfer: after `grace`, at least `bytes_per_sec` on
-/// average since the start. A transfer that falls behind fails, freeing its slot.
-#[derive(Clone, Copy, Debug)]
-pub struct MinRate {
-    /// Bytes per second required on average (0: no requirement).
-    pub bytes_per_sec: u64,
-    /// Time before the requirement applies.
-    pub grace: Duration,
-}
-
-/// Tracks one transfer against a [`MinRate`].
-pub struct RateClock {
-    rate: MinRate,
-    start: Instant,
-    sleep: Option<Pin<Box<Sleep>>>,
-}
-
-impl RateClock {
-    /// Starts the clock now.
-    pub fn new(rate: MinRate) -> Self {
-        Self {
-            rate,
-            start: Instant::now(),
-            sleep: None,
-        }
-    }
-
-    /// Called when the transfer, `bytes` into it, is waiting on the peer: `true` once it
-    /// is behind the minimum rate (and registers a wake-up for that moment otherwise).
-    pub fn poll_behind(&mut self, cx: &mut Context<'_>, bytes: u64) -> bool {
-        if self.rate.bytes_per_sec == 0 {
-            return false;
-        }
-        let owed = Duration::from_millis(bytes.saturating_mul(1000) / self.rate.bytes_per_sec);
-        let deadline = self.start + self.rate.grace + owed;
-        let sleep = self
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if sleep.deadline() != deadline {
-            sleep.as_mut().reset(deadline);
-        }
-        sleep.as_mut().poll(cx).is_ready()
-    }
-}
-
-use std::future::Future as _;
-
-/// Why a body transfer was cut off.
-#[derive(Debug, thiserror::Error)]
-#[error("the peer moved the body slower than {0} bytes per second")]
-pub struct TooSlow(pub u64);
-
-/// A writer that fails once its peer drains it slower than a [`MinRate`].
-pub struct RateWriter<W> {
-    inner: W,
-    clock: RateClock,
-    bytes: u64,
-}
-
-impl<W> RateWriter<W> {
-    /// Wraps `inner`.
-    pub fn new(inner: W, rate: MinRate) -> Self {
-        Self {
-            inner,
-            clock: RateClock::new(rate),
-            bytes: 0,
-        }
-    }
-}
-
-impl<W: AsyncWrite + Unpin> AsyncWrite for RateWriter<W> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_write(cx, buf) {
-            Poll::Ready(Ok(n)) => {
-                this.bytes += n as u64;
-                Poll::Ready(Ok(n))
-            }
-            Poll::Pending if this.clock.poll_behind(cx, this.bytes) => Poll::Ready(Err(
-                io::Error::other(TooSlow(this.clock.rate.bytes_per_sec)),
-            )),
-            other => other,
-        }
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 /// The response to a connection refused by the per-address cap (then closed).
 pub const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
 Content-Type: application/xml\r\nConnection: close\r\nContent-Length: 113\r\n\r\n\
@@ -304,24 +207,5 @@ mod tests {
         let text = std::str::from_utf8(TOO_MANY_CONNECTIONS).unwrap();
         let (_, body) = text.split_once("\r\n\r\n").unwrap();
         assert_eq!(body.len(), 113);
-    }
-
-    #[tokio::test]
-    async fn a_drained_too_slowly_writer_fails() {
-        use tokio::io::AsyncWriteExt;
-        let (mut rx, tx) = tokio::io::duplex(16);
-        let rate = MinRate {
-            bytes_per_sec: 100,
-            grace: Duration::from_millis(100),
-        };
-        let mut w = RateWriter::new(tx, rate);
-        w.write_all(&[0; 16]).await.unwrap();
-        // Nobody reads: the write waits, then fails once behind the rate.
-        let e = w.write_all(&[0; 16]).await.unwrap_err();
-        assert!(e.get_ref().unwrap().downcast_ref::<TooSlow>().is_some());
-        let mut buf = [0u8; 16];
-        tokio::io::AsyncReadExt::read_exact(&mut rx, &mut buf)
-            .await
-            .unwrap();
     }
 }

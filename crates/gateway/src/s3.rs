@@ -510,20 +510,43 @@ fn refuse_unimplemented(f: &PutFeatures) -> S3Result<()> {
     Ok(())
 }
 
-/// `If-Match` / `If-None-Match` against the current ETag.
-fn check_conditions(
-    etag: &str,
-    if_match: Option<&ETagCondition>,
-    if_none_match: Option<&ETagCondition>,
-) -> S3Result<()> {
+/// The conditional-request headers of a read (RFC 9110 section 13.2.2 order, as S3 applies
+/// them): `If-Match`, else `If-Unmodified-Since` (412 on failure); then `If-None-Match`,
+/// else `If-Modified-Since` (304 on failure). Dates compare at whole seconds, as HTTP
+/// dates carry no more.
+#[derive(Clone, Copy)]
+struct Conditions<'a> {
+    if_match: Option<&'a ETagCondition>,
+    if_none_match: Option<&'a ETagCondition>,
+    if_modified_since: Option<&'a Timestamp>,
+    if_unmodified_since: Option<&'a Timestamp>,
+}
+
+fn unix_secs(t: &Timestamp) -> i64 {
+    time::OffsetDateTime::from(t.clone()).unix_timestamp()
+}
+
+fn check_conditions(etag: &str, modified_ms: u64, c: Conditions<'_>) -> S3Result<()> {
     let matches = |c: &ETagCondition| match c {
         ETagCondition::Any => true,
         ETagCondition::ETag(e) => strip_etag(e) == etag,
     };
-    if if_match.is_some_and(|c| !matches(c)) {
-        return Err(s3_error!(PreconditionFailed, "If-Match failed"));
+    let modified_secs = i64::try_from(modified_ms / 1000).unwrap_or(i64::MAX);
+    match (c.if_match, c.if_unmodified_since) {
+        (Some(m), _) if !matches(m) => {
+            return Err(s3_error!(PreconditionFailed, "If-Match failed"));
+        }
+        (None, Some(t)) if modified_secs > unix_secs(t) => {
+            return Err(s3_error!(PreconditionFailed, "If-Unmodified-Since failed"));
+        }
+        _ => {}
     }
-    if if_none_match.is_some_and(matches) {
+    let not_modified = match (c.if_none_match, c.if_modified_since) {
+        (Some(m), _) => matches(m),
+        (None, Some(t)) => modified_secs <= unix_secs(t),
+        (None, None) => false,
+    };
+    if not_modified {
         let mut e = s3_error!(NotModified);
         e.set_status_code(http::StatusCode::NOT_MODIFIED);
         return Err(e);
@@ -671,7 +694,16 @@ impl S3 for Gateway {
             return Err(s3_error!(NotImplemented, "GET by part number"));
         }
         let (info, attrs) = self.object(&i.bucket, &i.key).await?;
-        check_conditions(&attrs.etag, i.if_match.as_ref(), i.if_none_match.as_ref())?;
+        check_conditions(
+            &attrs.etag,
+            info.created_ms,
+            Conditions {
+                if_match: i.if_match.as_ref(),
+                if_none_match: i.if_none_match.as_ref(),
+                if_modified_since: i.if_modified_since.as_ref(),
+                if_unmodified_since: i.if_unmodified_since.as_ref(),
+            },
+        )?;
         let range = match &i.range {
             None => None,
             Some(r) => Some(
@@ -726,7 +758,16 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let i = req.input;
         let (info, attrs) = self.object(&i.bucket, &i.key).await?;
-        check_conditions(&attrs.etag, i.if_match.as_ref(), i.if_none_match.as_ref())?;
+        check_conditions(
+            &attrs.etag,
+            info.created_ms,
+            Conditions {
+                if_match: i.if_match.as_ref(),
+                if_none_match: i.if_none_match.as_ref(),
+                if_modified_since: i.if_modified_since.as_ref(),
+                if_unmodified_since: i.if_unmodified_since.as_ref(),
+            },
+        )?;
         Ok(S3Response::new(HeadObjectOutput {
             content_length: Some(info.size as i64),
             accept_ranges: Some("bytes".into()),
@@ -831,8 +872,13 @@ impl S3 for Gateway {
         let (info, src_attrs) = self.object(src_bucket, src_key).await?;
         check_conditions(
             &src_attrs.etag,
-            i.copy_source_if_match.as_ref(),
-            i.copy_source_if_none_match.as_ref(),
+            info.created_ms,
+            Conditions {
+                if_match: i.copy_source_if_match.as_ref(),
+                if_none_match: i.copy_source_if_none_match.as_ref(),
+                if_modified_since: i.copy_source_if_modified_since.as_ref(),
+                if_unmodified_since: i.copy_source_if_unmodified_since.as_ref(),
+            },
         )
         .map_err(|e| match e.code() {
             S3ErrorCode::NotModified => s3_error!(PreconditionFailed, "If-None-Match failed"),

@@ -6,6 +6,7 @@ Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. Every check rai
 client expects.
 """
 import concurrent.futures
+import datetime
 import hashlib
 import http.client
 import os
@@ -139,6 +140,19 @@ def metadata():
     assert status == 403 and "SignatureDoesNotMatch" in body, (status, body)
     expect_error("304", s3.get_object, Bucket="data", Key="meta.txt", IfNoneMatch=h["ETag"])
     expect_error("PreconditionFailed", s3.get_object, Bucket="data", Key="meta.txt", IfMatch='"00"')
+    # If-Modified-Since / If-Unmodified-Since (issue 12: they were ignored), with If-Match
+    # taking precedence over If-Unmodified-Since as in RFC 9110 and S3.
+    past = datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
+    future = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)
+    assert s3.get_object(Bucket="data", Key="meta.txt", IfModifiedSince=past)["Body"].read() == b"hello"
+    expect_error("304", s3.get_object, Bucket="data", Key="meta.txt", IfModifiedSince=future)
+    expect_error("304", s3.head_object, Bucket="data", Key="meta.txt", IfModifiedSince=future)
+    expect_error("PreconditionFailed", s3.get_object, Bucket="data", Key="meta.txt", IfUnmodifiedSince=past)
+    expect_error("412", s3.head_object, Bucket="data", Key="meta.txt", IfUnmodifiedSince=past)
+    assert s3.get_object(Bucket="data", Key="meta.txt", IfUnmodifiedSince=future)["Body"].read() == b"hello"
+    assert s3.get_object(Bucket="data", Key="meta.txt", IfMatch=h["ETag"], IfUnmodifiedSince=past)["Body"].read() == b"hello"
+    expect_error("PreconditionFailed", s3.copy_object, Bucket="data", Key="meta-copy2.txt",
+                 CopySource="data/meta.txt", CopySourceIfUnmodifiedSince=past)
     for k in ["meta.txt", "meta-copy.txt"]:
         s3.delete_object(Bucket="data", Key=k)
         expect_error("404", s3.head_object, Bucket="data", Key=k)

@@ -187,26 +187,7 @@ impl StoreConfig {
     /// Reads and validates `path` and its key file.
     pub fn load(path: &Path) -> Result<Self, StoreError> {
         // It holds the S3 gateway's secrets and cloud credentials: private, as the key file.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(path)
-                .map_err(|source| StoreError::Io {
-                    context: format!("reading {}", path.display()),
-                    source,
-                })?
-                .permissions()
-                .mode();
-            if mode & 0o077 != 0 {
-                return Err(StoreError::Config {
-                    path: path.to_owned(),
-                    reason: format!(
-                        "config is accessible by others (mode {:o}); run chmod 600",
-                        mode & 0o777
-                    ),
-                });
-            }
-        }
+        require_private(path, "config")?;
         let text = read_small(path)?;
         let file: ConfigFile = toml::from_str(&text).map_err(|e| StoreError::Config {
             path: path.to_owned(),
@@ -298,13 +279,15 @@ fn read_small(path: &Path) -> Result<String, StoreError> {
     })
 }
 
-fn load_key_file(path: &Path) -> Result<Secrets, StoreError> {
+/// Refuses a file that group or others may access: it holds secrets. `what` names it in
+/// the error ("config", "key file").
+fn require_private(path: &Path, what: &str) -> Result<(), StoreError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = fs::metadata(path)
             .map_err(|source| StoreError::Io {
-                context: format!("reading key file {}", path.display()),
+                context: format!("reading {what} {}", path.display()),
                 source,
             })?
             .permissions()
@@ -313,12 +296,17 @@ fn load_key_file(path: &Path) -> Result<Secrets, StoreError> {
             return Err(StoreError::Config {
                 path: path.to_owned(),
                 reason: format!(
-                    "key file is accessible by others (mode {:o}); run chmod 600",
+                    "{what} is accessible by others (mode {:o}); run chmod 600",
                     mode & 0o777
                 ),
             });
         }
     }
+    Ok(())
+}
+
+fn load_key_file(path: &Path) -> Result<Secrets, StoreError> {
+    require_private(path, "key file")?;
     let text = Zeroizing::new(read_small(path)?);
     let bad = || StoreError::Config {
         path: path.to_owned(),

@@ -404,19 +404,24 @@ mod tests {
     use rampart_bft::message::{Batch, Certificate, Decision, VoteKind};
     use rampart_bft::{Digest, Regency, Timestamp};
 
+    /// An (unsigned) accept certificate for instance `cid`, as the fixtures need.
+    fn accept_certificate(cid: u64) -> Certificate {
+        Certificate {
+            kind: VoteKind::Accept,
+            regency: Regency(0),
+            cid: SeqNo(cid),
+            digest: Digest([cid as u8; 32]),
+            votes: vec![],
+        }
+    }
+
     fn decision(cid: u64) -> PersistEntry {
         PersistEntry::Decision(Decision {
             batch: Batch {
                 timestamp: Timestamp(cid),
                 requests: vec![],
             },
-            proof: Certificate {
-                kind: VoteKind::Accept,
-                regency: Regency(0),
-                cid: SeqNo(cid),
-                digest: Digest([cid as u8; 32]),
-                votes: vec![],
-            },
+            proof: accept_certificate(cid),
         })
     }
 
@@ -501,13 +506,7 @@ mod tests {
                 cid: SeqNo(cid),
                 digest: Digest([cid as u8; 32]),
                 blob: vec![cid as u8; 10],
-                proof: Certificate {
-                    kind: VoteKind::Accept,
-                    regency: Regency(0),
-                    cid: SeqNo(cid),
-                    digest: Digest([cid as u8; 32]),
-                    votes: vec![],
-                },
+                proof: accept_certificate(cid),
             })
         };
         {

@@ -46,7 +46,8 @@
 //! kept (at most three per sender) and replayed once it is decided (ADR 0304).
 //!
 //! **Leader change** (synchronization phase). A request not ordered within the request
-//! timeout makes a replica broadcast STOP(r+1). f+1 STOPs for a regency make a replica join;
+//! timeout is forwarded by a follower to the leader; not ordered within a second timeout,
+//! it makes the replica broadcast STOP(r+1) (the leader itself sends STOP at once). f+1 STOPs for a regency make a replica join;
 //! Q STOPs make it install the regency, after which it sends STOPDATA to the new leader:
 //! the accept certificate of its last decided instance and its highest-regency write
 //! certificate (with the batch) for the next one. The new leader collects Q valid STOPDATAs
@@ -63,10 +64,12 @@
 //! suffices) and the SYNC that installed the peer's regency. Every `checkpoint_interval`
 //! decisions a replica encodes its state (application snapshot, client sessions) as a
 //! checkpoint; the log keeps decisions back to the previous checkpoint. A replica whose
-//! next instance is only in a checkpoint asks all replicas for checkpoint digests, takes a
-//! `(cid, digest)` reported by f+1, downloads the checkpoint in chunks of
-//! `state_chunk_bytes_max` from one of those replicas (switching on timeout or mismatch), and
-//! installs it only if the bytes hash to the agreed digest.
+//! next instance is only in a checkpoint asks all replicas for checkpoint digests (while it
+//! keeps working: one peer's word is no evidence), takes a `(cid, digest)` above its last
+//! decided instance reported by f+1, downloads the checkpoint in chunks of
+//! `state_chunk_bytes_max` from one of those replicas (switching on timeout or mismatch, and
+//! re-picking once every provider failed), and installs it only if the bytes hash to the
+//! agreed digest.
 //!
 //! **Read-only requests** are answered at once by each replica from its current state; the
 //! client needs n−f matching replies, and otherwise re-sends the request for ordering and

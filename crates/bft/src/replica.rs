@@ -21,9 +21,13 @@ use crate::types::{
 pub const STOP_WINDOW_MAX: u64 = 16;
 /// Request-timer backoff: the timeout doubles per failed regency, at most 2^this times.
 pub const TIMEOUT_BACKOFF_EXP_MAX: u32 = 6;
-/// Outputs queued and not yet polled; exceeding it is an [`Error::ApiMisuse`] symptom
-/// (the driver must drain `poll_output` after every input). Checked by `invariants`.
-pub const OUTPUTS_MAX: usize = 1 << 20;
+/// Network messages (sends, broadcasts, replies) queued in `poll_output` or held for a
+/// persist at most. Beyond it a new network message is dropped and counted in
+/// [`Stats::outputs_dropped`]: the network may lose messages anyway and retransmission
+/// recovers them, whereas a panic or unbounded memory (a driver whose disk stalls while
+/// peers keep sending) would not be recoverable (issue 10, finding 9c). Persist entries and
+/// events are never dropped.
+pub const OUTPUTS_MAX: usize = 1 << 16;
 
 /// An effect the driver must carry out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,6 +121,10 @@ pub struct Stats {
     pub state_transfers: u64,
     /// Catch-up requests sent.
     pub fetches_sent: u64,
+    /// Requests forwarded to the leader on their timer's first expiry.
+    pub requests_forwarded: u64,
+    /// Network messages dropped because [`OUTPUTS_MAX`] were already queued or held.
+    pub outputs_dropped: u64,
 }
 
 /// Diagnostic view of a replica (see [`Replica::status`]).
@@ -160,6 +168,11 @@ struct Open {
     vote: VoteRecord,
 }
 
+/// A state transfer. Until `chosen` is set it is only a *probe*: the replica asked for
+/// checkpoint digests (one peer claimed a checkpoint beyond its log) but has no evidence
+/// of its own that it is behind, so it keeps proposing and serving reads (issue 10,
+/// finding 3). It downloads only once f+1 replicas vouch for a checkpoint above its last
+/// decided instance.
 #[derive(Debug)]
 struct StateTransfer {
     digests: BTreeMap<ReplicaId, Vec<(SeqNo, Digest, u32)>>,
@@ -170,6 +183,11 @@ struct StateTransfer {
     next_index: u32,
     /// Rounds of StateRequest without f+1 matching digests; gives up at `ST_ATTEMPTS_MAX`.
     attempts: u32,
+    /// Failed downloads (timeout or bad chunk) of `chosen`; at
+    /// `ST_RETRIES_PER_PROVIDER * providers` the checkpoint is dropped and picked again.
+    retries: u32,
+    /// When the current step (digests or the next chunk) times out.
+    deadline: Timestamp,
 }
 
 /// Buffered next-instance messages per replica (PROPOSE, WRITE, ACCEPT); worst case
@@ -179,6 +197,11 @@ const FUTURE_MESSAGES_MAX: usize = 3;
 /// State-transfer rounds without f+1 matching checkpoint digests before giving up (a
 /// Byzantine replica may have claimed a checkpoint nobody else has).
 const ST_ATTEMPTS_MAX: u32 = 3;
+
+/// Failed downloads per provider of the chosen checkpoint before the replica asks for
+/// digests again and re-picks the newest checkpoint f+1 replicas vouch for (the providers
+/// may have garbage-collected the chosen one, or lie; issue 10, finding 4).
+const ST_RETRIES_PER_PROVIDER: u32 = 2;
 
 /// A BFT-SMaRt-class replica. Sans-IO: see the crate docs for the driving loop.
 pub struct Replica<A: Application, Au: Authenticator> {
@@ -211,7 +234,10 @@ pub struct Replica<A: Application, Au: Authenticator> {
     log: VecDeque<Decision>,
     checkpoints: Vec<CheckpointRecord>,
     sessions: BTreeMap<ClientId, Session>,
-    pending: BTreeMap<ClientId, (Request, Timestamp)>,
+    /// Requests waiting to be ordered: the request, when its timer started, and whether it
+    /// was already forwarded to the leader (on the timer's first expiry; the second expiry
+    /// suspects the leader, as in BFT-SMaRt; issue 10, finding 8).
+    pending: BTreeMap<ClientId, (Request, Timestamp, bool)>,
     /// Where the next batch starts walking `pending` (fair batching: after the last client
     /// the previous batch took, so no client id is favoured; issue 10, finding 7).
     batch_cursor: ClientId,
@@ -431,13 +457,14 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             pending_requests: self.pending.len(),
             state_transfer: self.st.as_ref().map(|st| {
                 format!(
-                    "chosen={:?} provider={} next={} attempts={} digests={:?} deadline={:?}",
+                    "chosen={:?} provider={} next={} attempts={} retries={} digests={:?} deadline={:?}",
                     st.chosen.as_ref().map(|c| (c.0, c.2, c.3.clone())),
                     st.provider,
                     st.next_index,
                     st.attempts,
+                    st.retries,
                     st.digests,
-                    self.fetch_deadline
+                    st.deadline
                 )
             }),
             has_proposal: self.open.proposal.is_some(),
@@ -485,13 +512,14 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
     ) -> Result<(), Error> {
         self.now = self.now.max(now);
         let res = match msg {
-            Message::Request(r) => {
-                if from != Peer::Client(r.client) {
-                    Err(PeerFault::SenderMismatch)
-                } else {
-                    self.on_request(r)
-                }
-            }
+            Message::Request(r) => match from {
+                Peer::Client(c) if c == r.client => self.on_request(r),
+                // A follower forwards a request whose timer expired (issue 10, finding 8).
+                // The client's signature makes it authentic whoever carries it; read-only
+                // requests are answered by each replica to the client and never forwarded.
+                Peer::Replica(p) if p != self.id && !r.read_only => self.on_request(r),
+                _ => Err(PeerFault::SenderMismatch),
+            },
             Message::Replica(m) => {
                 if from != Peer::Replica(m.from) || m.from == self.id {
                     Err(PeerFault::SenderMismatch)
@@ -539,8 +567,16 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         self.now = self.now.max(now);
         let now = self.now;
         if self.stop_target == self.regency && !self.syncing {
-            if let Some(oldest) = self.pending.values().map(|(_, t)| *t).min()
-                && oldest.saturating_add(self.current_timeout()) <= now
+            let leader = self.config.leader(self.regency) == self.id;
+            if !leader {
+                self.forward_expired();
+            }
+            let timeout = self.current_timeout();
+            // A follower suspects the leader only on a forwarded request's second expiry.
+            if self
+                .pending
+                .values()
+                .any(|(_, t, fwd)| (leader || *fwd) && t.saturating_add(timeout) <= now)
             {
                 self.start_stop(self.regency.next());
             }
@@ -557,11 +593,12 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
                 self.note_behind(peer);
             }
         }
+        if self.st.as_ref().is_some_and(|st| st.deadline <= now) {
+            self.retry_state_transfer();
+        }
         if self.fetch_deadline.is_some_and(|d| d <= now) {
             self.fetch_deadline = None;
-            if self.st.is_some() {
-                self.retry_state_transfer();
-            } else if self.behind {
+            if self.behind && !self.in_transfer() {
                 let peer = self.pick_peer();
                 self.start_fetch(peer);
             }
@@ -587,13 +624,14 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             }
         };
         if self.stop_target == self.regency && !self.syncing {
-            let oldest = self.pending.values().map(|(_, t)| *t).min();
+            let oldest = self.pending.values().map(|(_, t, _)| *t).min();
             min(oldest.map(|o| o.saturating_add(self.current_timeout())));
         } else {
             min(self.stop_deadline);
         }
         min(self.fetch_deadline);
         min(self.future_deadline);
+        min(self.st.as_ref().map(|st| st.deadline));
         t
     }
 
@@ -605,9 +643,26 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         self.outputs.push_back(Output::Persist { token, entry });
     }
 
-    /// Queue an output that may leave only after every persist issued so far.
+    /// Whether the network-message queue is full (see [`OUTPUTS_MAX`]); counts the drop.
+    fn net_full(&mut self) -> bool {
+        let full = self.outputs.len() + self.held.len() >= OUTPUTS_MAX;
+        if full {
+            self.stats.outputs_dropped += 1;
+        }
+        full
+    }
+
+    /// Queue a network message to leave now, unless the queue is full.
+    fn push_net(&mut self, o: Output) {
+        if !self.net_full() {
+            self.outputs.push_back(o);
+        }
+    }
+
+    /// Queue a network message that may leave only after every persist issued so far,
+    /// unless the queue is full.
     fn after_persist(&mut self, o: Output) {
-        if self.recovering {
+        if self.recovering || self.net_full() {
             return;
         }
         let last = self.next_token - 1;
@@ -632,7 +687,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             return;
         }
         let msg = self.sign(body);
-        self.outputs.push_back(Output::Send { to, msg });
+        self.push_net(Output::Send { to, msg });
     }
 
     fn event(&mut self, o: Output) {
@@ -676,7 +731,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             return Err(PeerFault::BadSignature);
         }
         if r.read_only {
-            if self.st.is_none()
+            if !self.in_transfer()
                 && let Some(result) = self.app.query(&r.op)
             {
                 let result = self.bounded_result(result);
@@ -688,7 +743,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
                     result,
                 };
                 let msg = self.sign(body);
-                self.outputs.push_back(Output::Reply {
+                self.push_net(Output::Reply {
                     client: r.client,
                     msg,
                 });
@@ -716,16 +771,50 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             }
         }
         match self.pending.get(&r.client) {
-            Some((p, _)) if p.seq >= r.seq => return Ok(()),
+            Some((p, _, _)) if p.seq >= r.seq => return Ok(()),
             None if self.pending.len() >= self.config.pending_requests_max => {
                 self.stats.pending_full_drops += 1;
                 return Ok(());
             }
             _ => {}
         }
-        self.pending.insert(r.client, (r, self.now));
+        self.pending.insert(r.client, (r, self.now, false));
         self.try_propose();
         Ok(())
+    }
+
+    /// Forward to the leader the requests whose timer expired for the first time, and
+    /// restart their timers. At most `batch_bytes_max` bytes per call: requests beyond the
+    /// budget are not sent (the client retransmits to every replica) but their timers
+    /// restart too, so the next expiry suspects the leader either way.
+    fn forward_expired(&mut self) {
+        let now = self.now;
+        let timeout = self.current_timeout();
+        let leader = self.config.leader(self.regency);
+        let mut budget = self.config.batch_bytes_max;
+        let mut sends = Vec::new();
+        for (r, t, fwd) in self.pending.values_mut() {
+            if *fwd || t.saturating_add(timeout) > now {
+                continue;
+            }
+            *fwd = true;
+            *t = now;
+            let len = Batch::request_bytes(r);
+            if len <= budget {
+                budget -= len;
+                sends.push(r.clone());
+            }
+        }
+        if self.recovering {
+            return;
+        }
+        for r in sends {
+            self.stats.requests_forwarded += 1;
+            self.push_net(Output::Send {
+                to: leader,
+                msg: Message::Request(r),
+            });
+        }
     }
 
     fn bounded_result(&self, mut result: Vec<u8>) -> Vec<u8> {
@@ -781,7 +870,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
                 Ok(())
             }
             ReplicaBody::StopData(_) => self.on_stopdata(m),
-            ReplicaBody::Sync(_) => self.on_sync(m, false),
+            ReplicaBody::Sync(_) => self.on_sync(m, false, false),
             ReplicaBody::Fetch { from_cid } => {
                 self.on_fetch(from, from_cid);
                 Ok(())
@@ -819,7 +908,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         {
             return Err(PeerFault::InvalidBatch);
         }
-        if check_time && batch.timestamp < self.last_timestamp {
+        if check_time && !self.timestamp_acceptable(batch.timestamp) {
             return Err(PeerFault::InvalidBatch);
         }
         let mut clients = BTreeSet::new();
@@ -833,7 +922,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             // A request identical to one in the pending pool was verified when it arrived
             // from its client: skip the second signature check (the common case for
             // followers, halving their client-signature work).
-            let verified = self.pending.get(&r.client).is_some_and(|(p, _)| p == r);
+            let verified = self.pending.get(&r.client).is_some_and(|(p, _, _)| p == r);
             if !verified && !r.verify(&self.auth) {
                 return Err(PeerFault::InvalidBatch);
             }
@@ -841,11 +930,19 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         Ok(())
     }
 
+    /// A leader's batch timestamp never goes back and is at most `timestamp_ahead_max`
+    /// ahead of this replica's clock (issue 10, finding 9d). Repeating the last decided
+    /// timestamp is always allowed, so a clock behind it cannot stall the replica.
+    fn timestamp_acceptable(&self, t: Timestamp) -> bool {
+        let ahead = self.now.saturating_add(self.config.timestamp_ahead_max);
+        t >= self.last_timestamp && t <= ahead.max(self.last_timestamp)
+    }
+
     fn try_propose(&mut self) {
         if self.config.leader(self.regency) != self.id
             || self.syncing
             || self.stop_target != self.regency
-            || self.st.is_some()
+            || self.in_transfer()
             || self.recovering
             || self.pending.is_empty()
         {
@@ -879,16 +976,18 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             batch,
         };
         let msg = self.sign(body.clone());
-        self.outputs.push_back(Output::Broadcast { msg });
         if let ReplicaBody::Propose { batch, .. } = body {
-            self.set_proposal(self.regency, batch);
+            // The PROPOSE leaves only once the leader's own vote for it is durable (ADR
+            // 0102): a leader restarted after a lost vote could otherwise propose a second
+            // batch in the same (instance, regency) (issue 10, finding 9b).
+            self.set_proposal(self.regency, batch, Some(Output::Broadcast { msg }));
         }
     }
 
     fn cut_batch(&mut self) -> Batch {
         let sessions = &self.sessions;
         self.pending
-            .retain(|c, (r, _)| sessions.get(c).is_none_or(|s| s.seq < r.seq));
+            .retain(|c, (r, _, _)| sessions.get(c).is_none_or(|s| s.seq < r.seq));
         let mut requests: Vec<Request> = Vec::new();
         let mut bytes = 0;
         // Round-robin from the cursor: a client that always has a request pending (say
@@ -898,8 +997,8 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             .pending
             .range(cursor..)
             .chain(self.pending.range(..cursor));
-        for (_, (r, _)) in walk {
-            let len = 8 + 8 + 1 + 4 + r.op.len() + 64;
+        for (_, (r, _, _)) in walk {
+            let len = Batch::request_bytes(r);
             if requests.len() >= self.config.batch_requests_max
                 || bytes + len > self.config.batch_bytes_max
             {
@@ -953,11 +1052,14 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             };
         }
         self.validate_batch(&batch, true)?;
-        self.set_proposal(regency, batch);
+        self.set_proposal(regency, batch, None);
         Ok(())
     }
 
-    fn set_proposal(&mut self, regency: Regency, batch: Batch) {
+    /// Adopt `batch` as the open instance's proposal in `regency` and vote WRITE for it.
+    /// `announce` (the leader's own PROPOSE or SYNC) is queued after the vote's persist and
+    /// before the WRITE, so it never leaves before the vote is durable.
+    fn set_proposal(&mut self, regency: Regency, batch: Batch, announce: Option<Output>) {
         assert_eq!(regency, self.regency);
         let digest = batch.digest();
         self.open.proposal = Some((regency, digest, batch));
@@ -970,6 +1072,9 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             self.open.vote.cid = self.open.cid;
             self.open.vote.wrote = Some((regency, digest));
             self.persist(PersistEntry::Vote(self.open.vote.clone()));
+            if let Some(o) = announce {
+                self.after_persist(o);
+            }
             let body = ReplicaBody::Write {
                 regency,
                 cid: self.open.cid,
@@ -978,6 +1083,8 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             let tag = self.auth.sign(&body.signing_payload());
             self.open.writes.insert(self.id, (digest, tag));
             self.broadcast_after_persist(body);
+        } else if let Some(o) = announce {
+            self.after_persist(o);
         }
         self.check_write_quorum();
         self.check_accept_quorum();
@@ -1138,7 +1245,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         for ((client, seq), result) in executed.into_iter().zip(results) {
             let result = self.bounded_result(result);
             self.stats.executed += 1;
-            if self.pending.get(&client).is_some_and(|(p, _)| p.seq <= seq) {
+            if self.pending.get(&client).is_some_and(|(p, _, _)| p.seq <= seq) {
                 self.pending.remove(&client);
             }
             if reply {
@@ -1178,7 +1285,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             self.take_checkpoint(proof);
         }
         if let Some(sync) = self.pending_sync.take() {
-            let _ = self.on_sync(sync, true);
+            let _ = self.on_sync(sync, true, false);
         }
         self.try_propose();
         // Messages that arrived early for the now open instance. Each was verified on
@@ -1250,7 +1357,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         };
         let sessions = &self.sessions;
         self.pending
-            .retain(|c, (r, _)| sessions.get(c).is_none_or(|s| s.seq < r.seq));
+            .retain(|c, (r, _, _)| sessions.get(c).is_none_or(|s| s.seq < r.seq));
         Ok(())
     }
 
@@ -1456,13 +1563,23 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         };
         let signed = SignedMessage::new(&self.auth, self.id, ReplicaBody::Sync(sync));
         self.sync_sent = true;
-        self.after_persist(Output::Broadcast {
-            msg: Message::Replica(signed.clone()),
-        });
-        let _ = self.on_sync(signed, true);
+        // The SYNC stands in for a PROPOSE: `on_sync` queues it after the leader's vote for
+        // its instance is durable (ADR 0102; issue 10, finding 9b).
+        let _ = self.on_sync(signed, true, true);
     }
 
-    fn on_sync(&mut self, m: SignedMessage, trusted: bool) -> Result<(), PeerFault> {
+    /// Handle a SYNC; `trusted` skips validation (this replica's own or an already
+    /// validated one). With `announce`, the SYNC is also broadcast, after the vote it
+    /// implies is durable.
+    fn on_sync(
+        &mut self,
+        m: SignedMessage,
+        trusted: bool,
+        announce: bool,
+    ) -> Result<(), PeerFault> {
+        let mut announce = announce.then(|| Output::Broadcast {
+            msg: Message::Replica(m.clone()),
+        });
         let ReplicaBody::Sync(s) = &m.body else {
             return Err(PeerFault::Unexpected);
         };
@@ -1499,8 +1616,9 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             self.stop_deadline = None;
             self.regency_proof = Some(m.clone());
             let now = self.now;
-            for (_, t) in self.pending.values_mut() {
+            for (_, t, fwd) in self.pending.values_mut() {
                 *t = now;
+                *fwd = false;
             }
             self.event(Output::RegencyInstalled {
                 regency: self.regency,
@@ -1509,7 +1627,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         }
         if s.cid == self.open.cid {
             let check_time = Self::choose(&s.proofs).1.is_none();
-            if check_time && s.batch.timestamp < self.last_timestamp {
+            if check_time && !self.timestamp_acceptable(s.batch.timestamp) {
                 return Err(PeerFault::InvalidSync);
             }
             if self
@@ -1518,11 +1636,14 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
                 .as_ref()
                 .is_none_or(|(r, _, _)| *r < self.regency)
             {
-                self.set_proposal(self.regency, s.batch.clone());
+                self.set_proposal(self.regency, s.batch.clone(), announce.take());
             }
         } else if s.cid > self.open.cid {
             self.pending_sync = Some(m.clone());
             self.note_behind(m.from);
+        }
+        if let Some(o) = announce {
+            self.after_persist(o);
         }
         self.try_propose();
         Ok(())
@@ -1564,7 +1685,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
 
     fn note_behind(&mut self, peer: ReplicaId) {
         self.behind = true;
-        if self.fetch_deadline.is_none() && self.st.is_none() {
+        if self.fetch_deadline.is_none() && !self.in_transfer() {
             self.start_fetch(peer);
         }
     }
@@ -1621,8 +1742,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         checkpoint: Option<SeqNo>,
         regency_proof: Option<Box<SignedMessage>>,
     ) -> Result<(), PeerFault> {
-        if self.fetch_peer == Some(from) && self.st.is_none() {
-            // (The deadline doubles as the state-transfer timer: keep it while one runs.)
+        if self.fetch_peer == Some(from) {
             self.fetch_deadline = None;
             self.fetch_peer = None;
         }
@@ -1646,18 +1766,24 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
                 }
                 _ => false,
             };
-            if newer && p.from != self.id {
+            // Also a SYNC this replica signed itself: a leader restarted while syncing
+            // learns its own regency's SYNC back from its peers (issue 10, finding 9a).
+            if newer {
                 if !p.verify(&self.auth) {
                     return Err(PeerFault::BadSignature);
                 }
-                self.on_sync(p, false)?;
+                self.on_sync(p, false, false)?;
             }
         }
         if let Some(f) = fault {
             return Err(f);
         }
-        if checkpoint.is_some_and(|c| c > self.last_decided) && self.st.is_none() {
-            self.start_state_transfer();
+        if checkpoint.is_some_and(|c| c > self.last_decided) {
+            // One replica's claim is no evidence of being behind: only probe for digests
+            // (one probe at a time, so repeated claims cost one StateRequest per timeout).
+            if self.st.is_none() {
+                self.start_state_transfer();
+            }
         } else if full {
             self.start_fetch(from);
         } else {
@@ -1668,6 +1794,13 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
 
     // ----- state transfer -----
 
+    /// The replica is downloading a checkpoint (f+1 replicas vouched for one above its
+    /// last decided instance): it neither proposes nor answers reads meanwhile.
+    fn in_transfer(&self) -> bool {
+        self.st.as_ref().is_some_and(|st| st.chosen.is_some())
+    }
+
+    /// Start a state transfer with a probe: ask every replica for its checkpoint digests.
     fn start_state_transfer(&mut self) {
         self.st = Some(StateTransfer {
             digests: BTreeMap::new(),
@@ -1676,37 +1809,46 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             received: Vec::new(),
             next_index: 0,
             attempts: 0,
+            retries: 0,
+            deadline: self.now.saturating_add(self.config.fetch_timeout),
         });
-        self.fetch_deadline = Some(self.now.saturating_add(self.config.fetch_timeout));
         let msg = self.sign(ReplicaBody::StateRequest);
-        self.outputs.push_back(Output::Broadcast { msg });
+        self.push_net(Output::Broadcast { msg });
     }
 
+    /// The current step timed out or failed: ask the next provider for the chosen
+    /// checkpoint, or, once every provider failed `ST_RETRIES_PER_PROVIDER` times, ask for
+    /// digests again and re-pick; without a choice, ask for digests again (at most
+    /// `ST_ATTEMPTS_MAX` rounds).
     fn retry_state_transfer(&mut self) {
+        let deadline = self.now.saturating_add(self.config.fetch_timeout);
         let Some(st) = &mut self.st else { return };
         st.received.clear();
         st.next_index = 0;
-        let next = match &st.chosen {
-            Some((cid, _, _, providers)) if !providers.is_empty() => {
+        st.deadline = deadline;
+        if let Some((cid, _, _, providers)) = &st.chosen {
+            st.retries += 1;
+            let n = u32::try_from(providers.len()).unwrap_or(u32::MAX);
+            if st.retries < ST_RETRIES_PER_PROVIDER.saturating_mul(n) {
                 st.provider = (st.provider + 1) % providers.len();
-                Some((providers[st.provider], *cid))
+                let (p, cid) = (providers[st.provider], *cid);
+                self.send_now(p, ReplicaBody::ChunkRequest { cid, index: 0 });
+                return;
             }
-            _ => None,
-        };
-        self.fetch_deadline = Some(self.now.saturating_add(self.config.fetch_timeout));
-        match next {
-            Some((p, cid)) => self.send_now(p, ReplicaBody::ChunkRequest { cid, index: 0 }),
-            None => {
-                st.attempts += 1;
-                if st.attempts >= ST_ATTEMPTS_MAX {
-                    self.st = None;
-                    self.fetch_deadline = None;
-                    return;
-                }
-                let msg = self.sign(ReplicaBody::StateRequest);
-                self.outputs.push_back(Output::Broadcast { msg });
+            // No provider serves it any more (garbage-collected, or they lied): pick again
+            // among the checkpoints vouched for now.
+            st.chosen = None;
+            st.digests.clear();
+            st.retries = 0;
+        } else {
+            st.attempts += 1;
+            if st.attempts >= ST_ATTEMPTS_MAX {
+                self.st = None;
+                return;
             }
         }
+        let msg = self.sign(ReplicaBody::StateRequest);
+        self.push_net(Output::Broadcast { msg });
     }
 
     fn chunk_count(&self, len: usize) -> u32 {
@@ -1726,6 +1868,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
     fn on_state_digests(&mut self, from: ReplicaId, list: Vec<(SeqNo, Digest, u32)>) {
         let f = self.config.f();
         let last = self.last_decided;
+        let deadline = self.now.saturating_add(self.config.fetch_timeout);
         let Some(st) = &mut self.st else { return };
         if st.chosen.is_some() {
             return;
@@ -1745,7 +1888,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             let p = providers[0];
             st.chosen = Some((cid, digest, total, providers));
             st.provider = 0;
-            self.fetch_deadline = Some(self.now.saturating_add(self.config.fetch_timeout));
+            st.deadline = deadline;
             self.send_now(p, ReplicaBody::ChunkRequest { cid, index: 0 });
         }
     }
@@ -1785,6 +1928,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         proof: Certificate,
     ) -> Result<(), PeerFault> {
         let state_max = self.config.state_bytes_max;
+        let deadline = self.now.saturating_add(self.config.fetch_timeout);
         let Some(st) = &mut self.st else {
             return Ok(());
         };
@@ -1803,7 +1947,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         st.next_index += 1;
         if st.next_index < total {
             let next = st.next_index;
-            self.fetch_deadline = Some(self.now.saturating_add(self.config.fetch_timeout));
+            st.deadline = deadline;
             self.send_now(from, ReplicaBody::ChunkRequest { cid, index: next });
             return Ok(());
         }
@@ -1824,7 +1968,6 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             return Err(PeerFault::InvalidState);
         };
         self.st = None;
-        self.fetch_deadline = None;
         if state.cid <= self.last_decided || state.cid != cid {
             return Ok(());
         }
@@ -1928,10 +2071,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         assert!(self.persisted_token < self.next_token);
         assert!(self.stops.keys().all(|r| *r > self.regency));
         assert!(self.stopdatas.len() <= self.config.replicas);
-        assert!(
-            self.outputs.len() <= OUTPUTS_MAX,
-            "driver is not draining poll_output"
-        );
+        assert!(self.held.len() <= OUTPUTS_MAX);
         if let Some((r, _)) = self.open.vote.wrote
             && self.open.vote.cid == self.open.cid
         {
@@ -2285,7 +2425,7 @@ mod tests {
         drain(&mut r);
         for c in [3u64, 1, 2] {
             r.pending
-                .insert(ClientId(c), (request(c, b"x"), Timestamp(0)));
+                .insert(ClientId(c), (request(c, b"x"), Timestamp(0), false));
         }
         let served: BTreeSet<ClientId> = (0..3)
             .map(|_| {

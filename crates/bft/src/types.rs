@@ -130,6 +130,10 @@ pub struct Config {
     pub retransmit_interval: Duration,
     /// How long to wait for a catch-up or state-transfer reply before asking another peer.
     pub fetch_timeout: Duration,
+    /// How far ahead of a follower's own clock the leader's batch timestamp may be. A
+    /// follower refuses a proposal (or a SYNC's free batch) beyond it: timestamps never go
+    /// back, so one far-future timestamp would freeze the application's clock there.
+    pub timestamp_ahead_max: Duration,
     /// Test-only protocol breakage for mutation testing. `None` in every real deployment.
     pub danger_test_mutation: Option<DangerTestMutation>,
 }
@@ -153,6 +157,7 @@ impl Config {
             request_timeout: Duration::from_secs(2),
             retransmit_interval: Duration::from_millis(500),
             fetch_timeout: Duration::from_millis(500),
+            timestamp_ahead_max: Duration::from_secs(30),
             danger_test_mutation: None,
         }
     }

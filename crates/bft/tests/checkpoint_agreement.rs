@@ -98,6 +98,9 @@ fn scenario_a_byzantine_leader_cannot_reopen_an_instance_after_a_checkpoint() {
     net.take(|m| m.from.0 == 1 || m.to.0 == 1);
     let d = request(4, b"D");
     net.submit(&[0, 2, 3], &d);
+    // First expiry: followers forward to the leader; second: STOP (finding 8).
+    net.advance(Duration::from_secs(3), &[0, 2, 3]);
+    net.forwards.clear();
     net.advance(Duration::from_secs(3), &[0, 2, 3]);
     net.deliver(|m| is(m, "stop"));
     for i in [0usize, 2, 3] {
@@ -174,6 +177,9 @@ fn scenario_b_correct_leader_keeps_the_decided_value_after_a_checkpoint() {
     net.muted.push(ReplicaId(3));
     net.take(|m| m.from.0 == 3 || m.to.0 == 3);
     net.submit(&[0, 1, 2], &request(4, b"D"));
+    // First expiry: followers forward to the leader; second: STOP (finding 8).
+    net.advance(Duration::from_secs(3), &[0, 1, 2]);
+    net.forwards.clear();
     net.advance(Duration::from_secs(3), &[0, 1, 2]);
     net.deliver(|m| is(m, "stop"));
     for i in [0usize, 1, 2] {

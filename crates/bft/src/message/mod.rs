@@ -104,6 +104,12 @@ impl Batch {
     pub fn requests_bytes(&self) -> usize {
         self.requests.iter().map(Request::encoded_len).sum()
     }
+
+    /// Encoded size of one request, as counted by [`Batch::requests_bytes`].
+    #[must_use]
+    pub fn request_bytes(r: &Request) -> usize {
+        r.encoded_len()
+    }
 }
 
 /// Which vote a certificate collects.

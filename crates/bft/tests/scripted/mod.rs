@@ -62,9 +62,15 @@ pub struct Net {
     /// Decided `(cid -> digest)` per replica.
     pub decided: Vec<BTreeMap<u64, Digest>>,
     pub installed: Vec<Vec<u64>>,
+    /// Checkpoints taken `(cid, digest)` per replica.
+    pub checkpoints: Vec<Vec<(u64, Digest)>>,
     pub now: Timestamp,
     /// Replicas whose own outputs are dropped (the adversary speaks for them).
     pub muted: Vec<ReplicaId>,
+    /// Client requests a replica forwarded to another `(from, to, request)`, queued.
+    pub forwards: Vec<(u8, u8, Request)>,
+    /// Each replica's durable storage (every persist is applied at once).
+    pub storage: Vec<MemStorage>,
 }
 
 pub fn auth(i: u8) -> SimulatedAuthenticator {
@@ -99,6 +105,11 @@ impl Net {
     pub fn new(n: usize, checkpoint_interval: u64) -> Net {
         let mut config = Config::new(n);
         config.checkpoint_interval = checkpoint_interval;
+        Net::with_config(config)
+    }
+
+    pub fn with_config(config: Config) -> Net {
+        let n = config.replicas;
         let cores = (0..n as u8)
             .map(|i| {
                 Replica::new(
@@ -121,8 +132,11 @@ impl Net {
             echoed: Vec::new(),
             decided: vec![BTreeMap::new(); n],
             installed: vec![Vec::new(); n],
+            checkpoints: vec![Vec::new(); n],
             now: Timestamp(0),
             muted: Vec::new(),
+            forwards: Vec::new(),
+            storage: vec![MemStorage::default(); n],
         };
         // The start-up fetch round, delivered in full.
         for i in 0..n {
@@ -138,12 +152,20 @@ impl Net {
         let n = self.cores.len();
         while let Some(o) = self.cores[i].poll_output() {
             match o {
-                Output::Persist { token, .. } => self.cores[i].handle_persisted(token),
+                Output::Persist { token, entry } => {
+                    self.storage[i].apply(&entry).expect("storage");
+                    self.cores[i].handle_persisted(token);
+                }
                 Output::Decided { cid, digest, .. } => {
                     let prev = self.decided[i].insert(cid.0, digest);
                     assert!(prev.is_none(), "replica {i} decided {cid:?} twice");
                 }
                 Output::StateInstalled { cid, .. } => self.installed[i].push(cid.0),
+                Output::Checkpoint { cid, digest } => self.checkpoints[i].push((cid.0, digest)),
+                Output::Send {
+                    to,
+                    msg: Message::Request(r),
+                } if !self.muted.contains(&me) => self.forwards.push((me.0, to.0, r)),
                 Output::Send {
                     to,
                     msg: Message::Replica(msg),
@@ -185,6 +207,39 @@ impl Net {
             );
             self.drain(to);
         }
+    }
+
+    /// Deliver the queued forwarded requests (not what they cause).
+    pub fn deliver_forwards(&mut self) {
+        for (from, to, r) in std::mem::take(&mut self.forwards) {
+            let to = usize::from(to);
+            let _ = self.cores[to].handle_message(
+                self.now,
+                Peer::Replica(ReplicaId(from)),
+                Message::Request(r),
+            );
+            self.drain(to);
+        }
+    }
+
+    /// Crash replica `i` (its queued messages are lost) and restart it from its storage,
+    /// running its start-up timer.
+    pub fn restart(&mut self, i: u8) {
+        let idx = usize::from(i);
+        self.queue.retain(|m| m.from.0 != i && m.to.0 != i);
+        let recovered = self.storage[idx].recover().expect("recover");
+        self.cores[idx] = Replica::new(
+            self.config.clone(),
+            ReplicaId(i),
+            auth(i),
+            Log::default(),
+            recovered,
+            u64::from(i) + 100,
+            self.now,
+        )
+        .expect("restart");
+        self.cores[idx].handle_timeout(self.now);
+        self.drain(idx);
     }
 
     /// Remove (without delivering) the queued messages `pick` selects.

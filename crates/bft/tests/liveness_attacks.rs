@@ -112,9 +112,9 @@ fn state_transfer_re_picks_a_checkpoint_the_providers_dropped() {
     // Replica 3 sees traffic for instance 5, catches up by state transfer, chooses
     // checkpoint 4 and receives chunk 0 of it; the request for chunk 1 is lost.
     net.submit(&[0, 1, 2, 3], &request(5, b"x"));
-    net.deliver(|m| m.to.0 == 3 && is(m, "propose"));
-    net.take(|m| !TRANSFER.contains(&kind(&m.msg.body)));
-    net.deliver(|m| !is(m, "chunkrequest"));
+    net.deliver(|m| !isolated(m) || (m.to.0 == 3 && is(m, "propose")));
+    net.take(|m| isolated(m) && !TRANSFER.contains(&kind(&m.msg.body)));
+    net.deliver(|m| TRANSFER.contains(&kind(&m.msg.body)) && !is(m, "chunkrequest"));
     assert!(net.cores[3].status().state_transfer.is_some());
     let first = net.take(|m| is(m, "chunkrequest"));
     assert_eq!(first.len(), 1);
@@ -123,13 +123,16 @@ fn state_transfer_re_picks_a_checkpoint_the_providers_dropped() {
     };
     assert_eq!((cid, index), (SeqNo(4), 0), "replica 3 chose checkpoint 4");
     net.queue.extend(first);
-    net.deliver(|m| is(m, "chunkrequest") || is(m, "chunk"));
+    let first_chunk = |m: &InFlight| {
+        matches!(m.msg.body, ReplicaBody::ChunkRequest { index: 0, .. }) || is(m, "chunk")
+    };
+    net.deliver(first_chunk);
     net.take(|m| is(m, "chunkrequest"));
     assert!(net.cores[3].status().state_transfer.is_some_and(|s| s.contains("next=1")));
 
-    // The others decide 5..8: checkpoint 4 is gone from every one of them.
+    // The others decide 6..8: checkpoint 4 is gone from every one of them.
     net.take(isolated);
-    net.deliver(|m| !isolated(m));
+    assert_eq!(net.cores[0].last_decided(), SeqNo(5));
     for c in 6..=8u64 {
         net.submit(&others, &request(c, b"x"));
         net.deliver(|m| !isolated(m));

@@ -1245,7 +1245,11 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         for ((client, seq), result) in executed.into_iter().zip(results) {
             let result = self.bounded_result(result);
             self.stats.executed += 1;
-            if self.pending.get(&client).is_some_and(|(p, _, _)| p.seq <= seq) {
+            if self
+                .pending
+                .get(&client)
+                .is_some_and(|(p, _, _)| p.seq <= seq)
+            {
                 self.pending.remove(&client);
             }
             if reply {

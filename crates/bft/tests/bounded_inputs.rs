@@ -61,16 +61,33 @@ fn a_stalled_disk_and_a_request_flood_cannot_panic_the_core() {
         requests: vec![req.clone()],
     };
     let digest = batch.digest();
-    send(&mut r, now, 0, ReplicaBody::Propose { regency: Regency(0), cid: SeqNo(1), batch })
-        .expect("propose");
+    send(
+        &mut r,
+        now,
+        0,
+        ReplicaBody::Propose {
+            regency: Regency(0),
+            cid: SeqNo(1),
+            batch,
+        },
+    )
+    .expect("propose");
     poll(&mut r, true);
     for i in [0, 2] {
-        let w = ReplicaBody::Write { regency: Regency(0), cid: SeqNo(1), digest };
+        let w = ReplicaBody::Write {
+            regency: Regency(0),
+            cid: SeqNo(1),
+            digest,
+        };
         send(&mut r, now, i, w).expect("write");
         poll(&mut r, true);
     }
     for i in [0, 2] {
-        let a = ReplicaBody::Accept { regency: Regency(0), cid: SeqNo(1), digest };
+        let a = ReplicaBody::Accept {
+            regency: Regency(0),
+            cid: SeqNo(1),
+            digest,
+        };
         send(&mut r, now, i, a).expect("accept");
     }
     assert_eq!(r.last_decided(), SeqNo(1));

@@ -57,8 +57,12 @@ fn position(outs: &[Output], k: &str) -> Option<usize> {
 
 fn from(r: &mut Core, i: u8, body: ReplicaBody) {
     let m = SignedMessage::new(&auth(i), ReplicaId(i), body);
-    r.handle_message(Timestamp(1), Peer::Replica(ReplicaId(i)), Message::Replica(m))
-        .expect("valid message");
+    r.handle_message(
+        Timestamp(1),
+        Peer::Replica(ReplicaId(i)),
+        Message::Replica(m),
+    )
+    .expect("valid message");
 }
 
 /// Finding 9b: the leader's PROPOSE is held until its own vote for the batch is durable,
@@ -72,7 +76,11 @@ fn propose_leaves_after_the_leaders_vote_is_durable() {
         .expect("request");
     let (outs, token) = poll_unacked(&mut r);
     let token = token.expect("the vote is persisted");
-    assert_eq!(position(&outs, "propose"), None, "PROPOSE before the vote is durable");
+    assert_eq!(
+        position(&outs, "propose"),
+        None,
+        "PROPOSE before the vote is durable"
+    );
     r.handle_persisted(token);
     let outs = settle(&mut r);
     let p = position(&outs, "propose").expect("PROPOSE after the persist");
@@ -91,7 +99,13 @@ fn sync_leaves_after_the_new_leaders_vote_is_durable() {
         .expect("request");
     settle(&mut r);
     for i in [0, 2] {
-        from(&mut r, i, ReplicaBody::Stop { regency: Regency(1) });
+        from(
+            &mut r,
+            i,
+            ReplicaBody::Stop {
+                regency: Regency(1),
+            },
+        );
         settle(&mut r);
     }
     assert_eq!(r.regency(), Regency(1));
@@ -107,7 +121,11 @@ fn sync_leaves_after_the_new_leaders_vote_is_durable() {
     from(&mut r, 2, sd());
     let (outs, token) = poll_unacked(&mut r);
     let token = token.expect("the vote is persisted");
-    assert_eq!(position(&outs, "sync"), None, "SYNC before the vote is durable");
+    assert_eq!(
+        position(&outs, "sync"),
+        None,
+        "SYNC before the vote is durable"
+    );
     r.handle_persisted(token);
     let outs = settle(&mut r);
     let s = position(&outs, "sync").expect("SYNC after the persist");
@@ -137,7 +155,10 @@ fn a_restarted_leader_accepts_its_own_sync_from_a_peer() {
     }
 
     net.restart(1);
-    assert!(net.cores[1].status().syncing, "restarts waiting for the SYNC");
+    assert!(
+        net.cores[1].status().syncing,
+        "restarts waiting for the SYNC"
+    );
     for _ in 0..10 {
         net.deliver(|_| true);
         if !net.cores[1].status().syncing {
@@ -151,8 +172,16 @@ fn a_restarted_leader_accepts_its_own_sync_from_a_peer() {
     net.deliver(|_| true);
     for i in live {
         let core = &net.cores[usize::from(i)];
-        assert_eq!(core.last_decided(), SeqNo(2), "replica {i} decides instance 2");
-        assert_eq!(core.regency(), Regency(1), "replica {i}: no further leader change");
+        assert_eq!(
+            core.last_decided(),
+            SeqNo(2),
+            "replica {i} decides instance 2"
+        );
+        assert_eq!(
+            core.regency(),
+            Regency(1),
+            "replica {i}: no further leader change"
+        );
     }
     net.agreement(&live).expect("agreement");
 }

@@ -69,7 +69,10 @@ fn unsolicited_decisions_do_not_stop_the_leader() {
         net.submit(&correct, &request(c, b"y"));
         net.deliver(|_| true);
         for &i in &correct {
-            assert!(!in_transfer(&net, usize::from(i)), "replica {i} in transfer");
+            assert!(
+                !in_transfer(&net, usize::from(i)),
+                "replica {i} in transfer"
+            );
             assert_eq!(
                 net.cores[usize::from(i)].last_decided(),
                 SeqNo(c),
@@ -128,7 +131,12 @@ fn state_transfer_re_picks_a_checkpoint_the_providers_dropped() {
     };
     net.deliver(first_chunk);
     net.take(|m| is(m, "chunkrequest"));
-    assert!(net.cores[3].status().state_transfer.is_some_and(|s| s.contains("next=1")));
+    assert!(
+        net.cores[3]
+            .status()
+            .state_transfer
+            .is_some_and(|s| s.contains("next=1"))
+    );
 
     // The others decide 6..8: checkpoint 4 is gone from every one of them.
     net.take(isolated);
@@ -185,7 +193,11 @@ fn a_follower_suspects_a_leader_that_ignores_its_forward() {
     net.advance(net.config.request_timeout, &[1]);
     assert_eq!(net.forwards.len(), 1);
     net.forwards.clear();
-    assert_eq!(net.cores[1].stats().stops_sent, 0, "first expiry: forward only");
+    assert_eq!(
+        net.cores[1].stats().stops_sent,
+        0,
+        "first expiry: forward only"
+    );
     net.advance(net.config.request_timeout, &[1]);
     assert_eq!(net.cores[1].stats().stops_sent, 1, "second expiry: STOP");
     assert!(net.forwards.is_empty(), "a request is forwarded once");

@@ -202,3 +202,35 @@ fn a_follower_suspects_a_leader_that_ignores_its_forward() {
     assert_eq!(net.cores[1].stats().stops_sent, 1, "second expiry: STOP");
     assert!(net.forwards.is_empty(), "a request is forwarded once");
 }
+
+/// Finding 8, the bound: one timer expiry forwards at most `batch_bytes_max` bytes of
+/// requests (here room for one of three), and a read-only request carried by a replica is
+/// refused with a clear fault (each replica answers those to the client itself).
+#[test]
+fn forwarding_is_bounded_and_refuses_read_only_requests() {
+    let mut config = Config::new(4);
+    config.batch_bytes_max = 300;
+    config.request_op_bytes_max = 200;
+    let mut net = Net::with_config(config);
+    for c in 1..=3u64 {
+        net.submit(&[1], &request(c, &[7; 100]));
+    }
+    net.advance(net.config.request_timeout, &[1]);
+    assert_eq!(net.forwards.len(), 1, "one request fits the byte budget");
+    assert_eq!(net.cores[1].stats().requests_forwarded, 1);
+    assert_eq!(net.cores[1].stats().stops_sent, 0);
+
+    let a = SimulatedAuthenticator::new(Principal::Client(ClientId(9)), SEED);
+    let ro = Request::new_signed(&a, ClientId(9), RequestSeq(1), true, b"q".to_vec());
+    let e = net.cores[0].handle_message(net.now, Peer::Replica(ReplicaId(1)), Message::Request(ro));
+    assert!(
+        matches!(
+            e,
+            Err(Error::PeerMisbehaved {
+                fault: PeerFault::SenderMismatch,
+                ..
+            })
+        ),
+        "{e:?}"
+    );
+}

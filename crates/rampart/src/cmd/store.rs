@@ -315,6 +315,15 @@ async fn gc(store: &CloudOfClouds, keep: usize, grace_secs: u64) -> Result<()> {
         "examined {} keys: dropped {} old versions, deleted {} objects, purged {} deleted keys",
         rep.keys, rep.versions_dropped, rep.objects_deleted, rep.keys_purged
     );
+    for u in &rep.unverifiable {
+        eprintln!("rampart: warning: kept {u}");
+    }
+    if !rep.unverifiable.is_empty() {
+        eprintln!(
+            "rampart: warning: kept {} keys whose metadata does not verify (is a writer missing from trusted_writers?)",
+            rep.unverifiable.len()
+        );
+    }
     for w in &rep.warnings {
         eprintln!("rampart: warning: {w}");
     }

@@ -63,7 +63,8 @@ pub enum StoreCommand {
         /// Versions to keep per key.
         #[arg(long, default_value_t = 1)]
         keep: usize,
-        /// Leave unreferenced blobs younger than this many seconds (uploads in progress).
+        /// Leave unreferenced blobs younger than this many seconds (uploads in progress),
+        /// and versions superseded less than this long ago (reads in progress).
         #[arg(long, default_value_t = 3600)]
         grace_secs: u64,
     },

@@ -2401,6 +2401,19 @@ impl CloudOfClouds {
             );
             if let (true, Some(tok)) = (stale, &cm.token) {
                 let c = &self.inner.clouds[i];
+                if let MetaHealth::Invalid { .. } = report.clouds[i].metadata
+                    && let Some(v) = self.claims_newer(c, name_id, meta.latest().version).await
+                {
+                    rep.failed.push((
+                        key.to_owned(),
+                        format!(
+                            "{}: not overwritten: holds metadata claiming the newer {v} that does \
+                             not verify (is its writer missing from trusted_writers?)",
+                            c.name
+                        ),
+                    ));
+                    continue;
+                }
                 match c
                     .compare_and_swap(&meta_path(name_id), raw.clone(), tok)
                     .await
@@ -2421,6 +2434,22 @@ impl CloudOfClouds {
             }
         }
         Ok(())
+    }
+
+    /// The version that cloud `c`'s metadata of `name_id` claims, unverified, if it is
+    /// well formed, names this store and key, and is newer than `best`. Scrub leaves such
+    /// metadata alone: it may be a newer write whose writer is not trusted right now (a
+    /// writer key rotation), and overwriting it with `best` would lose that write for good.
+    async fn claims_newer(&self, c: &Cloud, name_id: &[u8; 32], best: Version) -> Option<Version> {
+        let path = meta_path(name_id);
+        let read = c.read_versioned(&path, META_BYTES_MAX);
+        let (bytes, _) = tokio::time::timeout(self.inner.tuning.op_timeout, read)
+            .await
+            .ok()?
+            .ok()?;
+        let m = Metadata::decode_unverified(&bytes?).ok()?;
+        let v = m.latest().version;
+        (m.store_id == self.inner.store_id && m.name_id == *name_id && v > best).then_some(v)
     }
 
     /// Rewrites the blobs of clouds `bad` from `k` verified shards of the others.

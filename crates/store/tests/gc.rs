@@ -435,3 +435,41 @@ fn gc_keeps_data_whose_metadata_does_not_verify() {
         assert!(matches!(err, StoreError::NoValidMetadata { .. }), "{err}");
     });
 }
+
+/// After a writer key rotation that forgot the old key, scrub must not overwrite the
+/// newer metadata it cannot verify with the older version it can: trusting the old key
+/// again must bring the newest write back.
+#[test]
+fn scrub_never_overwrites_newer_unverifiable_metadata_with_an_older_version() {
+    rt().block_on(async {
+        let (a, b, c) = rotated_secrets();
+        let (a_pub, b_pub) = (a.signing_key.verifying_key(), b.signing_key.verifying_key());
+        let (mut stores, mut faults) = (Vec::new(), Vec::new());
+        for _ in 0..4 {
+            let (s, ctl) = FaultyStore::new(Arc::new(InMemory::new()));
+            stores.push(s as Arc<dyn ObjectStore>);
+            faults.push(ctl);
+        }
+        // B writes v1 everywhere; A (trusted then) writes v2 while cloud 3 is down.
+        let writer_b = client_over(&stores, c, vec![a_pub]);
+        put(&writer_b, "k", b"v1 by B").await.unwrap();
+        let writer_a = client_over(&stores, a, vec![b_pub]);
+        faults[3].set(Fault::Down);
+        put(&writer_a, "k", b"v2 by A").await.unwrap();
+        faults[3].set(Fault::None);
+        // The rotated configuration trusts only B: it sees v1 on cloud 3 and metadata it
+        // cannot verify on the others.
+        let rotated = client_over(&stores, b, vec![]);
+        let rep = rotated.scrub(true, None).await.unwrap();
+        assert_eq!(rep.failed.len(), 3, "{rep:?}");
+        assert!(rep.failed[0].1.contains("not overwritten"), "{rep:?}");
+        assert!(
+            !rep.repaired
+                .iter()
+                .any(|(_, _, w)| w == "metadata rewritten"),
+            "{rep:?}"
+        );
+        // Trusting A again: the newest write is still there.
+        assert_eq!(get(&writer_b, "k").await.unwrap(), b"v2 by A");
+    });
+}

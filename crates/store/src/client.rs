@@ -2014,7 +2014,8 @@ impl CloudOfClouds {
     // -----------------------------------------------------------------------------------
     // Delete, list.
 
-    /// Marks `key` deleted with a signed tombstone version. The data is removed by `gc`.
+    /// Marks `key` deleted with a signed tombstone version. The data is removed by `gc`;
+    /// the tombstone stays as the key's version floor (ADR 0005).
     pub async fn delete(&self, key: &str) -> Result<Version, StoreError> {
         let r = self.delete_unaudited(key).await;
         self.audit("rm", key, r, |v| *v).await

@@ -26,7 +26,7 @@ use rampart_store::cloud::{CasMode, Cloud};
 use rampart_store::config::{Secrets, StoreConfig};
 use rampart_store::faults::{Fault, FaultControl, FaultyStore};
 use rampart_store::meta::Metadata;
-use rampart_store::{CloudOfClouds, MetaHealth, Protocol, StoreError};
+use rampart_store::{CloudOfClouds, MetaHealth, Protocol, StoreError, Tuning};
 
 use common::{SEG, data, get, put, rt, tuning};
 
@@ -187,7 +187,11 @@ fn client_over(
         secrets,
         trusted,
         clouds,
-        tuning(),
+        // Held requests wait for the test, not for a timeout.
+        Tuning {
+            op_timeout: Duration::from_secs(30),
+            ..tuning()
+        },
     )
     .unwrap()
 }

@@ -267,6 +267,25 @@ impl Env {
     }
 }
 
+/// Deletes `key` and waits until every cloud holds the tombstone (`delete` leaves the
+/// slowest cloud's write running in the background).
+async fn delete_everywhere(s: &CloudOfClouds, key: &str) -> rampart_store::Version {
+    let v = s.delete(key).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stat = s.stat(key).await.unwrap();
+        if stat
+            .clouds
+            .iter()
+            .all(|c| c.metadata == MetaHealth::Current)
+        {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{stat:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Every object under the store's root on every cloud.
 async fn all_objects(stores: &[Arc<dyn ObjectStore>]) -> Vec<Path> {
     let mut out = Vec::new();
@@ -287,7 +306,7 @@ fn a_put_after_gc_of_a_deleted_key_is_newer_than_any_old_version() {
         let env = Env::new();
         let s = &env.store;
         put(s, "k", b"old").await.unwrap();
-        let tombstone = s.delete("k").await.unwrap();
+        let tombstone = delete_everywhere(s, "k").await;
         // Cloud 3 holds the tombstone and the old version, and misses the gc and the put.
         env.faults[3].set(Fault::Down);
         let rep = s.gc(1, Duration::ZERO).await.unwrap();
@@ -333,7 +352,7 @@ fn gc_racing_a_put_of_a_deleted_key_keeps_the_put() {
         let env = Env::new();
         let s = &env.store;
         put(s, "k", b"old").await.unwrap();
-        let tombstone = s.delete("k").await.unwrap();
+        let tombstone = delete_everywhere(s, "k").await;
         // The deletion is older than the grace period.
         env.age_metadata(2 * HOUR).await;
         // A put uploads its data, then waits at its metadata writes while gc runs.

@@ -375,6 +375,40 @@ fn gc_racing_a_put_of_a_deleted_key_keeps_the_put() {
     });
 }
 
+/// gc changes metadata only by compare-and-swap on the exact version it read: a put that
+/// lands between gc's read and its write makes gc leave the key for the next run.
+#[test]
+fn gc_leaves_a_key_that_changed_after_it_was_read() {
+    rt().block_on(async {
+        let env = Env::new();
+        let s = &env.store;
+        put(s, "k", b"old").await.unwrap();
+        delete_everywhere(s, "k").await;
+        env.age_metadata(2 * HOUR).await;
+        // gc reads the old tombstone, then waits at its metadata writes while a put lands.
+        env.arm(Hold::MetadataWrite);
+        let collector = {
+            let s = s.clone();
+            tokio::spawn(async move { s.gc(1, HOUR).await })
+        };
+        env.gate.wait_held(4).await;
+        let v = put(s, "k", b"new").await.unwrap();
+        env.gate.release();
+        let rep = collector.await.unwrap().unwrap();
+        assert_eq!(rep.keys_purged, 0, "{rep:?}");
+        assert_eq!(rep.versions_dropped, 0, "{rep:?}");
+        assert!(
+            rep.warnings
+                .iter()
+                .any(|w| w.contains("changed while gc ran")),
+            "{rep:?}"
+        );
+        assert_eq!(get(s, "k").await.unwrap(), b"new");
+        assert_eq!(s.head("k").await.unwrap().version, v);
+        assert_eq!(s.stat("k").await.unwrap().versions.len(), 3);
+    });
+}
+
 /// Finding: gc dropped the blobs of superseded versions at once, so reads that had
 /// started on them failed. They now get the grace period, counted from when they were
 /// superseded.

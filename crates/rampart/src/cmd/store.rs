@@ -63,7 +63,8 @@ pub enum StoreCommand {
         /// Versions to keep per key.
         #[arg(long, default_value_t = 1)]
         keep: usize,
-        /// Leave unreferenced blobs younger than this many seconds (uploads in progress).
+        /// Leave unreferenced blobs younger than this many seconds (uploads in progress),
+        /// and versions superseded less than this long ago (reads in progress).
         #[arg(long, default_value_t = 3600)]
         grace_secs: u64,
     },
@@ -315,6 +316,15 @@ async fn gc(store: &CloudOfClouds, keep: usize, grace_secs: u64) -> Result<()> {
         "examined {} keys: dropped {} old versions, deleted {} objects, purged {} deleted keys",
         rep.keys, rep.versions_dropped, rep.objects_deleted, rep.keys_purged
     );
+    for u in &rep.unverifiable {
+        eprintln!("rampart: warning: kept {u}");
+    }
+    if !rep.unverifiable.is_empty() {
+        eprintln!(
+            "rampart: warning: kept {} keys whose metadata does not verify (is a writer missing from trusted_writers?)",
+            rep.unverifiable.len()
+        );
+    }
     for w in &rep.warnings {
         eprintln!("rampart: warning: {w}");
     }

@@ -304,7 +304,7 @@ mod tests {
     fn note_text(note: &[u8]) -> Vec<u8> {
         let text = std::str::from_utf8(note).unwrap();
         let end = text.find("\n\n").unwrap();
-        text[..=end].as_bytes().to_vec()
+        text.as_bytes()[..=end].to_vec()
     }
 
     #[test]

@@ -381,7 +381,7 @@ mod tests {
         let good = s.witness.cosignature_v1_vkey();
         assert!(witness_verifier(&good).is_ok());
         assert!(witness_verifier(&s.witness.vkey()).is_ok());
-        let mut parts: Vec<String> = good.split('+').map(str::to_owned).collect();
+        let mut parts: Vec<String> = good.splitn(3, '+').map(str::to_owned).collect();
         // Wrong key id.
         let id = u32::from_str_radix(&parts[1], 16).unwrap() ^ 1;
         let wrong_id = format!("{}+{id:08x}+{}", parts[0], parts[2]);

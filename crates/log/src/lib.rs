@@ -46,9 +46,8 @@
 //! - The key file holds exactly one valid key after a completed commit.
 //! - Memory is bounded independent of log length: the tree keeps one partial tile per level
 //!   (≤ 64 KiB); readers use a fixed 1 MiB buffer (the verifier also keeps ≤ 4 MiB chunks in
-//!   flight, the keys and decoded headers of the chunk being checked, and the entry bundle
-//!   being compared with the published one, ≤ 256 entries of ≤ 64 KiB); the writer holds
-//!   the batch being sealed plus at most one batch in flight, each
+//!   flight, and the entry bundle being compared with the published one, ≤ 256 entries of
+//!   ≤ 64 KiB); the writer holds the batch being sealed plus at most one batch in flight, each
 //!   ≤ [`Config::batch_entries_max`] entries and ≤ [`Config::batch_bytes_max`] bytes.
 //!
 //! # Layers

@@ -299,22 +299,15 @@ fn stream(
     })
 }
 
-/// Checking thread: per chunk, first in entry order the sequence numbers, the position
-/// binding of epochs, the hash chain and the key walk `K(seq)` (one hash per entry, inherently
-/// serial), then the chunk's MACs on up to [`mac_threads`] threads (independent once the keys
-/// are known). The first problem in entry order is reported, ranked at one entry as a serial
-/// check would: decoding, sequence and epoch, then MAC, then link.
+/// Checking thread: sequence numbers, the position binding of epochs, MACs and the hash chain.
 fn check_stream(
     k0: Option<&EpochKey>,
     rx: &mpsc::Receiver<Msg>,
 ) -> Result<Result<(u64, u64), Problem>, Error> {
-    let threads = mac_threads();
     // K(expect): walked forward one hash per entry.
     let mut key = k0.cloned();
     let mut last_leaf = [0u8; 32];
     let mut expect = 0u64;
-    // K(seq) of each entry of the chunk; every key is erased when the vector is cleared.
-    let mut keys: Vec<EpochKey> = Vec::new();
     let bad = |entry: u64, kind| {
         Ok(Err(Problem {
             entry: Some(entry),
@@ -331,107 +324,38 @@ fn check_stream(
             Msg::NotSegment(p) => return bad(expect, ProblemKind::BadSegment(p)),
             Msg::Io(p, e) => return Err(Error::io(p)(e)),
         };
-        let start = expect;
-        let mut entries: Vec<EntryRef<'_>> = Vec::with_capacity(items.len());
-        // The first entry that does not decode or sits at the wrong position (checking stops
-        // there), and the first intact-looking entry whose link is wrong.
-        let mut stop: Option<ProblemKind> = None;
-        let mut link: Option<u64> = None;
         let mut pos = 0usize;
         for (len, leaf) in items {
             let bytes = &buf[pos..pos + len];
             pos += len;
             let e = match EntryRef::decode(bytes) {
                 Ok(e) => e,
-                Err(d) => {
-                    stop = Some(ProblemKind::Malformed(d));
-                    break;
-                }
+                Err(d) => return bad(expect, ProblemKind::Malformed(d)),
             };
             if e.seq != expect {
-                stop = Some(ProblemKind::Sequence { found: e.seq });
-                break;
+                return bad(expect, ProblemKind::Sequence { found: e.seq });
             }
             // The key is bound to the position: a key stolen at size n (K(n)) can only make
             // MACs that verify here for positions >= n.
             if e.epoch != e.seq {
-                stop = Some(ProblemKind::WrongEpoch { epoch: e.epoch });
-                break;
-            }
-            if link.is_none() && e.prev_hash != last_leaf {
-                link = Some(expect);
+                return bad(expect, ProblemKind::WrongEpoch { epoch: e.epoch });
             }
             if let Some(k) = key.as_mut() {
-                keys.push(k.clone());
+                if !k.verify(e.seq, &e.prev_hash, e.data, &e.mac) {
+                    return bad(expect, ProblemKind::BadMac { epoch: e.epoch });
+                }
                 k.evolve();
             }
-            last_leaf = leaf.0;
-            entries.push(e);
-            expect += 1;
-        }
-        let mac = if key.is_some() {
-            first_bad_mac(&entries, &keys, threads).map(|i| start + i as u64)
-        } else {
-            None
-        };
-        keys.clear();
-        match (mac, link) {
-            (Some(m), l) if l.is_none_or(|l| m <= l) => {
-                return bad(m, ProblemKind::BadMac { epoch: m });
+            if e.prev_hash != last_leaf {
+                // This entry is intact (frame check, and MAC if checked), so the link it seals
+                // names the authentic previous entry: that one was changed.
+                return bad(expect.saturating_sub(1), ProblemKind::BrokenLink);
             }
-            // This entry is intact (frame check, and MAC if checked), so the link it seals
-            // names the authentic previous entry: that one was changed.
-            (_, Some(l)) => return bad(l.saturating_sub(1), ProblemKind::BrokenLink),
-            _ => {}
-        }
-        if let Some(kind) = stop {
-            return bad(expect, kind);
+            last_leaf = leaf.0;
+            expect += 1;
         }
     }
     Ok(Ok((expect, expect.saturating_sub(1))))
-}
-
-/// Most threads checking the MACs of one chunk.
-const MAC_THREADS_MAX: usize = 8;
-/// Fewest entries per MAC thread worth a thread.
-const MAC_ENTRIES_PER_THREAD_MIN: usize = 256;
-
-/// Threads to check MACs on: one per available core (the checking thread is one of them).
-fn mac_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(MAC_THREADS_MAX))
-}
-
-/// Index of the first entry whose MAC under its key (`keys[i]` is `K(entries[i].seq)`) does
-/// not verify, checked on up to `threads` threads.
-fn first_bad_mac(entries: &[EntryRef<'_>], keys: &[EpochKey], threads: usize) -> Option<usize> {
-    debug_assert_eq!(entries.len(), keys.len());
-    let first_bad = |from: usize, es: &[EntryRef<'_>], ks: &[EpochKey]| {
-        es.iter()
-            .zip(ks)
-            .position(|(e, k)| !k.verify(e.seq, &e.prev_hash, e.data, &e.mac))
-            .map(|i| from + i)
-    };
-    let threads = threads
-        .min(entries.len() / MAC_ENTRIES_PER_THREAD_MIN)
-        .max(1);
-    if threads == 1 {
-        return first_bad(0, entries, keys);
-    }
-    let per = entries.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let helpers: Vec<_> = (1..threads)
-            .map(|t| {
-                let (a, b) = (t * per, ((t + 1) * per).min(entries.len()));
-                s.spawn(move || first_bad(a, &entries[a..b], &keys[a..b]))
-            })
-            .collect();
-        let mine = first_bad(0, &entries[..per], &keys[..per]);
-        let theirs: Vec<Option<usize>> = helpers
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect();
-        mine.or_else(|| theirs.into_iter().flatten().next())
-    })
 }
 
 /// The prefix of a full tile (or bundle) that a partial one of `width` must equal.
@@ -655,69 +579,4 @@ fn locate(dir: &Path, size: u64, root: &Hash) -> Result<Option<u64>, Error> {
         }
     }
     Ok((index < size).then_some(index))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Entries 0..n sealed with their keys, and those keys.
-    fn sealed(n: u64) -> (Vec<Vec<u8>>, Vec<EpochKey>) {
-        let mut k = EpochKey::new(0, [3; 32]);
-        let (mut bytes, mut keys) = (Vec::new(), Vec::new());
-        for seq in 0..n {
-            let data = format!("entry {seq}").into_bytes();
-            let prev = [seq as u8; 32];
-            let e = EntryRef {
-                seq,
-                epoch: seq,
-                prev_hash: prev,
-                mac: k.seal(seq, &prev, &data),
-                data: &data,
-            };
-            bytes.push(e.encode());
-            keys.push(k.clone());
-            k.evolve();
-        }
-        (bytes, keys)
-    }
-
-    /// The first bad MAC is found whatever the thread count and wherever the bad entries
-    /// fall relative to the threads' shares.
-    #[test]
-    fn first_bad_mac_is_the_earliest_for_any_thread_count() {
-        let n = 2000u64;
-        let (mut bytes, keys) = sealed(n);
-        let entries = |b: &[Vec<u8>]| -> Vec<Vec<u8>> { b.to_vec() };
-        for threads in 1..=5 {
-            let good: Vec<EntryRef<'_>> =
-                bytes.iter().map(|b| EntryRef::decode(b).unwrap()).collect();
-            assert_eq!(
-                first_bad_mac(&good, &keys, threads),
-                None,
-                "{threads} threads"
-            );
-        }
-        // Bad MACs in the last share and in an earlier one: the earlier is reported.
-        for (late, early) in [(1999usize, 1500usize), (1999, 3), (1200, 700), (1, 0)] {
-            let mut b = entries(&bytes);
-            for i in [late, early] {
-                let last = b[i].len() - 1;
-                b[i][last] ^= 1;
-            }
-            for threads in 1..=5 {
-                let es: Vec<EntryRef<'_>> =
-                    b.iter().map(|x| EntryRef::decode(x).unwrap()).collect();
-                assert_eq!(
-                    first_bad_mac(&es, &keys, threads),
-                    Some(early),
-                    "bad at {early} and {late}, {threads} threads"
-                );
-            }
-        }
-        // A key for the wrong position fails too.
-        bytes.swap(10, 11);
-        let es: Vec<EntryRef<'_>> = bytes.iter().map(|x| EntryRef::decode(x).unwrap()).collect();
-        assert_eq!(first_bad_mac(&es, &keys, 2), Some(10));
-    }
 }

@@ -2,13 +2,16 @@
 //! k-of-n witness cosignatures. Sans-IO.
 //!
 //! Body and note formats are handled by the `tlog_tiles` and `signed_note` crates (ports of
-//! Go's `sumdb/tlog` and `sumdb/note`). Witness cosignatures here are ordinary Ed25519
-//! signed-note signatures (algorithm 0x01) by the witness key over the same checkpoint text;
-//! see ADR 0203 for how that differs from C2SP tlog-cosignature.
+//! Go's `sumdb/tlog` and `sumdb/note`). Witness cosignatures are C2SP tlog-cosignature
+//! `cosignature/v1` signatures (vkey type 0x04, see [`crate::cosignature`]) or, for witnesses
+//! set up before those, plain Ed25519 signed-note signatures (type 0x01) over the same
+//! checkpoint text; the witness's vkey says which (ADR 0203).
 
+use base64::Engine;
 use signed_note::{Note, Signer, StandardSigner, StandardVerifier, Verifier, VerifierList};
 use zeroize::Zeroizing;
 
+use crate::cosignature::{CosignatureV1Signer, witness_verifier};
 use crate::merkle::Hash;
 
 /// Largest signed checkpoint accepted, in bytes (origin, three lines, up to 100 signatures).
@@ -62,11 +65,16 @@ pub enum CheckpointError {
     /// A verifier or signer key string is malformed.
     #[error("malformed key")]
     BadKey,
+    /// A cosignature timestamp above 2^63 - 1.
+    #[error("cosignature timestamp out of range")]
+    BadTimestamp,
 }
 
 /// A signer for checkpoints (the log key) or cosignatures (a witness key).
 pub struct NoteSigner {
-    inner: StandardSigner,
+    pub(crate) inner: StandardSigner,
+    /// The same Ed25519 key, for `cosignature/v1` (erased on drop).
+    pub(crate) key: ed25519_dalek::SigningKey,
 }
 
 impl std::fmt::Debug for NoteSigner {
@@ -96,8 +104,22 @@ impl NoteSigner {
 
     /// Loads a signer from its `PRIVATE+KEY+name+id+key` string.
     pub fn from_secret(skey: &str) -> Result<Self, CheckpointError> {
-        let inner = StandardSigner::new(skey.trim_end()).map_err(|_| CheckpointError::BadKey)?;
-        Ok(NoteSigner { inner })
+        let skey = skey.trim_end();
+        // Validates the format, the algorithm (Ed25519) and the key id.
+        let inner = StandardSigner::new(skey).map_err(|_| CheckpointError::BadKey)?;
+        // PRIVATE+KEY+name+id+base64: names have no '+', base64 may.
+        let key64 = skey.splitn(5, '+').nth(4).ok_or(CheckpointError::BadKey)?;
+        let raw = Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(key64)
+                .map_err(|_| CheckpointError::BadKey)?,
+        );
+        let seed: &[u8; 32] = raw
+            .get(1..)
+            .and_then(|k| k.try_into().ok())
+            .ok_or(CheckpointError::BadKey)?;
+        let key = ed25519_dalek::SigningKey::from_bytes(seed);
+        Ok(NoteSigner { inner, key })
     }
 
     /// The key name.
@@ -116,15 +138,60 @@ impl NoteSigner {
         Ok(note.to_bytes())
     }
 
-    /// Adds this key's cosignature to a signed note (a witness cosigning a checkpoint it has
-    /// checked). Existing signatures are kept.
+    /// The plain Ed25519 signed-note vkey (type 0x01) of this key: the log's verifier key,
+    /// or a witness's for [`NoteSigner::cosign`].
+    pub fn vkey(&self) -> String {
+        signed_note::new_ed25519_verifier_key(self.name(), &self.key.verifying_key())
+    }
+
+    /// The C2SP `cosignature/v1` vkey (type 0x04) of this key, for
+    /// [`NoteSigner::cosign_v1`]. Its key id differs from [`NoteSigner::vkey`]'s.
+    pub fn cosignature_v1_vkey(&self) -> String {
+        crate::cosignature::vkey(self.name(), &self.key.verifying_key())
+    }
+
+    /// Adds this key's plain Ed25519 note signature (type 0x01) to a signed checkpoint, the
+    /// cosignature format of witnesses set up before `cosignature/v1`. Existing signatures
+    /// are kept. Refuses a note whose text is not a checkpoint body.
     pub fn cosign(&self, signed_note_bytes: &[u8]) -> Result<Vec<u8>, CheckpointError> {
+        self.add_cosignature(signed_note_bytes, &self.inner)
+    }
+
+    /// Adds this key's C2SP `cosignature/v1` (type 0x04) at `timestamp` (POSIX seconds, at
+    /// most 2^63 - 1; the caller reads the clock) to a signed checkpoint. Existing signatures
+    /// are kept, except an older cosignature by this key, which is replaced. Refuses a note
+    /// whose text is not a checkpoint body.
+    pub fn cosign_v1(
+        &self,
+        signed_note_bytes: &[u8],
+        timestamp: u64,
+    ) -> Result<Vec<u8>, CheckpointError> {
+        if timestamp > crate::cosignature::TIMESTAMP_MAX {
+            return Err(CheckpointError::BadTimestamp);
+        }
+        let signer = CosignatureV1Signer {
+            name: self.name(),
+            key: &self.key,
+            timestamp,
+        };
+        self.add_cosignature(signed_note_bytes, &signer)
+    }
+
+    fn add_cosignature(
+        &self,
+        signed_note_bytes: &[u8],
+        signer: &dyn Signer,
+    ) -> Result<Vec<u8>, CheckpointError> {
         if signed_note_bytes.len() > CHECKPOINT_BYTES_MAX {
             return Err(CheckpointError::TooLarge);
         }
         let mut note =
             Note::from_bytes(signed_note_bytes).map_err(|_| CheckpointError::MalformedNote)?;
-        note.add_sigs(&[&self.inner])
+        // A witness key signs checkpoints only: this keeps a plain signature by it from ever
+        // covering text that reads as a `cosignature/v1` message, and vice versa.
+        tlog_tiles::Checkpoint::from_bytes(note.text())
+            .map_err(|_| CheckpointError::MalformedBody)?;
+        note.add_sigs(&[signer])
             .map_err(|_| CheckpointError::BadKey)?;
         Ok(note.to_bytes())
     }
@@ -143,15 +210,16 @@ impl WitnessPolicy {
         Self::default()
     }
 
-    /// Requires `threshold` of the given witness verifier keys (`name+id+key`). Witness names
-    /// must be distinct and differ from the log's.
+    /// Requires `threshold` of the given witness verifier keys (`name+id+key`): type 0x04
+    /// keys count `cosignature/v1` signatures, type 0x01 keys plain Ed25519 note signatures.
+    /// Witness names must be distinct and differ from the log's.
     pub fn new(witnesses: Vec<String>, threshold: usize) -> Result<Self, CheckpointError> {
         if witnesses.len() > WITNESSES_MAX || threshold > witnesses.len() {
             return Err(CheckpointError::BadKey);
         }
         let mut names = std::collections::BTreeSet::new();
         for w in &witnesses {
-            let v = StandardVerifier::new(w).map_err(|_| CheckpointError::BadKey)?;
+            let v = witness_verifier(w)?;
             if !names.insert(v.name().to_owned()) {
                 return Err(CheckpointError::BadKey);
             }
@@ -178,11 +246,11 @@ pub fn verify_checkpoint(
     let log_id = log.key_id();
     let mut verifiers: Vec<Box<dyn Verifier>> = vec![Box::new(log)];
     for w in &policy.witnesses {
-        let v = StandardVerifier::new(w).map_err(|_| CheckpointError::BadKey)?;
+        let v = witness_verifier(w)?;
         if v.name() == log_name {
             return Err(CheckpointError::BadKey);
         }
-        verifiers.push(Box::new(v));
+        verifiers.push(v);
     }
     let note = Note::from_bytes(bytes).map_err(|_| CheckpointError::MalformedNote)?;
     let (verified, _unknown) = note
@@ -251,6 +319,22 @@ mod tests {
         ));
         let (_, _, other) = NoteSigner::generate(&mut OsRng, "example.org/log").unwrap();
         assert!(verify_checkpoint(&cp, &other, &WitnessPolicy::none()).is_err());
+    }
+
+    /// A secret key round-trips, also when its base64 contains '+' (the field separator).
+    #[test]
+    fn secret_keys_with_plus_in_base64_load() {
+        use rand_core::SeedableRng;
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(13);
+        let mut plus = 0;
+        for i in 0..32 {
+            let (s, skey, vkey) = NoteSigner::generate(&mut rng, &format!("w{i}")).unwrap();
+            plus += usize::from(skey.splitn(5, '+').nth(4).unwrap().contains('+'));
+            let loaded = NoteSigner::from_secret(&skey).unwrap();
+            assert_eq!(loaded.vkey(), vkey);
+            assert_eq!(loaded.cosignature_v1_vkey(), s.cosignature_v1_vkey());
+        }
+        assert!(plus > 0, "the seed gives keys with '+' in their base64");
     }
 
     #[test]

@@ -76,6 +76,7 @@
 
 pub mod audit;
 pub mod checkpoint;
+pub mod cosignature;
 pub mod entry;
 mod error;
 mod fsutil;

@@ -248,6 +248,77 @@ fn witness_cosignatures_k_of_n() {
     ok(&verify_2_of_3());
 }
 
+/// `witness-keygen` and `cosign` default to C2SP cosignature/v1; `--plain-note` keeps the
+/// older plain Ed25519 note signature. A policy counts each only under its own key type.
+#[test]
+fn witness_cosignature_v1_and_plain_note() {
+    let s = init();
+    let d = s.dir.to_str().unwrap();
+    ok(&run(&["log", "append", d, "x"]));
+    let cp = s._tmp.path().join("cp");
+    let fresh = ok(&run(&["log", "checkpoint", d]));
+    std::fs::write(&cp, &fresh).unwrap();
+    let (k1, k2) = (s._tmp.path().join("v1"), s._tmp.path().join("plain"));
+    let v1 = ok(&run(&[
+        "log",
+        "witness-keygen",
+        "v1.example",
+        "--out",
+        k1.to_str().unwrap(),
+    ]));
+    let plain = ok(&run(&[
+        "log",
+        "witness-keygen",
+        "plain.example",
+        "--out",
+        k2.to_str().unwrap(),
+        "--plain-note",
+    ]));
+    // base64 of the type byte 0x04 starts with 'B', of 0x01 with 'A'.
+    let key_type = |vkey: &str| vkey.trim().splitn(3, '+').nth(2).unwrap().as_bytes()[0];
+    assert_eq!((key_type(&v1), key_type(&plain)), (b'B', b'A'));
+    let verify = |threshold: &str| {
+        rampart()
+            .args(["log", "verify", d, "--key", s.secret.to_str().unwrap()])
+            .args(["--checkpoint", cp.to_str().unwrap()])
+            .args(["--witness", v1.trim(), "--witness", plain.trim()])
+            .args(["--witness-threshold", threshold])
+            .output()
+            .unwrap()
+    };
+    let cosign = |key: &Path, extra: &[&str]| {
+        rampart()
+            .args(["log", "cosign", cp.to_str().unwrap(), "--witness-key"])
+            .arg(key)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    ok(&cosign(&k1, &[]));
+    // The plain witness cosigning in the wrong format does not count.
+    ok(&cosign(&k2, &[]));
+    let err = fails(&verify("2"));
+    assert!(
+        err.ends_with("1 of the required 2 witness cosignatures"),
+        "{err}"
+    );
+    std::fs::write(&cp, &fresh).unwrap();
+    ok(&cosign(&k1, &[]));
+    ok(&cosign(&k2, &["--plain-note"]));
+    ok(&verify("2"));
+    // A witness signs checkpoints only.
+    let other = s._tmp.path().join("note");
+    std::fs::write(&other, "not a checkpoint\n\n— x AAAAAAA=\n").unwrap();
+    let err = fails(
+        &rampart()
+            .args(["log", "cosign", other.to_str().unwrap(), "--witness-key"])
+            .arg(&k1)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(err, "rampart: error: cosigning: malformed checkpoint body");
+}
+
 #[test]
 fn bad_input_gets_one_line_errors() {
     let s = init();

@@ -70,21 +70,28 @@ enum LogCommand {
         /// Log directory.
         dir: PathBuf,
     },
-    /// Generate a witness key: secret to FILE (0600), verifier key to stdout.
+    /// Generate a witness key: secret to FILE (0600), C2SP cosignature/v1 verifier key to stdout.
     WitnessKeygen {
         /// Witness name.
         name: String,
         /// Secret key output file (must not exist).
         #[arg(long)]
         out: PathBuf,
+        /// Print the plain Ed25519 note verifier key instead (witnesses cosigning with
+        /// `cosign --plain-note`).
+        #[arg(long)]
+        plain_note: bool,
     },
-    /// Add a witness cosignature to a checkpoint file (in place).
+    /// Add a witness cosignature (C2SP cosignature/v1, timestamped now) to a checkpoint file (in place).
     Cosign {
         /// Checkpoint file.
         checkpoint: PathBuf,
         /// Witness secret key file.
         #[arg(long)]
         witness_key: PathBuf,
+        /// Add a plain Ed25519 note signature instead (the format before cosignature/v1).
+        #[arg(long)]
+        plain_note: bool,
     },
     /// Serve checkpoints, tiles and proofs over HTTP; accept authenticated appends.
     Serve {
@@ -109,6 +116,15 @@ enum LogCommand {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+}
+
+/// The wall clock in POSIX seconds: the timestamp of a witness's cosignature.
+#[allow(clippy::disallowed_methods)] // the CLI is the I/O shell: it reads the clock
+fn unix_now() -> Result<u64> {
+    Ok(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("system clock is before 1970")?
+        .as_secs())
 }
 
 /// Runs `rampart log`.
@@ -137,15 +153,24 @@ pub fn run(args: LogArgs) -> Result<()> {
             std::io::stdout().write_all(&note)?;
             Ok(())
         }
-        LogCommand::WitnessKeygen { name, out } => {
-            let (_, skey, vkey) = NoteSigner::generate(&mut rand_core::OsRng, &name)?;
+        LogCommand::WitnessKeygen {
+            name,
+            out,
+            plain_note,
+        } => {
+            let (signer, skey, vkey) = NoteSigner::generate(&mut rand_core::OsRng, &name)?;
             write_private(&out, format!("{}\n", skey.as_str()).as_bytes())?;
-            println!("{vkey}");
+            if plain_note {
+                println!("{vkey}");
+            } else {
+                println!("{}", signer.cosignature_v1_vkey());
+            }
             Ok(())
         }
         LogCommand::Cosign {
             checkpoint,
             witness_key,
+            plain_note,
         } => {
             let skey = zeroize::Zeroizing::new(read_small(&witness_key, 1024)?);
             let skey = zeroize::Zeroizing::new(
@@ -153,7 +178,12 @@ pub fn run(args: LogArgs) -> Result<()> {
             );
             let signer = NoteSigner::from_secret(&skey).context("witness key")?;
             let note = read_small(&checkpoint, CHECKPOINT_FILE_MAX)?;
-            let cosigned = signer.cosign(&note).context("cosigning")?;
+            let cosigned = if plain_note {
+                signer.cosign(&note)
+            } else {
+                signer.cosign_v1(&note, unix_now()?)
+            }
+            .context("cosigning")?;
             std::fs::write(&checkpoint, cosigned)
                 .with_context(|| format!("writing {}", checkpoint.display()))?;
             Ok(())

@@ -91,7 +91,7 @@ impl Default for Tuning {
     }
 }
 
-/// Most keys whose newest seen version a single-cloud client remembers (about 80 bytes
+/// Most keys whose newest seen version a single-cloud client remembers (about 100 bytes
 /// each); keys beyond it are not checked for rollback.
 const SEEN_VERSIONS_MAX: usize = 1 << 20;
 
@@ -995,8 +995,8 @@ impl CloudOfClouds {
         match seen.get_mut(name_id) {
             Some(v) if *v > version => Err(StoreError::RolledBack {
                 key: key.to_owned(),
-                got: version,
-                seen: *v,
+                got: Box::new(version),
+                seen: Box::new(*v),
             }),
             Some(v) => {
                 *v = version;

@@ -207,10 +207,10 @@ pub enum StoreError {
     RolledBack {
         /// The key.
         key: String,
-        /// The version returned.
-        got: Version,
+        /// The version returned (boxed: a version is 56 bytes).
+        got: Box<Version>,
         /// The newest version this client saw.
-        seen: Version,
+        seen: Box<Version>,
     },
     /// The newest version is no longer the one the caller asked for (a concurrent write
     /// or delete landed in between); nothing was read.

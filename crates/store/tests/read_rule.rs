@@ -187,10 +187,10 @@ fn writers_sharing_a_key_racing_to_one_counter_never_mix_entries() {
         assert!(stat.clouds.iter().all(|c| c.healthy()), "{stat:?}");
         // After repair every cloud holds the one chosen entry.
         let want = chosen[0].clone();
-        for down in 0..4 {
-            ctl_a[down].set(Fault::Down);
+        for c in &ctl_a {
+            c.set(Fault::Down);
             assert_eq!(read_one_entry(&a, &a).await.as_ref(), Some(&want));
-            ctl_a[down].set(Fault::None);
+            c.set(Fault::None);
         }
     });
 }

@@ -59,9 +59,10 @@ pub struct Tuning {
     pub op_timeout: Duration,
     /// After `n − f` metadata answers, how long a writer waits for the rest.
     pub quorum_grace: Duration,
-    /// After `n − f` metadata answers that disagree (valid metadata beside missing or
-    /// invalid metadata), how long a reader waits for the remaining clouds before it
-    /// applies the fault bound. Costs nothing while every answer agrees.
+    /// After `n − f` metadata answers that disagree (valid metadata beside metadata that
+    /// fails verification), how long a reader waits for the remaining clouds before it
+    /// applies the fault bound. Costs nothing while no answer is invalid. Also how long a
+    /// writer that saw a conflict waits for clouds that missed its read round.
     pub dissent_grace: Duration,
     /// Attempts before a write gives up on concurrent writers.
     pub cas_attempts_max: u32,

@@ -124,10 +124,14 @@ fn one_gib_survives_a_destroyed_and_a_corrupted_cloud() {
     std::fs::remove_dir_all(dir.join("clouds/cloud-4")).unwrap();
     ok(dir, &["get", "records/big.bin", "out3.bin"]);
     assert_eq!(digest_file(&dir.join("out3.bin")), want);
-    // Three destroyed: too few shards; the read fails and writes no output file.
+    // Three destroyed: the read fails and writes no output file. Which error depends on
+    // which clouds answer first: three empty clouds (not found) or too few shards.
     std::fs::remove_dir_all(dir.join("clouds/cloud-2")).unwrap();
     let err = fails(dir, &["get", "records/big.bin", "out4.bin"]);
-    assert!(err.contains("valid shards"), "{err}");
+    assert!(
+        err.contains("valid shards") || err.contains("no object named"),
+        "{err}"
+    );
     assert!(!dir.join("out4.bin").exists());
 }
 
@@ -214,7 +218,10 @@ fn bad_input_gets_one_line_errors() {
     assert_eq!(ok(dir, &["get", "k", "-"]), "data");
     std::fs::remove_dir_all(dir.join("clouds/cloud-4")).unwrap();
     let e = fails(dir, &["get", "k", "-"]);
-    assert!(e.contains("valid shards"), "{e}");
+    assert!(
+        e.contains("valid shards") || e.contains("no object named"),
+        "{e}"
+    );
 }
 
 /// With `[audit]` configured, put, get and rm are sealed into a secure log that verifies.

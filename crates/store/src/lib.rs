@@ -142,8 +142,9 @@ pub enum StoreError {
         /// The key.
         key: String,
     },
-    /// Clouds returned metadata for the key, but none of it verifies (for example it is
-    /// signed by a key this client does not trust).
+    /// More than `f` clouds returned metadata for the key, and none of it verifies (for
+    /// example it is signed by a key this client does not trust). `stat` reports this for
+    /// even one such cloud.
     #[error("no valid metadata for {key:?} ({detail})")]
     NoValidMetadata {
         /// The key.
@@ -151,16 +152,17 @@ pub enum StoreError {
         /// Per-cloud reasons.
         detail: String,
     },
-    /// More than `f` clouds answered with missing or invalid metadata for a key that
+    /// More than `f` clouds answered with metadata that fails verification for a key that
     /// exists: the store is outside its fault model, so nothing it returns could be
-    /// trusted to be current. Repair with `scrub` (or restore the clouds) first.
+    /// trusted to be current. Repair with `scrub` (or restore the clouds) first. Clouds
+    /// that merely lack the metadata are not counted (ADR 0006).
     #[error(
-        "{key:?}: metadata is missing or invalid on {faulty} clouds, more than the f = {f} this store tolerates; refusing to read ({detail})"
+        "{key:?}: metadata is invalid on {faulty} clouds, more than the f = {f} this store tolerates; refusing to read ({detail})"
     )]
     TooManyFaulty {
         /// The key.
         key: String,
-        /// Clouds with missing or invalid metadata.
+        /// Clouds with invalid metadata.
         faulty: usize,
         /// Faults tolerated.
         f: usize,

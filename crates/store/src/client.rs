@@ -30,7 +30,8 @@ use crate::cloud::{CasOutcome, CasToken, Cloud, CloudError};
 use crate::config::{Secrets, StoreConfig};
 use crate::meta::{
     ATTRS_PLAIN_BYTES_MAX, KEY_BYTES_MAX, MANIFEST_BYTES_MAX, MANIFEST_INLINE_MAX, META_BYTES_MAX,
-    Manifest, Metadata, ObjectRef, Protocol, SEGMENTS_MAX, VERSIONS_MAX, Version, VersionEntry,
+    Manifest, Metadata, ObjectRef, Protocol, SEGMENTS_MAX, TAG_LEN, VERSIONS_MAX, Version,
+    VersionEntry,
 };
 use crate::pipeline::{Codec, EncodedSegment, SegmentContext};
 
@@ -62,9 +63,10 @@ pub struct Tuning {
     pub op_timeout: Duration,
     /// After `n − f` metadata answers, how long a writer waits for the rest.
     pub quorum_grace: Duration,
-    /// After `n − f` metadata answers that disagree (valid metadata beside missing or
-    /// invalid metadata), how long a reader waits for the remaining clouds before it
-    /// applies the fault bound. Costs nothing while every answer agrees.
+    /// After `n − f` metadata answers that disagree (valid metadata beside metadata that
+    /// fails verification), how long a reader waits for the remaining clouds before it
+    /// applies the fault bound. Costs nothing while no answer is invalid. Also how long a
+    /// writer that saw a conflict waits for clouds that missed its read round.
     pub dissent_grace: Duration,
     /// Attempts before a write gives up on concurrent writers.
     pub cas_attempts_max: u32,
@@ -94,7 +96,7 @@ impl Default for Tuning {
     }
 }
 
-/// Most keys whose newest seen version a single-cloud client remembers (about 80 bytes
+/// Most keys whose newest seen version a single-cloud client remembers (about 100 bytes
 /// each); keys beyond it are not checked for rollback.
 const SEEN_VERSIONS_MAX: usize = 1 << 20;
 
@@ -249,6 +251,13 @@ pub enum MetaHealth {
     /// Holds a valid but older version.
     Stale {
         /// The version it holds.
+        has: Version,
+    },
+    /// Holds a valid signed entry with the same counter as one of the newest metadata's
+    /// entries but different content: writers sharing a key raced (ADR 0006). `scrub`
+    /// rewrites it with the newest metadata.
+    Divergent {
+        /// Its differing version.
         has: Version,
     },
     /// Holds nothing.
@@ -447,59 +456,71 @@ impl MetaView {
         }
     }
 
-    /// Per-cloud reasons for answers that are missing or fail verification.
-    fn bad_answers(&self, clouds: &[Arc<Cloud>]) -> Vec<(String, String)> {
+    /// Per-cloud reasons for answers that fail verification.
+    fn invalid_answers(&self, clouds: &[Arc<Cloud>]) -> Vec<(String, String)> {
         self.clouds
             .iter()
             .enumerate()
             .filter_map(|(i, c)| match &c.answer {
                 Some(MetaAnswer::Invalid(r)) => Some((clouds[i].name.clone(), r.clone())),
-                Some(MetaAnswer::Absent) => Some((clouds[i].name.clone(), "no metadata".into())),
                 _ => None,
             })
             .collect()
     }
 
-    /// The newest valid metadata for a read, or why there is none. A correct cloud that
-    /// ever took a write of the key answers with valid metadata, so more than `f`
-    /// missing or invalid answers beside a valid one mean the fault bound is exceeded.
+    /// The newest valid metadata for a read, or why there is none (DepSky's read rule,
+    /// ADR 0006). A cloud without metadata proves nothing: a write completes at `n − f`
+    /// clouds, so up to `f` correct clouds may lack it beside `f` faulty ones, and any
+    /// `n − f` answers include a correct cloud holding every completed write. Only answers
+    /// that fail verification are evidence of faults: more than `f` of them mean the fault
+    /// bound is exceeded. With no valid metadata and at most `f` invalid answers the key
+    /// does not exist.
     fn require(&self, key: &str, clouds: &[Arc<Cloud>], f: usize) -> Result<&Metadata, StoreError> {
-        let bad = self.bad_answers(clouds);
+        let invalid = self.invalid_answers(clouds);
         match self.best() {
-            Some((m, _)) if bad.len() <= f => Ok(m),
+            Some((m, _)) if invalid.len() <= f => Ok(m),
             Some(_) => Err(StoreError::TooManyFaulty {
                 key: key.to_owned(),
-                faulty: bad.len(),
+                faulty: invalid.len(),
                 f,
-                detail: join_failures(&bad),
+                detail: join_failures(&invalid),
             }),
-            None if bad.iter().all(|(_, r)| r == "no metadata") => Err(StoreError::NotFound {
+            None if invalid.len() <= f => Err(StoreError::NotFound {
                 key: key.to_owned(),
             }),
             None => Err(StoreError::NoValidMetadata {
                 key: key.to_owned(),
-                detail: join_failures(&bad),
+                detail: join_failures(&invalid),
             }),
         }
     }
 }
 
-/// Whether valid metadata sits beside missing or invalid metadata.
+/// Whether metadata that fails verification sits beside valid metadata: then whether more
+/// than `f` clouds misbehave depends on the answers not yet heard.
 fn answers_disagree(clouds: &[CloudMeta]) -> bool {
     let is =
         |want: fn(&MetaAnswer) -> bool| clouds.iter().any(|c| c.answer.as_ref().is_some_and(want));
-    is(|a| matches!(a, MetaAnswer::Valid(..)))
-        && is(|a| matches!(a, MetaAnswer::Absent | MetaAnswer::Invalid(_)))
+    is(|a| matches!(a, MetaAnswer::Valid(..))) && is(|a| matches!(a, MetaAnswer::Invalid(_)))
+}
+
+/// A version of `other` that differs from `best`'s version with the same counter: two
+/// different signed entries claim one counter (writers that share a key raced).
+fn divergent_version(best: &Metadata, other: &Metadata) -> Option<Version> {
+    other.entries.iter().map(|e| e.version).find(|v| {
+        best.entries
+            .iter()
+            .any(|b| b.version.counter == v.counter && b.version != *v)
+    })
 }
 
 #[derive(Clone, Copy)]
 enum Wait {
     /// Return at `n − f` answers, after a grace period for the rest.
     Quorum(Duration),
-    /// Return at `n − f` answers if they agree; if valid metadata sits beside missing or
-    /// invalid metadata, hear the remaining clouds (within `dissent_grace`) first, so
-    /// that whether more than `f` clouds misbehave does not depend on which answered
-    /// first.
+    /// Return at `n − f` answers if they agree; if valid metadata sits beside invalid
+    /// metadata, hear the remaining clouds (within `dissent_grace`) first, so that whether
+    /// more than `f` clouds misbehave does not depend on which answered first.
     Read,
     /// Wait for every cloud (up to the op timeout).
     All,
@@ -889,10 +910,11 @@ impl CloudOfClouds {
 
     /// A version entry by this writer; `push_version` assigns its counter.
     fn new_entry(&self, key: &str, name_id: &[u8; 32], object: Option<ObjectRef>) -> VersionEntry {
-        VersionEntry {
+        let mut entry = VersionEntry {
             version: Version {
                 counter: 0,
                 writer: self.inner.signing_key.verifying_key().to_bytes(),
+                tag: [0; TAG_LEN],
             },
             created_ms: now_ms(),
             encrypted_name: self
@@ -900,7 +922,9 @@ impl CloudOfClouds {
                 .name_seal
                 .seal(&self.name_aad(name_id), key.as_bytes()),
             object,
-        }
+        };
+        entry.seal_tag();
+        entry
     }
 
     fn name_aad(&self, name_id: &[u8; 32]) -> Vec<u8> {
@@ -961,8 +985,8 @@ impl CloudOfClouds {
         match seen.get_mut(name_id) {
             Some(v) if *v > version => Err(StoreError::RolledBack {
                 key: key.to_owned(),
-                got: version,
-                seen: *v,
+                got: Box::new(version),
+                seen: Box::new(*v),
             }),
             Some(v) => {
                 *v = version;
@@ -1130,7 +1154,10 @@ impl CloudOfClouds {
             };
             let bytes = Bytes::from(meta.sign(&self.inner.signing_key));
 
-            let mut background = Background::default();
+            // Every cloud is asked, and every one that swaps counts towards the quorum:
+            // those that answered the read round with their token, the others (late or
+            // unreachable then) with a fresh read (ADR 0006). Whatever has not finished
+            // once `n − f` swapped continues in the background.
             let mut pending = Quorum::new(self.n());
             let timeout = self.inner.tuning.op_timeout;
             for (i, cm) in view.clouds.iter().enumerate() {
@@ -1150,23 +1177,41 @@ impl CloudOfClouds {
                         }
                     }),
                     None => {
-                        // No answer in the read round: bring it up to date in the background.
                         let this = self.clone();
                         let name_id = *name_id;
-                        let h = tokio::spawn(async move {
+                        pending.spawn(i, &cloud.name, "metadata", async move {
                             this.late_meta_write(i, &name_id, bytes, version).await
                         });
-                        background.push(&self.inner.clouds[i].name, "metadata", h);
                     }
                 }
             }
             let mut done = 0;
             let mut failures = Vec::new();
             let mut conflicts = 0;
-            while done < self.quorum() {
-                let Some((i, r)) = pending.next().await else {
+            // Swaps of the read round still running.
+            let mut round = view.clouds.iter().filter(|c| c.token.is_some()).count();
+            let mut deadline = None;
+            // Stop as soon as the quorum is reached or can no longer be. After a conflict
+            // (another writer, or a cloud that claims one), once only late clouds remain,
+            // wait for them at most `dissent_grace`, then retry: a slow cloud can still
+            // complete the quorum, a hanging one does not hold the retry up.
+            while done < self.quorum() && failures.len() + conflicts <= self.f() {
+                if conflicts > 0 && round == 0 && deadline.is_none() {
+                    deadline = Some(tokio::time::Instant::now() + tuning.dissent_grace);
+                }
+                let next = match deadline {
+                    Some(d) => match tokio::time::timeout_at(d, pending.next()).await {
+                        Ok(x) => x,
+                        Err(_) => break,
+                    },
+                    None => pending.next().await,
+                };
+                let Some((i, r)) = next else {
                     break;
                 };
+                if view.clouds[i].token.is_some() {
+                    round -= 1;
+                }
                 match r {
                     Ok(CasOutcome::Done) => done += 1,
                     Ok(CasOutcome::Conflict) => conflicts += 1,
@@ -1174,10 +1219,13 @@ impl CloudOfClouds {
                 }
             }
             if done >= self.quorum() {
-                background.extend(pending.into_background());
+                let background = pending.into_background();
                 self.saw(key, name_id, version)?;
                 return Ok((version, background));
             }
+            // Swaps still running may yet land; they are harmless (a later write builds on
+            // the highest version) and finish in the background.
+            drop(pending.into_background());
             if failures.len() > self.f() {
                 return Err(StoreError::QuorumUnavailable {
                     op: "writing metadata",
@@ -1205,15 +1253,15 @@ impl CloudOfClouds {
         })
     }
 
-    /// Brings one cloud that missed the quorum round up to `version`, unless it already
-    /// holds something newer.
+    /// Swaps `version` onto cloud `i`, which did not answer the read round, from a fresh
+    /// read: `Done` if it now holds `version`, `Conflict` if it holds a newer one.
     async fn late_meta_write(
         &self,
         i: usize,
         name_id: &[u8; 32],
         bytes: Bytes,
         version: Version,
-    ) -> Result<(), String> {
+    ) -> Result<CasOutcome, String> {
         let cloud = &self.inner.clouds[i];
         let path = meta_path(name_id);
         let work = async {
@@ -1231,19 +1279,21 @@ impl CloudOfClouds {
                     )
                     .ok()
                 });
-                if held.is_some_and(|m| m.latest().version >= version) {
-                    return Ok(());
+                match held.map(|m| m.latest().version) {
+                    Some(v) if v == version => return Ok(CasOutcome::Done),
+                    Some(v) if v > version => return Ok(CasOutcome::Conflict),
+                    _ => {}
                 }
                 match cloud
                     .compare_and_swap(&path, bytes.clone(), &tok)
                     .await
                     .map_err(|e| one_line(&e))?
                 {
-                    CasOutcome::Done => return Ok(()),
+                    CasOutcome::Done => return Ok(CasOutcome::Done),
                     CasOutcome::Conflict => continue,
                 }
             }
-            Err("kept conflicting".to_string())
+            Ok(CasOutcome::Conflict)
         };
         tokio::time::timeout(self.inner.tuning.op_timeout * 2, work)
             .await
@@ -1711,39 +1761,43 @@ impl CloudOfClouds {
         let bytes = match &obj.manifest_inline {
             Some(b) => Bytes::from(b.clone()),
             None => {
-                let path = manifest_path(name_id, &obj.blob_id);
-                let mut failures = Vec::new();
-                let mut found = None;
-                for i in self.ranked() {
-                    let c = &self.inner.clouds[i];
-                    match tokio::time::timeout(
-                        self.inner.tuning.op_timeout,
-                        c.read_versioned(&path, MANIFEST_BYTES_MAX),
+                // Hedged like shards: a hanging cloud costs a hedge delay, not a timeout.
+                let want = obj.manifest_digest;
+                let got = self
+                    .hedged_fetch(
+                        name_id,
+                        &obj.blob_id,
+                        1,
+                        Fetch::Manifest,
+                        0,
+                        &HashSet::new(),
+                        move |_, b| {
+                            if Digest::of(b) == want {
+                                Ok(Bytes::copy_from_slice(b))
+                            } else {
+                                Err("manifest digest mismatch")
+                            }
+                        },
                     )
                     .await
-                    {
-                        Ok(Ok((Some(b), _))) if Digest::of(&b) == obj.manifest_digest => {
-                            found = Some(b);
-                            break;
+                    .map_err(|e| match e {
+                        StoreError::NotEnoughShards { n, detail, .. } => {
+                            StoreError::NotEnoughShards {
+                                segment: 0,
+                                valid: 0,
+                                needed: 1,
+                                n,
+                                detail: format!("no valid manifest: {detail}"),
+                            }
                         }
-                        Ok(Ok((Some(_), _))) => {
-                            c.strike();
-                            failures.push((c.name.clone(), "manifest digest mismatch".to_string()));
-                        }
-                        Ok(Ok((None, _))) => {
-                            failures.push((c.name.clone(), "manifest missing".to_string()))
-                        }
-                        Ok(Err(e)) => failures.push((c.name.clone(), one_line(&e))),
-                        Err(_) => failures.push((c.name.clone(), "timed out".to_string())),
-                    }
-                }
-                found.ok_or_else(|| StoreError::NotEnoughShards {
-                    segment: 0,
-                    valid: 0,
-                    needed: 1,
-                    n: self.n(),
-                    detail: format!("no valid manifest: {}", join_failures(&failures)),
-                })?
+                        e => e,
+                    })?;
+                got.into_iter()
+                    .flatten()
+                    .next()
+                    .ok_or(StoreError::Integrity {
+                        reason: "no verified manifest",
+                    })?
             }
         };
         if Digest::of(&bytes) != obj.manifest_digest {
@@ -1823,7 +1877,7 @@ impl CloudOfClouds {
                 name_id,
                 &m.blob_id,
                 m.k as usize,
-                0..hl,
+                Fetch::Range(0..hl),
                 u64::MAX,
                 exclude,
                 move |i, b| {
@@ -1853,7 +1907,7 @@ impl CloudOfClouds {
                 name_id,
                 &m.blob_id,
                 1,
-                0..m.header_len() as u64,
+                Fetch::Range(0..m.header_len() as u64),
                 u64::MAX,
                 exclude,
                 move |i, b| {
@@ -1894,16 +1948,16 @@ impl CloudOfClouds {
         Ok((wrapped, SegmentKey::from_bytes(key)))
     }
 
-    /// Reads `range` of blob object `s<i>` from the fastest clouds until `need` of them
-    /// pass `verify`. Starts with the `need` best-ranked clouds, adds one more after the
-    /// hedge delay, and one more for each failure.
+    /// Reads `what` of a blob from the fastest clouds until `need` of them pass `verify`.
+    /// Starts with the `need` best-ranked clouds, adds one more after the hedge delay, and
+    /// one more for each failure.
     #[allow(clippy::too_many_arguments)]
     async fn hedged_fetch<T, V>(
         &self,
         name_id: &[u8; 32],
         blob_id: &[u8; 16],
         need: usize,
-        range: Range<u64>,
+        what: Fetch,
         segment: u64,
         exclude: &HashSet<usize>,
         verify: V,
@@ -1923,15 +1977,15 @@ impl CloudOfClouds {
         let timeout = self.inner.tuning.op_timeout;
         let launch = |i: usize| {
             let c = self.inner.clouds[i].clone();
-            let path = shard_path(name_id, blob_id, i);
-            let range = range.clone();
+            let what = what.clone();
+            let (name_id, blob_id) = (*name_id, *blob_id);
             async move {
                 let t0 = Instant::now();
-                let r = if range.is_empty() {
-                    Ok(Ok(Bytes::new()))
-                } else {
-                    tokio::time::timeout(timeout, c.store().get_range(&path, range)).await
-                };
+                let r =
+                    match tokio::time::timeout(timeout, what.fetch(&c, &name_id, &blob_id)).await {
+                        Ok(r) => r,
+                        Err(_) => Err(FetchFailure::Other("timed out".into())),
+                    };
                 c.observe(t0.elapsed());
                 (i, r)
             }
@@ -1958,14 +2012,12 @@ impl CloudOfClouds {
                 Some((i, r)) = inflight.next(), if !inflight.is_empty() => {
                     let cloud = &self.inner.clouds[i];
                     let res = match r {
-                        Err(_) => Err("timed out".to_string()),
-                        Ok(Err(object_store::Error::NotFound { .. })) => Err("missing".to_string()),
-                        Ok(Err(e)) => Err(one_line(&e)),
-                        Ok(Ok(bytes)) if bytes.len() as u64 != range.end - range.start => {
+                        Err(FetchFailure::Other(e)) => Err(e),
+                        Err(FetchFailure::Bad(e)) => {
                             cloud.strike();
-                            Err(format!("returned {} bytes instead of {}", bytes.len(), range.end - range.start))
+                            Err(e)
                         }
-                        Ok(Ok(bytes)) => verify(i, &bytes).map_err(|e| {
+                        Ok(bytes) => verify(i, &bytes).map_err(|e| {
                             cloud.strike();
                             e.to_string()
                         }),
@@ -2050,16 +2102,19 @@ impl CloudOfClouds {
             futures::future::join_all(self.inner.clouds.iter().map(|c| {
                 let prefix = prefix.clone();
                 async move {
+                    // Parsed while streaming: 32 bytes kept per name, not its path.
                     let work = c
                         .store()
                         .list(Some(&prefix))
-                        .map_ok(|m| m.location)
-                        .try_collect::<Vec<Path>>();
+                        .try_filter_map(|m| {
+                            futures::future::ready(Ok(m
+                                .location
+                                .filename()
+                                .and_then(parse_hex::<32>)))
+                        })
+                        .try_collect::<Vec<[u8; 32]>>();
                     let r = match tokio::time::timeout(timeout, work).await {
-                        Ok(Ok(paths)) => Ok(paths
-                            .iter()
-                            .filter_map(|p| p.filename().and_then(parse_hex::<32>))
-                            .collect()),
+                        Ok(Ok(ids)) => Ok(ids),
                         Ok(Err(e)) => Err(one_line(&e)),
                         Err(_) => Err("timed out".into()),
                     };
@@ -2075,7 +2130,11 @@ impl CloudOfClouds {
                 Ok(ids) => {
                     answered += 1;
                     for id in ids {
-                        names.entry(id).or_default().push(i);
+                        // A cloud that lists a name twice still backs it once.
+                        let by = names.entry(id).or_default();
+                        if by.last() != Some(&i) {
+                            by.push(i);
+                        }
                     }
                 }
                 Err(e) => failures.push((self.inner.clouds[i].name.clone(), e)),
@@ -2095,10 +2154,21 @@ impl CloudOfClouds {
 
     /// Lists live objects whose key starts with `prefix`, sorted by key. Names and sizes
     /// come from verified metadata, never from a cloud's listing alone.
+    ///
+    /// Only names that at least `f + 1` clouds list cost a metadata read: a completed
+    /// write is held by `n − f` clouds, at least `f + 1` of them correct, and each of those
+    /// lists it, so a name fewer clouds list is at most an incomplete write (or invented by
+    /// a faulty cloud, which would otherwise cost a read of every cloud per name).
     pub async fn list(&self, prefix: &str) -> Result<Vec<ListEntry>, StoreError> {
         let names = self.listed_names().await?;
+        let backed = self.f() + 1;
+        let ids: Vec<[u8; 32]> = names
+            .into_iter()
+            .filter(|(_, by)| by.len() >= backed)
+            .map(|(id, _)| id)
+            .collect();
         let conc = self.inner.tuning.list_concurrency.max(1);
-        let mut out: Vec<ListEntry> = stream::iter(names.into_keys())
+        let mut out: Vec<ListEntry> = stream::iter(ids)
             .map(|id| async move {
                 let view = self.read_meta(&id, Wait::Quorum(Duration::ZERO)).await?;
                 let Some((meta, _)) = view.best() else {
@@ -2128,8 +2198,19 @@ impl CloudOfClouds {
         let name_id = self.name_id(key)?;
         let view = self.read_meta(&name_id, Wait::All).await?;
         if view.best().is_none() {
-            // Report why: nothing stored, or nothing that verifies.
-            view.require(key, &self.inner.clouds, self.n())?;
+            // Report why: nothing stored, or nothing that verifies (a diagnostic names
+            // even one cloud's garbage).
+            let invalid = view.invalid_answers(&self.inner.clouds);
+            return Err(if invalid.is_empty() {
+                StoreError::NotFound {
+                    key: key.to_owned(),
+                }
+            } else {
+                StoreError::NoValidMetadata {
+                    key: key.to_owned(),
+                    detail: join_failures(&invalid),
+                }
+            });
         }
         Ok(self.inspect(key, &name_id, &view).await)
     }
@@ -2155,11 +2236,12 @@ impl CloudOfClouds {
                 Some(MetaAnswer::Unreachable(r)) => MetaHealth::Unreachable { reason: r.clone() },
                 Some(MetaAnswer::Absent) => MetaHealth::Missing,
                 Some(MetaAnswer::Invalid(r)) => MetaHealth::Invalid { reason: r.clone() },
-                Some(MetaAnswer::Valid(m, _)) if m.latest().version == latest.version => {
-                    MetaHealth::Current
-                }
-                Some(MetaAnswer::Valid(m, _)) => MetaHealth::Stale {
-                    has: m.latest().version,
+                Some(MetaAnswer::Valid(m, _)) => match divergent_version(meta, m) {
+                    Some(has) => MetaHealth::Divergent { has },
+                    None if m.latest().version == latest.version => MetaHealth::Current,
+                    None => MetaHealth::Stale {
+                        has: m.latest().version,
+                    },
                 },
             };
             let shards = match &manifest {
@@ -2554,7 +2636,7 @@ impl CloudOfClouds {
             name_id,
             &m.blob_id,
             m.k as usize,
-            off..off + len,
+            Fetch::Range(off..off + len),
             s,
             exclude,
             move |i, b| {
@@ -2573,6 +2655,9 @@ fn describe_meta(m: &MetaHealth) -> String {
     match m {
         MetaHealth::Current => "current".into(),
         MetaHealth::Stale { has } => format!("stale (holds {has})"),
+        MetaHealth::Divergent { has } => {
+            format!("divergent (holds {has}, another entry with the same counter)")
+        }
         MetaHealth::Missing => "missing".into(),
         MetaHealth::Invalid { reason } => format!("invalid ({reason})"),
         MetaHealth::Unreachable { reason } => format!("unreachable ({reason})"),
@@ -2613,6 +2698,65 @@ fn push_version(base: Option<&Metadata>, mut entry: VersionEntry) -> Vec<Version
         entries.extend(m.entries.iter().take(VERSIONS_MAX - 1).cloned());
     }
     entries
+}
+
+/// What [`CloudOfClouds::hedged_fetch`] reads from each cloud.
+#[derive(Clone)]
+enum Fetch {
+    /// A byte range of the cloud's own shard object `s<i>`.
+    Range(Range<u64>),
+    /// The blob's whole manifest (the same object on every cloud).
+    Manifest,
+}
+
+/// Why one cloud's fetch failed.
+enum FetchFailure {
+    /// The cloud returned bytes that cannot be right (counts against its rank).
+    Bad(String),
+    /// Missing, unreachable or an error.
+    Other(String),
+}
+
+impl Fetch {
+    async fn fetch(
+        &self,
+        c: &Cloud,
+        name_id: &[u8; 32],
+        blob_id: &[u8; 16],
+    ) -> Result<Bytes, FetchFailure> {
+        let backend = |e: object_store::Error| match e {
+            object_store::Error::NotFound { .. } => FetchFailure::Other("missing".into()),
+            e => FetchFailure::Other(one_line(&e)),
+        };
+        match self {
+            Fetch::Range(r) if r.is_empty() => Ok(Bytes::new()),
+            Fetch::Range(r) => {
+                let path = shard_path(name_id, blob_id, c.index);
+                let bytes = c
+                    .store()
+                    .get_range(&path, r.clone())
+                    .await
+                    .map_err(backend)?;
+                if bytes.len() as u64 != r.end - r.start {
+                    return Err(FetchFailure::Bad(format!(
+                        "returned {} bytes instead of {}",
+                        bytes.len(),
+                        r.end - r.start
+                    )));
+                }
+                Ok(bytes)
+            }
+            Fetch::Manifest => {
+                let path = manifest_path(name_id, blob_id);
+                match c.read_versioned(&path, MANIFEST_BYTES_MAX).await {
+                    Ok((Some(b), _)) => Ok(b),
+                    Ok((None, _)) => Err(FetchFailure::Other("manifest missing".into())),
+                    Err(e @ CloudError::TooLarge { .. }) => Err(FetchFailure::Bad(one_line(&e))),
+                    Err(e) => Err(FetchFailure::Other(one_line(&e))),
+                }
+            }
+        }
+    }
 }
 
 /// Reads a blob segment by segment for `get`.

@@ -96,6 +96,16 @@ pub struct Secrets {
     namespace_secret: Zeroizing<[u8; 32]>,
 }
 
+/// A second copy, for a second client that shares one key file (the CLI beside a gateway).
+impl Clone for Secrets {
+    fn clone(&self) -> Self {
+        Self {
+            signing_key: SigningKey::from_seed(&self.signing_key.danger_seed()),
+            namespace_secret: self.namespace_secret.clone(),
+        }
+    }
+}
+
 impl Secrets {
     /// Fresh secrets from the OS RNG.
     pub fn generate() -> Self {

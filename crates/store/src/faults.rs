@@ -57,6 +57,15 @@ pub enum Fault {
     LieInListings,
     /// Writes are acknowledged but silently discarded.
     DropWrites,
+    /// Writes of metadata wait until the fault is changed, then go through (a pause,
+    /// to order racing writers deterministically).
+    HoldMetadataWrites,
+    /// Writes of metadata fail: the cloud answers reads but refuses every swap.
+    RefuseMetadataWrites,
+    /// Reads of metadata that does not exist return invented garbage.
+    InventMetadata,
+    /// Listings add this many invented names (each listed twice).
+    InventNames(u32),
 }
 
 /// The first, the previous and the latest bytes written to one metadata path.
@@ -71,6 +80,8 @@ struct State {
     fault: Fault,
     /// For metadata paths: what was written (bounded: three versions per path).
     history: HashMap<Path, History>,
+    /// Metadata reads served so far.
+    metadata_reads: u64,
 }
 
 /// Handle that switches a [`FaultyStore`]'s behaviour.
@@ -86,6 +97,11 @@ impl FaultControl {
     /// The current fault.
     pub fn get(&self) -> Fault {
         self.0.lock().expect("fault state lock").fault.clone()
+    }
+
+    /// How many metadata reads this cloud has been asked for.
+    pub fn metadata_reads(&self) -> u64 {
+        self.0.lock().expect("fault state lock").metadata_reads
     }
 }
 
@@ -174,12 +190,32 @@ fn forge(current: &Bytes) -> Option<Bytes> {
     if let Some(o) = meta.entries[0].object.as_mut() {
         o.size = o.size.saturating_add(1);
     }
+    meta.entries[0].seal_tag();
     meta.signer = attacker.verifying_key();
     let mut bytes = meta.sign(&attacker);
     // Splice the trusted signer's public key back in: the signature no longer matches it.
     let sig_at = bytes.len() - 64;
     bytes[sig_at - 32..sig_at].copy_from_slice(&claimed.to_bytes());
     Some(Bytes::from(bytes))
+}
+
+/// Garbage served as the metadata of a key that does not exist.
+fn invented(location: &Path) -> GetResult {
+    let out = Bytes::from_static(b"RMPM\x01 invented by a lying cloud, not signed metadata");
+    let len = out.len() as u64;
+    GetResult {
+        payload: GetResultPayload::Stream(stream::once(async move { Ok(out) }).boxed()),
+        meta: ObjectMeta {
+            location: location.clone(),
+            last_modified: Default::default(),
+            size: len,
+            e_tag: Some("invented".into()),
+            version: None,
+        },
+        range: 0..len,
+        attributes: Default::default(),
+        extensions: Default::default(),
+    }
 }
 
 fn injected(what: &'static str) -> object_store::Error {
@@ -229,12 +265,24 @@ impl ObjectStore for FaultyStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
-        if self.gate().await? == Fault::DropWrites {
+        let fault = self.gate().await?;
+        if fault == Fault::DropWrites {
             return Ok(PutResult {
                 e_tag: Some("discarded".into()),
                 version: None,
                 extensions: Default::default(),
             });
+        }
+        if Self::is_metadata(location) {
+            match fault {
+                Fault::RefuseMetadataWrites => return Err(injected("metadata writes refused")),
+                Fault::HoldMetadataWrites => {
+                    while self.ctl.get() == Fault::HoldMetadataWrites {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+                _ => {}
+            }
         }
         let bytes: Bytes = payload.clone().into();
         let res = self.inner.put_opts(location, payload, opts).await?;
@@ -254,8 +302,18 @@ impl ObjectStore for FaultyStore {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        if Self::is_metadata(location) {
+            self.ctl.0.lock().expect("fault state lock").metadata_reads += 1;
+        }
         let fault = self.gate().await?;
-        let res = self.inner.get_opts(location, options).await?;
+        let res = match self.inner.get_opts(location, options).await {
+            Err(object_store::Error::NotFound { .. })
+                if fault == Fault::InventMetadata && Self::is_metadata(location) =>
+            {
+                return Ok(invented(location));
+            }
+            r => r?,
+        };
         let tamper = (fault == Fault::CorruptData && !Self::is_metadata(location))
             || matches!(
                 fault,
@@ -339,6 +397,7 @@ impl ObjectStore for FaultyStore {
         match fault {
             Fault::Down => stream::once(async { Err(injected("cloud down")) }).boxed(),
             Fault::LieInListings => lie(inner, prefix.cloned()),
+            Fault::InventNames(k) => inner.chain(invented_names(k, prefix.cloned())).boxed(),
             _ => inner,
         }
     }
@@ -383,6 +442,22 @@ impl ObjectStore for FaultyStore {
         }
         self.inner.rename_opts(from, to, options).await
     }
+}
+
+/// `k` invented names under `prefix`, each listed twice.
+fn invented_names(k: u32, prefix: Option<Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+    let prefix = prefix.unwrap_or_else(|| Path::from("invented"));
+    stream::iter((0..k).flat_map(move |i| {
+        let meta = ObjectMeta {
+            location: prefix.clone().join(format!("{:064x}", u64::from(i) + 1)),
+            last_modified: Default::default(),
+            size: 1,
+            e_tag: None,
+            version: None,
+        };
+        [Ok(meta.clone()), Ok(meta)]
+    }))
+    .boxed()
 }
 
 /// Hides every other entry and appends an invented one under the same prefix.

@@ -22,14 +22,20 @@
 //! **Write** (`put`): read metadata from `n − f` clouds and take the highest valid version
 //! `v`; stream the data as segments through encrypt → erasure-code → hash → upload to all
 //! clouds and wait for `n − f` complete uploads; only then compare-and-swap the new
-//! metadata (version `v + 1`, naming this writer) onto every cloud and return after
-//! `n − f` succeed. Slower clouds finish in the background. Because data lands before
+//! metadata (version `v + 1`, naming this writer) onto every cloud (clouds that missed the
+//! read round are swapped from a fresh read) and return after `n − f` succeed. Slower clouds finish in the background. Because data lands before
 //! metadata, metadata never points at data that fewer than `n − f` clouds hold.
 //!
 //! **Read** (`get`): read metadata from all clouds, use the first `n − f` answers, and
-//! take the highest validly signed version. Fetch each segment from the `k` fastest
-//! clouds, hedging to the next after a delay or on any error, and accept a shard only if
-//! its BLAKE3 digest matches the manifest bound by that signature.
+//! take the highest validly signed version. A cloud without metadata is not a fault (a
+//! write completes at `n − f` clouds); more than `f` answers that fail verification are.
+//! Fetch the manifest and each segment from the fastest clouds, hedging to the next after
+//! a delay or on any error, and accept a shard only if its BLAKE3 digest matches the
+//! manifest bound by that signature.
+//!
+//! A version is `(counter, writer, tag)`, the tag a digest of the signed entry, so two
+//! writers sharing a key that race to one counter make two versions that every reader
+//! orders alike; `stat` and `scrub` report such divergence (ADR 0006).
 //!
 //! **DepSky-CA**: a fresh AES-256-GCM key per version; Reed–Solomon with `k = f + 1` of
 //! `n` shards; the key split with Shamir `k = f + 1`, so any `f` colluding clouds learn
@@ -136,8 +142,9 @@ pub enum StoreError {
         /// The key.
         key: String,
     },
-    /// Clouds returned metadata for the key, but none of it verifies (for example it is
-    /// signed by a key this client does not trust).
+    /// More than `f` clouds returned metadata for the key, and none of it verifies (for
+    /// example it is signed by a key this client does not trust). `stat` reports this for
+    /// even one such cloud.
     #[error("no valid metadata for {key:?} ({detail})")]
     NoValidMetadata {
         /// The key.
@@ -145,16 +152,17 @@ pub enum StoreError {
         /// Per-cloud reasons.
         detail: String,
     },
-    /// More than `f` clouds answered with missing or invalid metadata for a key that
+    /// More than `f` clouds answered with metadata that fails verification for a key that
     /// exists: the store is outside its fault model, so nothing it returns could be
-    /// trusted to be current. Repair with `scrub` (or restore the clouds) first.
+    /// trusted to be current. Repair with `scrub` (or restore the clouds) first. Clouds
+    /// that merely lack the metadata are not counted (ADR 0006).
     #[error(
-        "{key:?}: metadata is missing or invalid on {faulty} clouds, more than the f = {f} this store tolerates; refusing to read ({detail})"
+        "{key:?}: metadata is invalid on {faulty} clouds, more than the f = {f} this store tolerates; refusing to read ({detail})"
     )]
     TooManyFaulty {
         /// The key.
         key: String,
-        /// Clouds with missing or invalid metadata.
+        /// Clouds with invalid metadata.
         faulty: usize,
         /// Faults tolerated.
         f: usize,
@@ -201,10 +209,10 @@ pub enum StoreError {
     RolledBack {
         /// The key.
         key: String,
-        /// The version returned.
-        got: Version,
+        /// The version returned (boxed: a version is 56 bytes).
+        got: Box<Version>,
         /// The newest version this client saw.
-        seen: Version,
+        seen: Box<Version>,
     },
     /// The newest version is no longer the one the caller asked for (a concurrent write
     /// or delete landed in between); nothing was read.

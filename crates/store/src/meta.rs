@@ -26,6 +26,8 @@ const MANIFEST_MAGIC: &[u8; 4] = b"RMPF";
 const FORMAT_V1: u8 = 1;
 /// Domain separator for metadata signatures.
 const META_SIGN_DOMAIN: &[u8] = b"rampart-store/metadata/v1\0";
+/// Domain separator for [`VersionEntry::content_tag`].
+const ENTRY_TAG_DOMAIN: &[u8] = b"rampart-store/entry-tag/v1\0";
 
 /// Most versions one metadata object lists. Older ones are dropped by the writer and
 /// their blobs collected by `gc`. Bounds a metadata object to about 64 × 14 KiB.
@@ -105,18 +107,34 @@ impl fmt::Display for Protocol {
     }
 }
 
-/// A version number. It orders by counter, then by writer key, and so names its writer.
+/// A version number. It orders by counter, then by writer key, then by the digest of the
+/// signed entry, and so names its writer and identifies its content: two writers sharing
+/// one key that race to the same counter produce two different versions, ordered the same
+/// way by every reader (ADR 0006).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct Version {
     /// Monotonic counter: one more than the highest version the writer saw.
     pub counter: u64,
     /// Public key of the writer that created it.
     pub writer: [u8; 32],
+    /// [`VersionEntry::content_tag`] of the entry: a digest of everything the entry says
+    /// besides its counter and writer (timestamp, sealed name, blob reference, attributes).
+    /// Not stored: every reader recomputes it from the signed bytes.
+    pub tag: [u8; TAG_LEN],
 }
+
+/// Length of [`Version::tag`].
+pub const TAG_LEN: usize = 16;
 
 impl fmt::Display for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "v{}.{}", self.counter, &hex::encode(self.writer)[..8])
+        write!(
+            f,
+            "v{}.{}.{}",
+            self.counter,
+            &hex::encode(self.writer)[..8],
+            &hex::encode(self.tag)[..8]
+        )
     }
 }
 
@@ -155,6 +173,45 @@ pub struct VersionEntry {
     pub object: Option<ObjectRef>,
 }
 
+impl VersionEntry {
+    /// The digest that [`Version::tag`] must hold for this entry: BLAKE3 (domain-separated)
+    /// of the entry's canonical encoding without its counter and writer, truncated to
+    /// [`TAG_LEN`] bytes. A fresh blob id and a fresh name nonce make it differ per write.
+    pub fn content_tag(&self) -> [u8; TAG_LEN] {
+        let mut w = Writer::default();
+        w.raw(ENTRY_TAG_DOMAIN);
+        encode_entry_content(&mut w, self);
+        let d = Digest::of(&w.buf);
+        let mut tag = [0u8; TAG_LEN];
+        tag.copy_from_slice(&d.as_bytes()[..TAG_LEN]);
+        tag
+    }
+
+    /// Sets [`Version::tag`] from the entry's content; call after any change to it.
+    pub fn seal_tag(&mut self) {
+        self.version.tag = self.content_tag();
+    }
+}
+
+/// Everything an entry encodes after its counter and writer.
+fn encode_entry_content(w: &mut Writer, e: &VersionEntry) {
+    w.u64(e.created_ms);
+    w.bytes(&e.encrypted_name);
+    match &e.object {
+        None => {
+            w.u8(0);
+        }
+        Some(o) => {
+            w.u8(1).u8(o.protocol.code()).raw(&o.blob_id).u64(o.size);
+            w.raw(o.content_digest.as_bytes())
+                .raw(o.manifest_digest.as_bytes());
+            w.bytes(o.manifest_inline.as_deref().unwrap_or(&[]));
+            w.u8(o.manifest_inline.is_some() as u8);
+            w.bytes(&o.attrs);
+        }
+    }
+}
+
 /// Verified metadata of one data unit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Metadata {
@@ -183,23 +240,8 @@ impl Metadata {
             .raw(&self.name_id);
         w.u32(self.entries.len() as u32);
         for e in &self.entries {
-            w.u64(e.version.counter)
-                .raw(&e.version.writer)
-                .u64(e.created_ms);
-            w.bytes(&e.encrypted_name);
-            match &e.object {
-                None => {
-                    w.u8(0);
-                }
-                Some(o) => {
-                    w.u8(1).u8(o.protocol.code()).raw(&o.blob_id).u64(o.size);
-                    w.raw(o.content_digest.as_bytes())
-                        .raw(o.manifest_digest.as_bytes());
-                    w.bytes(o.manifest_inline.as_deref().unwrap_or(&[]));
-                    w.u8(o.manifest_inline.is_some() as u8);
-                    w.bytes(&o.attrs);
-                }
-            }
+            w.u64(e.version.counter).raw(&e.version.writer);
+            encode_entry_content(&mut w, e);
         }
         w.raw(&self.signer.to_bytes());
         w.buf
@@ -213,6 +255,12 @@ impl Metadata {
         );
         assert!(self.entries.len() <= VERSIONS_MAX);
         assert!(self.entries.windows(2).all(|w| w[0].version > w[1].version));
+        assert!(
+            self.entries
+                .iter()
+                .all(|e| e.version.tag == e.content_tag()),
+            "every version's tag is its entry's digest"
+        );
         assert_eq!(self.signer, key.verifying_key());
         let mut body = self.encode_body();
         let sig = key.sign(&signed_message(&body));
@@ -320,12 +368,20 @@ impl Metadata {
                 }
                 _ => return Err(bad("bad entry kind")),
             };
-            entries.push(VersionEntry {
-                version: Version { counter, writer },
+            let mut entry = VersionEntry {
+                version: Version {
+                    counter,
+                    writer,
+                    tag: [0; TAG_LEN],
+                },
                 created_ms,
                 encrypted_name,
                 object,
-            });
+            };
+            // The tag is derived, never read: metadata written before it existed decodes
+            // unchanged, and a reader's order depends only on signed bytes.
+            entry.seal_tag();
+            entries.push(entry);
         }
         if !entries.windows(2).all(|w| w[0].version > w[1].version) {
             return Err(bad("versions not strictly decreasing"));
@@ -521,8 +577,12 @@ mod tests {
     use proptest::prelude::*;
 
     fn entry(counter: u64, writer: [u8; 32], tomb: bool) -> VersionEntry {
-        VersionEntry {
-            version: Version { counter, writer },
+        let mut e = VersionEntry {
+            version: Version {
+                counter,
+                writer,
+                tag: [0; TAG_LEN],
+            },
             created_ms: 1,
             encrypted_name: vec![1, 2, 3],
             object: (!tomb).then(|| ObjectRef {
@@ -534,7 +594,9 @@ mod tests {
                 manifest_inline: Some(vec![9; 5]),
                 attrs: vec![],
             }),
-        }
+        };
+        e.seal_tag();
+        e
     }
 
     fn sample(key: &SigningKey, entries: Vec<VersionEntry>) -> Metadata {
@@ -578,6 +640,25 @@ mod tests {
                 Metadata::decode_verified(&b, &[3; 16], &[4; 32], &trusted).is_err(),
                 "bit flip at {i}"
             );
+        }
+    }
+
+    #[test]
+    fn equal_counters_with_different_content_are_different_versions() {
+        let key = SigningKey::generate();
+        let w = key.verifying_key().to_bytes();
+        let a = entry(5, w, false);
+        let mut b = entry(5, w, false);
+        b.object.as_mut().unwrap().blob_id = [8; 16];
+        b.seal_tag();
+        assert_eq!(a.version.counter, b.version.counter);
+        assert_ne!(a.version, b.version, "the tag tells the two writes apart");
+        // Every reader recomputes the same tags from the signed bytes.
+        for e in [&a, &b] {
+            let bytes = sample(&key, vec![e.clone()]).sign(&key);
+            let m = Metadata::decode_verified(&bytes, &[3; 16], &[4; 32], &[key.verifying_key()])
+                .unwrap();
+            assert_eq!(m.latest().version, e.version);
         }
     }
 

@@ -3,7 +3,7 @@
 //! Creates a local cloud-of-clouds (4 directories, f = 1), stores a file, then
 //! destroys and corrupts clouds the way a failing or malicious provider would, and
 //! shows that reads still return the exact bytes, that `scrub` names and repairs the
-//! faulty clouds, and that with two clouds destroyed a read fails instead of returning
+//! faulty clouds, and that with three clouds destroyed a read fails instead of returning
 //! anything wrong. Then it starts a BFT-replicated KV service of 4 replicas in this
 //! process (`rampart kv up`), writes through it, crashes the leader, keeps writing through
 //! the leader change and reads every value back.
@@ -152,13 +152,14 @@ async fn demo(dir: &Path, size_mib: u64) -> Result<()> {
 
     step(
         6,
-        "destroy two clouds (more than f = 1): the read must fail, not lie",
+        "destroy three clouds (fewer than k = 2 hold shards): the read must fail, not lie",
     );
+    std::fs::remove_dir_all(&rep.cloud_dirs[1])?;
     std::fs::remove_dir_all(&rep.cloud_dirs[2])?;
     std::fs::remove_dir_all(&rep.cloud_dirs[3])?;
     let store = open(&config).await?;
     match fetch_digest(&store, "demo/patient-records.bin").await {
-        Ok(_) => bail!("a read with two of four clouds destroyed returned data"),
+        Ok(_) => bail!("a read with three of four clouds destroyed returned data"),
         Err(e) => println!("    refused as expected: {e}"),
     }
     cluster_demo(dir).await?;

@@ -38,21 +38,15 @@ use checker::{Kind, Op, Value};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// The CLI workers' keys, with the weight of each in their choice: the rarely written ones
-/// stay deleted long enough for `gc` to purge them before the next put.
-const CLI_KEYS: [(&str, u32); 6] = [
-    ("k0", 20),
-    ("k1", 20),
-    ("k2", 20),
-    ("k3", 20),
-    ("k4", 5),
-    ("k5", 5),
-];
+/// The CLI workers' keys.
+const CLI_KEYS: [&str; 4] = ["k0", "k1", "k2", "k3"];
+/// Keys that the lazarus worker deletes, lets `gc` purge, and writes again.
+const LAZARUS_KEYS: [&str; 2] = ["z0", "z1"];
 const GATEWAY_BUCKET: &str = "hist";
 const GATEWAY_KEYS: [&str; 2] = ["g0", "g1"];
 /// The `gc` grace period: a put that took longer may lose its data to `gc` by contract
 /// (its blobs look abandoned), so the checker treats such a put as unacknowledged.
-const GC_GRACE_SECS: u64 = 5;
+const GC_GRACE_SECS: u64 = 3;
 /// A CLI operation that has not returned after this long is killed and counted as failed.
 const OP_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -167,100 +161,137 @@ fn cluster(seed: u64) -> Cluster {
     }
 }
 
+/// One client process identity: runs `rampart` commands and records them.
+struct Cli {
+    dir: PathBuf,
+    name: String,
+    scratch: PathBuf,
+    rec: Arc<Mutex<Record>>,
+    seq: u64,
+}
+
+impl Cli {
+    fn new(dir: &Path, name: &str, rec: &Arc<Mutex<Record>>) -> Self {
+        let scratch = dir.join(name);
+        std::fs::create_dir_all(&scratch).unwrap();
+        Self {
+            dir: dir.to_owned(),
+            name: name.to_owned(),
+            scratch,
+            rec: rec.clone(),
+            seq: 0,
+        }
+    }
+
+    fn record(&self, key: &str, start: u128, kind: Kind, failure: Option<String>) {
+        let end = now_ns();
+        let mut r = self.rec.lock().unwrap();
+        if let Some(f) = failure {
+            r.failures.push(format!("{} {f}", self.name));
+        }
+        r.history.push(Op {
+            client: self.name.clone(),
+            key: key.into(),
+            start,
+            end,
+            kind,
+        });
+    }
+
+    /// Puts a new unique value of `pad` random bytes after its tag line.
+    fn put(&mut self, rng: &mut ChaCha8Rng, key: &str, pad: usize) {
+        self.seq += 1;
+        let tag = format!("{}-{}", self.name, self.seq);
+        let mut body = format!("TAG:{tag}\n").into_bytes();
+        body.extend((0..pad).map(|_| rng.r#gen::<u8>()));
+        let file = self.scratch.join("put.bin");
+        std::fs::write(&file, &body).unwrap();
+        let start = now_ns();
+        let out = rampart(&self.dir, &["put", file.to_str().unwrap(), key]);
+        let failure =
+            (!out.status.success()).then(|| format!("put {tag} {key}: {}", stderr_line(&out)));
+        let kind = Kind::Write {
+            value: Value::Put(tag),
+            acked: out.status.success(),
+        };
+        self.record(key, start, kind, failure);
+    }
+
+    fn get(&self, key: &str) {
+        let start = now_ns();
+        let result = cli_get(&self.dir, &self.scratch, key);
+        let failure = result.as_ref().err().map(|e| format!("get {key}: {e}"));
+        self.record(key, start, Kind::Read(result), failure);
+    }
+
+    fn rm(&self, key: &str) {
+        let start = now_ns();
+        let out = rampart(&self.dir, &["rm", key]);
+        let err = stderr_line(&out);
+        // Deleting a key that does not exist fails and writes nothing; any other failure
+        // leaves the outcome unknown.
+        let failure = (!out.status.success() && !err.contains("no object named"))
+            .then(|| format!("rm {key}: {err}"));
+        let kind = Kind::Write {
+            value: Value::Absent,
+            acked: out.status.success(),
+        };
+        self.record(key, start, kind, failure);
+    }
+
+    fn ls(&self) {
+        let out = rampart(&self.dir, &["ls"]);
+        let mut r = self.rec.lock().unwrap();
+        if out.status.success() {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                if let Some(name) = line.split_whitespace().last() {
+                    r.listed.insert(name.to_owned());
+                }
+            }
+        } else {
+            r.failures
+                .push(format!("{} ls: {}", self.name, stderr_line(&out)));
+        }
+    }
+}
+
 /// One CLI worker: random puts, gets, deletes and listings until `until`.
 fn cli_worker(dir: PathBuf, id: usize, seed: u64, until: Instant, rec: Arc<Mutex<Record>>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ ((id as u64 + 1) * 0x9e37_79b9));
-    let client = format!("cli-{id}");
-    let scratch = dir.join(format!("w{id}"));
-    std::fs::create_dir_all(&scratch).unwrap();
-    let mut seq = 0u64;
+    let mut cli = Cli::new(&dir, &format!("cli-{id}"), &rec);
     while Instant::now() < until {
-        let total: u32 = CLI_KEYS.iter().map(|(_, w)| w).sum();
-        let mut pick = rng.gen_range(0..total);
-        let key = CLI_KEYS
-            .iter()
-            .find(|(_, w)| {
-                let hit = pick < *w;
-                pick = pick.saturating_sub(*w);
-                hit
-            })
-            .unwrap()
-            .0;
+        let key = CLI_KEYS[rng.gen_range(0..CLI_KEYS.len())];
         let roll: f64 = rng.r#gen();
-        let start = now_ns();
         if roll < 0.4 {
-            seq += 1;
-            let tag = format!("{client}-{seq}");
             let pad = [64usize, 3000, 40_000, 300_000][rng.gen_range(0..4)];
-            let mut body = format!("TAG:{tag}\n").into_bytes();
-            body.extend((0..pad).map(|_| rng.r#gen::<u8>()));
-            let file = scratch.join("put.bin");
-            std::fs::write(&file, &body).unwrap();
-            let out = rampart(&dir, &["put", file.to_str().unwrap(), key]);
-            let end = now_ns();
-            let mut r = rec.lock().unwrap();
-            if !out.status.success() {
-                r.failures
-                    .push(format!("{client} put {tag} {key}: {}", stderr_line(&out)));
-            }
-            r.history.push(Op {
-                client: client.clone(),
-                key: key.into(),
-                start,
-                end,
-                kind: Kind::Write {
-                    value: Value::Put(tag),
-                    acked: out.status.success(),
-                },
-            });
+            cli.put(&mut rng, key, pad);
         } else if roll < 0.8 {
-            let result = cli_get(&dir, &scratch, key);
-            let end = now_ns();
-            let mut r = rec.lock().unwrap();
-            if let Err(e) = &result {
-                r.failures.push(format!("{client} get {key}: {e}"));
-            }
-            r.history.push(Op {
-                client: client.clone(),
-                key: key.into(),
-                start,
-                end,
-                kind: Kind::Read(result),
-            });
+            cli.get(key);
         } else if roll < 0.95 {
-            let out = rampart(&dir, &["rm", key]);
-            let end = now_ns();
-            let err = stderr_line(&out);
-            let mut r = rec.lock().unwrap();
-            // Deleting a key that does not exist fails and writes nothing; any other failure
-            // leaves the outcome unknown.
-            if !out.status.success() && !err.contains("no object named") {
-                r.failures.push(format!("{client} rm {key}: {err}"));
-            }
-            r.history.push(Op {
-                client: client.clone(),
-                key: key.into(),
-                start,
-                end,
-                kind: Kind::Write {
-                    value: Value::Absent,
-                    acked: out.status.success(),
-                },
-            });
+            cli.rm(key);
         } else {
-            let out = rampart(&dir, &["ls"]);
-            let mut r = rec.lock().unwrap();
-            if out.status.success() {
-                for line in String::from_utf8_lossy(&out.stdout).lines() {
-                    if let Some(name) = line.split_whitespace().last() {
-                        r.listed.insert(name.to_owned());
-                    }
-                }
-            } else {
-                r.failures
-                    .push(format!("{client} ls: {}", stderr_line(&out)));
-            }
+            cli.ls();
         }
+    }
+}
+
+/// Deletes a key, leaves it deleted for longer than the `gc` grace period (so that `gc`
+/// purges it, and the Byzantine cloud may resurrect it), then writes it again and reads it,
+/// over and over: the path of the review's lost writes.
+fn lazarus_worker(dir: PathBuf, seed: u64, until: Instant, rec: Arc<Mutex<Record>>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x01a2_a5a5);
+    let mut cli = Cli::new(&dir, "lazarus", &rec);
+    let mut round = 0;
+    while Instant::now() < until {
+        let key = LAZARUS_KEYS[round % LAZARUS_KEYS.len()];
+        round += 1;
+        cli.put(&mut rng, key, 100);
+        cli.get(key);
+        cli.rm(key);
+        std::thread::sleep(Duration::from_secs(GC_GRACE_SECS + 9));
+        cli.get(key);
+        cli.put(&mut rng, key, 100);
+        cli.get(key);
     }
 }
 
@@ -439,6 +470,12 @@ fn a_byzantine_cloud_that_picks_its_moves_breaks_no_promise() {
             cli_worker(dir, id, seed, until, rec)
         }));
     }
+    {
+        let (dir, rec) = (dir.clone(), rec.clone());
+        threads.push(std::thread::spawn(move || {
+            lazarus_worker(dir, seed, until, rec)
+        }));
+    }
     // `gc` with a grace period shorter than the run, so that deleted keys are purged
     // while puts of them are in flight; `scrub` may fail only to repair the Byzantine cloud,
     // which refuses or drops some of its writes.
@@ -482,7 +519,8 @@ fn a_byzantine_cloud_that_picks_its_moves_breaks_no_promise() {
     std::fs::create_dir_all(&scratch).unwrap();
     let keys: Vec<String> = CLI_KEYS
         .iter()
-        .map(|(k, _)| k.to_string())
+        .chain(LAZARUS_KEYS.iter())
+        .map(|k| k.to_string())
         .chain(
             GATEWAY_KEYS
                 .iter()

@@ -5,6 +5,8 @@
 //! id>/…` blobs) and, phase by phase (each lasting 0.5–2.5 s, drawn from the seed), turns on
 //! a subset of its moves:
 //! - **replay**: answer a metadata read with an older signed body it saw for that object;
+//!   and, in every phase, half the time, answer a read of deleted metadata with the oldest
+//!   body it saw;
 //! - **withhold**: for some names, answer reads with 404 and acknowledge writes it drops;
 //! - **fake names**: add names that were never written to metadata listings, and answer
 //!   reads of them with garbage;
@@ -417,6 +419,24 @@ async fn handle(
                     rbody = older[pick].clone();
                     s.count(Move::Replay);
                 }
+            } else if method == Method::GET
+                && rparts.status == StatusCode::NOT_FOUND
+                && s.rng.gen_bool(0.5)
+                && let Some(old) = s.seen.get(&path).and_then(|l| l.first()).cloned()
+            {
+                // Resurrect metadata that was deleted (by `gc`) with the oldest body seen, in
+                // every phase: this lie costs the adversary nothing.
+                s.count(Move::Replay);
+                rparts.status = StatusCode::OK;
+                rparts.headers.clear();
+                for (k, v) in [
+                    ("content-type", "application/octet-stream"),
+                    ("etag", "\"resurrected\""),
+                    ("last-modified", "Thu, 01 Jan 2026 00:00:00 GMT"),
+                ] {
+                    rparts.headers.insert(k, HeaderValue::from_static(v));
+                }
+                rbody = old;
             }
         }
         if let Target::MetaListing = &target

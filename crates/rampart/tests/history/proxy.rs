@@ -8,8 +8,8 @@
 //!   and, in every phase, half the time, answer a read of deleted metadata with the oldest
 //!   body it saw;
 //! - **withhold**: for some names, answer reads with 404 and acknowledge writes it drops;
-//! - **fake names**: add names that were never written to metadata listings, and answer
-//!   reads of them with garbage;
+//! - **fake names**: add names that were never written to metadata listings (in every
+//!   phase, half the time; always in its own phases), and answer reads of them with garbage;
 //! - **refuse CAS**: answer conditional puts with 412;
 //! - **slow** (0.05–0.6 s) and **stall** (3–6 s) before answering;
 //! - **drop checksums**: strip ETag and checksum headers from answers.
@@ -441,7 +441,7 @@ async fn handle(
         }
         if let Target::MetaListing = &target
             && rparts.status == StatusCode::OK
-            && s.chance(Move::FakeNames)
+            && (s.active(Move::FakeNames) || s.rng.gen_bool(0.5))
         {
             let text = String::from_utf8_lossy(&rbody).into_owned();
             if let Some(at) = text.rfind("</ListBucketResult>") {

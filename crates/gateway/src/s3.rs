@@ -469,8 +469,19 @@ fn input_error(io: &io::Error) -> S3Error {
     s3_error!(IncompleteBody, "request body ended early")
 }
 
-fn content_md5(v: Option<&str>) -> S3Result<Option<[u8; 16]>> {
-    let Some(v) = v else { return Ok(None) };
+/// The request's `Content-MD5`, read from the header itself: `s3s` drops an empty one,
+/// which S3 refuses like any other malformed digest.
+fn content_md5(headers: &http::HeaderMap) -> S3Result<Option<[u8; 16]>> {
+    let mut values = headers.get_all("content-md5").iter();
+    let Some(v) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(s3_error!(InvalidDigest, "more than one Content-MD5"));
+    }
+    let v = v
+        .to_str()
+        .map_err(|_| s3_error!(InvalidDigest, "Content-MD5 is not a base64 MD5"))?;
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD
         .decode(v)
@@ -993,7 +1004,7 @@ impl S3 for Gateway {
             acl: i.acl.as_ref().is_some_and(|a| a.as_str() != "private"),
         })?;
         let len = body_limit(i.content_length, self.upload_bytes_max)?;
-        let md5 = content_md5(i.content_md5.as_deref())?;
+        let md5 = content_md5(&req.headers)?;
         let check = checksum::announced(&req.headers, req.trailing_headers.as_ref())?;
         let attrs = user_attrs(
             i.metadata,
@@ -1150,15 +1161,21 @@ impl S3 for Gateway {
                 "SSE-C headers are not implemented"
             ));
         }
-        let (info, attrs) = self.object(&i.bucket, &i.key).await?;
-        let wants = |name: &str| i.object_attributes.iter().any(|a| a.as_str() == name);
-        if i.object_attributes.is_empty() {
+        // `x-amz-object-attributes` is one comma-separated header (or several).
+        let asked: Vec<&str> = i
+            .object_attributes
+            .iter()
+            .flat_map(|a| a.as_str().split(','))
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .collect();
+        if asked.is_empty() {
             return Err(s3_error!(
                 InvalidArgument,
                 "x-amz-object-attributes names no attribute"
             ));
         }
-        if let Some(a) = i.object_attributes.iter().find(|a| {
+        if let Some(a) = asked.iter().find(|a| {
             ![
                 ObjectAttributes::ETAG,
                 ObjectAttributes::CHECKSUM,
@@ -1166,14 +1183,12 @@ impl S3 for Gateway {
                 ObjectAttributes::STORAGE_CLASS,
                 ObjectAttributes::OBJECT_SIZE,
             ]
-            .contains(&a.as_str())
+            .contains(a)
         }) {
-            return Err(s3_error!(
-                InvalidArgument,
-                "unknown object attribute {}",
-                a.as_str()
-            ));
+            return Err(s3_error!(InvalidArgument, "unknown object attribute {a}"));
         }
+        let wants = |name: &str| asked.contains(&name);
+        let (info, attrs) = self.object(&i.bucket, &i.key).await?;
         // The parts of a completed upload are not kept (the object is rewritten whole,
         // ADR 0401): only their count is known, so a part listing is refused.
         if wants(ObjectAttributes::OBJECT_PARTS)
@@ -1633,7 +1648,7 @@ impl S3 for Gateway {
             ));
         }
         let len = body_limit(i.content_length, self.upload_bytes_max)?;
-        let md5 = content_md5(i.content_md5.as_deref())?;
+        let md5 = content_md5(&req.headers)?;
         let check = checksum::announced(&req.headers, req.trailing_headers.as_ref())?;
         let (_, upload_checksum) = self.upload(&i.upload_id, &i.bucket, &i.key).await?;
         // An upload created with a checksum algorithm checksums every part with it: a

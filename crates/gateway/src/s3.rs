@@ -1261,7 +1261,7 @@ impl S3 for Gateway {
         let quiet = i.delete.quiet.unwrap_or(false);
         let bucket = &i.bucket;
         let results: Vec<(String, Option<String>, Result<(), S3Error>)> =
-            futures::stream::iter(i.delete.objects.into_iter())
+            futures::stream::iter(i.delete.objects)
                 .map(|o| async move {
                     let conditional =
                         o.e_tag.is_some() || o.last_modified_time.is_some() || o.size.is_some();

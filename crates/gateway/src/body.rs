@@ -13,6 +13,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, DuplexStream, ReadBuf};
 use tokio::task::JoinHandle;
 use tokio_util::io::{ReaderStream, StreamReader};
 
+use crate::checksum::{Check, Hasher, StoredChecksum};
+
 /// Bytes buffered between a store read and the HTTP response (per request).
 pub const PIPE_BYTES: usize = 256 * 1024;
 
@@ -33,23 +35,44 @@ pub enum BodyFault {
     /// `Content-MD5` does not match the bytes.
     #[error("Content-MD5 does not match the body")]
     BadDigest,
+    /// An `x-amz-checksum-*` value does not match the bytes (the algorithm's S3 name).
+    #[error("The {0} you specified did not match the calculated checksum.")]
+    ChecksumMismatch(&'static str),
+    /// The `aws-chunked` body ended without the trailer `x-amz-trailer` announced.
+    #[error("the body ended without the {0} trailer that x-amz-trailer announced")]
+    MissingTrailer(&'static str),
+    /// The announced trailer is not a valid checksum of its algorithm.
+    #[error("Value for {0} trailer is invalid.")]
+    InvalidChecksum(&'static str),
 }
 
-/// The MD5 of a fully read, checked body (`None` until then).
-pub type Md5Slot = Arc<Mutex<Option<[u8; 16]>>>;
+/// What a fully read, checked body hashed to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Digests {
+    /// MD5 of the bytes.
+    pub md5: [u8; 16],
+    /// The verified (or computed) additional checksum, if one was asked for.
+    pub checksum: Option<StoredChecksum>,
+}
+
+/// The [`Digests`] of a fully read, checked body (`None` until then).
+pub type DigestSlot = Arc<Mutex<Option<Digests>>>;
 
 /// Wraps an upload: counts and MD5-hashes the bytes, fails with a [`BodyFault`] the read
 /// that crosses the size limit, and fails the end of stream if the length or MD5 is not
 /// what was announced. A failed read makes the store abort the write, so nothing partial
-/// becomes visible. On a clean end the MD5 is left in [`Checked::md5_slot`].
+/// becomes visible. An additional checksum ([`Checked::with_checksum`]) is computed in the
+/// same pass and verified at the end. On a clean end the digests are left in
+/// [`Checked::digest_slot`].
 pub struct Checked<R> {
     inner: R,
     hasher: Option<Md5>,
+    checksum: Option<(Check, Hasher)>,
     count: u64,
     limit: u64,
     expected_len: Option<u64>,
     expected_md5: Option<[u8; 16]>,
-    slot: Md5Slot,
+    slot: DigestSlot,
 }
 
 impl<R> Checked<R> {
@@ -58,6 +81,7 @@ impl<R> Checked<R> {
         Self {
             inner,
             hasher: Some(Md5::new()),
+            checksum: None,
             count: 0,
             limit,
             expected_len: None,
@@ -78,8 +102,17 @@ impl<R> Checked<R> {
         self
     }
 
-    /// Where the MD5 lands once the whole body has been read and checked.
-    pub fn md5_slot(&self) -> Md5Slot {
+    /// Computes (and verifies, unless [`Check::compute`]) an additional checksum.
+    pub fn with_checksum(mut self, check: Option<Check>) -> Self {
+        self.checksum = check.map(|c| {
+            let h = c.algorithm().hasher();
+            (c, h)
+        });
+        self
+    }
+
+    /// Where the digests land once the whole body has been read and checked.
+    pub fn digest_slot(&self) -> DigestSlot {
         self.slot.clone()
     }
 }
@@ -108,6 +141,9 @@ impl<R: AsyncRead + Unpin> AsyncRead for Checked<R> {
             if let Some(h) = this.hasher.as_mut() {
                 h.update(new);
             }
+            if let Some((_, h)) = this.checksum.as_mut() {
+                h.update(new);
+            }
             return Poll::Ready(Ok(()));
         }
         // End of stream: check it once.
@@ -126,7 +162,17 @@ impl<R: AsyncRead + Unpin> AsyncRead for Checked<R> {
         if this.expected_md5.is_some_and(|m| m != md5) {
             return Poll::Ready(Err(io::Error::other(BodyFault::BadDigest)));
         }
-        *this.slot.lock().expect("md5 slot lock") = Some(md5);
+        let checksum = match this.checksum.take() {
+            None => None,
+            Some((check, h)) => {
+                let got = h.finalize();
+                if let Err(f) = check.verify(&got) {
+                    return Poll::Ready(Err(io::Error::other(f)));
+                }
+                Some(StoredChecksum::full(check.algorithm(), &got))
+            }
+        };
+        *this.slot.lock().expect("digest slot lock") = Some(Digests { md5, checksum });
         Poll::Ready(Ok(()))
     }
 }
@@ -227,12 +273,18 @@ mod tests {
         let c = Checked::new(&data[..], 100)
             .expect_len(Some(11))
             .expect_md5(Some(md5));
-        let slot = c.md5_slot();
+        let slot = c.digest_slot();
         assert_eq!(read_all(c).await.unwrap(), data);
-        assert_eq!(*slot.lock().unwrap(), Some(md5));
+        assert_eq!(
+            *slot.lock().unwrap(),
+            Some(Digests {
+                md5,
+                checksum: None
+            })
+        );
 
         let c = Checked::new(&data[..], 10);
-        let slot = c.md5_slot();
+        let slot = c.digest_slot();
         let e = read_all(c).await.unwrap_err();
         assert!(matches!(fault(&e), BodyFault::TooLarge(10)));
         assert_eq!(*slot.lock().unwrap(), None);
@@ -250,5 +302,25 @@ mod tests {
                 expected: 12
             }
         ));
+    }
+
+    #[tokio::test]
+    async fn checked_reader_verifies_an_additional_checksum() {
+        use crate::checksum::Algorithm;
+        let data = b"hello world";
+        let good = Algorithm::Crc32c.digest(data);
+        let c = Checked::new(&data[..], 100)
+            .with_checksum(Some(Check::value(Algorithm::Crc32c, good.clone())));
+        let slot = c.digest_slot();
+        read_all(c).await.unwrap();
+        let got = slot.lock().unwrap().clone().unwrap().checksum;
+        assert_eq!(got, Some(StoredChecksum::full(Algorithm::Crc32c, &good)));
+
+        let c = Checked::new(&data[..], 100)
+            .with_checksum(Some(Check::value(Algorithm::Crc32c, vec![0; 4])));
+        let slot = c.digest_slot();
+        let e = read_all(c).await.unwrap_err();
+        assert!(matches!(fault(&e), BodyFault::ChecksumMismatch("CRC32C")));
+        assert_eq!(*slot.lock().unwrap(), None);
     }
 }

@@ -69,6 +69,7 @@
 #![allow(clippy::disallowed_methods)]
 
 pub mod body;
+pub mod checksum;
 pub mod config;
 pub mod conn;
 pub mod guard;

@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 use rampart_store::meta::ATTRS_BYTES_MAX;
 use serde::{Deserialize, Serialize};
 
+use crate::checksum::{Algorithm, StoredChecksum};
+
 /// Current envelope version.
 const RECORD_V1: u8 = 1;
 
@@ -43,6 +45,27 @@ pub struct ObjectAttrs {
     /// Number of parts for a multipart object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parts: Option<u32>,
+    /// The verified `x-amz-checksum-*` of the object, if the upload sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<StoredChecksum>,
+    /// `Expires`, as the HTTP date the client sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// The multipart upload this object was completed from (a retried Complete of that
+    /// upload is answered again from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<String>,
+}
+
+/// The checksum a multipart upload was created with (`x-amz-checksum-algorithm`,
+/// `x-amz-checksum-type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadChecksum {
+    /// Every part is checksummed with this algorithm.
+    pub algorithm: Algorithm,
+    /// The object gets a full-object checksum (else a composite one).
+    pub full_object: bool,
 }
 
 /// One gateway entry in the store.
@@ -61,11 +84,17 @@ pub enum Record {
         key: String,
         /// Attributes given at creation (the ETag is filled in at completion).
         attrs: ObjectAttrs,
+        /// The checksum the upload was created with.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checksum: Option<UploadChecksum>,
     },
     /// One uploaded part.
     Part {
         /// Hex MD5 of the part, without quotes.
         etag: String,
+        /// The part's verified (or computed) additional checksum.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checksum: Option<StoredChecksum>,
     },
 }
 
@@ -131,6 +160,12 @@ mod tests {
                     cache_control,
                     metadata,
                     parts,
+                    checksum: parts.map(|p| StoredChecksum {
+                        algorithm: Algorithm::Crc64Nvme,
+                        value: format!("AAAAAAAAAAA={p}"),
+                        composite: p % 2 == 0,
+                    }),
+                    expires: parts.map(|_| "Thu, 01 Jan 2026 00:00:00 GMT".into()),
                     ..Default::default()
                 },
             )
@@ -140,12 +175,27 @@ mod tests {
         prop_oneof![
             Just(Record::Bucket),
             attrs().prop_map(Record::Object),
-            (".{1,30}", ".{1,60}", attrs()).prop_map(|(bucket, key, attrs)| Record::Upload {
-                bucket,
-                key,
-                attrs
-            }),
-            "[0-9a-f]{32}".prop_map(|etag| Record::Part { etag }),
+            (".{1,30}", ".{1,60}", attrs(), any::<bool>()).prop_map(
+                |(bucket, key, attrs, full_object)| Record::Upload {
+                    bucket,
+                    key,
+                    attrs,
+                    checksum: Some(UploadChecksum {
+                        algorithm: Algorithm::Crc32,
+                        full_object
+                    }),
+                }
+            ),
+            ("[0-9a-f]{32}", proptest::option::of("[A-Za-z0-9+/]{6}==")).prop_map(
+                |(etag, value)| Record::Part {
+                    etag,
+                    checksum: value.map(|value| StoredChecksum {
+                        algorithm: Algorithm::Sha1,
+                        value,
+                        composite: false,
+                    }),
+                }
+            ),
         ]
     }
 

@@ -15,8 +15,9 @@ use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::body::{BodyFault, Checked, PIPE_BYTES, blob_reader, response_body};
-use crate::record::{ObjectAttrs, Record};
+use crate::body::{BodyFault, Checked, Digests, PIPE_BYTES, blob_reader, response_body};
+use crate::checksum::{self, Algorithm, Check, StoredChecksum};
+use crate::record::{ObjectAttrs, Record, UploadChecksum};
 
 /// Store key prefix of bucket entries: `b/<bucket>`.
 const BUCKET_PREFIX: &str = "b/";
@@ -36,6 +37,11 @@ pub const PART_NUMBER_MAX: i32 = 10_000;
 pub const PART_BYTES_MIN: u64 = 5 * 1024 * 1024;
 /// Most keys per listing page and most keys per `DeleteObjects`, as in S3.
 pub const PAGE_KEYS_MAX: usize = 1000;
+/// Most buckets per `ListBuckets` page (`max-buckets`), as in S3.
+pub const BUCKETS_PAGE_MAX: i32 = 10_000;
+/// The version id of every object: buckets are unversioned, so each object's only
+/// version is S3's "null" version.
+const NULL_VERSION: &str = "null";
 /// Store operations run at once by one `DeleteObjects` or part cleanup.
 const FAN_OUT: usize = 8;
 
@@ -96,62 +102,78 @@ impl Gateway {
     }
 
     /// Streams `input` into `skey` as an object with `attrs`; an empty ETag becomes the
-    /// MD5 of the bytes. Returns that MD5 (hex).
+    /// MD5 of the bytes, and a checksum computed while streaming is kept (unless `attrs`
+    /// already has one). Returns the ETag and the checksum stored.
     async fn put_stream<R>(
         &self,
         skey: &str,
         input: Checked<R>,
-        mut attrs: ObjectAttrs,
-    ) -> S3Result<String>
+        attrs: ObjectAttrs,
+    ) -> S3Result<(String, Option<StoredChecksum>)>
     where
         R: tokio::io::AsyncRead + Unpin + Send,
     {
-        self.put_checked(skey, input, move |md5| {
-            if attrs.etag.is_empty() {
-                attrs.etag = md5;
-            }
-            Record::Object(attrs)
-        })
-        .await
+        let stored = Arc::new(std::sync::Mutex::new(None));
+        let out = stored.clone();
+        let digests = self
+            .put_checked(skey, input, move |d| {
+                let mut attrs = attrs;
+                if attrs.etag.is_empty() {
+                    attrs.etag = hex::encode(d.md5);
+                }
+                if attrs.checksum.is_none() {
+                    attrs.checksum = d.checksum.clone();
+                }
+                *out.lock().expect("attrs lock") =
+                    Some((attrs.etag.clone(), attrs.checksum.clone()));
+                Record::Object(attrs)
+            })
+            .await?;
+        let kept = stored.lock().expect("attrs lock").take();
+        Ok(kept.unwrap_or((hex::encode(digests.md5), digests.checksum)))
     }
 
-    /// Streams `input` into `skey` with the record `record(hex MD5 of the bytes)`, built
-    /// once the whole body has been stored and checked. Returns the hex MD5.
-    async fn put_checked<R, F>(&self, skey: &str, input: Checked<R>, record: F) -> S3Result<String>
+    /// Streams `input` into `skey` with the record `record(digests of the bytes)`, built
+    /// once the whole body has been stored and checked. Returns the digests.
+    async fn put_checked<R, F>(&self, skey: &str, input: Checked<R>, record: F) -> S3Result<Digests>
     where
         R: tokio::io::AsyncRead + Unpin + Send,
-        F: FnOnce(String) -> Record + Send,
+        F: FnOnce(&Digests) -> Record + Send,
     {
         let _transfer = self.transfer_slot().await;
-        let slot = input.md5_slot();
+        let slot = input.digest_slot();
         let attrs_slot = slot.clone();
         self.store
             .put_with_attrs_fn(
                 skey,
                 input,
                 move || {
-                    let md5 =
-                        attrs_slot
-                            .lock()
-                            .expect("md5 slot lock")
-                            .ok_or(StoreError::Integrity {
-                                reason: "upload body was not read to its end",
-                            })?;
-                    Ok(record(hex::encode(md5)).encode())
+                    let digests = attrs_slot.lock().expect("digest slot lock").clone().ok_or(
+                        StoreError::Integrity {
+                            reason: "upload body was not read to its end",
+                        },
+                    )?;
+                    Ok(record(&digests).encode())
                 },
                 None,
             )
             .await
             .map_err(store_error)?;
-        // The attributes closure succeeded, so the slot holds the MD5.
-        let md5 = slot
+        // The attributes closure succeeded, so the slot holds the digests.
+        Ok(slot
             .lock()
-            .expect("md5 slot lock")
-            .expect("a completed put read its body to the end");
-        Ok(hex::encode(md5))
+            .expect("digest slot lock")
+            .clone()
+            .expect("a completed put read its body to the end"))
     }
 
-    async fn upload(&self, upload_id: &str, bucket: &str, key: &str) -> S3Result<ObjectAttrs> {
+    /// The attributes and checksum an upload in progress was created with.
+    async fn upload(
+        &self,
+        upload_id: &str,
+        bucket: &str,
+        key: &str,
+    ) -> S3Result<(ObjectAttrs, Option<UploadChecksum>)> {
         if upload_id.len() != 32 || !upload_id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(no_such_upload());
         }
@@ -165,7 +187,8 @@ impl Gateway {
                     bucket: b,
                     key: k,
                     attrs,
-                }) if b == bucket && k == key => Ok(attrs),
+                    checksum,
+                }) if b == bucket && k == key => Ok((attrs, checksum)),
                 _ => Err(no_such_upload()),
             },
             Err(StoreError::NotFound { .. }) => Err(no_such_upload()),
@@ -173,16 +196,23 @@ impl Gateway {
         }
     }
 
-    /// Parts stored for an upload, by part number: (etag, info).
-    async fn parts(&self, upload_id: &str) -> S3Result<BTreeMap<i32, (String, ObjectInfo)>> {
+    /// Parts stored for an upload, by part number.
+    async fn parts(&self, upload_id: &str) -> S3Result<BTreeMap<i32, StoredPart>> {
         let prefix = format!("{PART_PREFIX}{upload_id}/");
         let mut out = BTreeMap::new();
         for info in self.store.list(&prefix).await.map_err(store_error)? {
             let Ok(n) = info.key[prefix.len()..].parse::<i32>() else {
                 continue;
             };
-            if let Ok(Record::Part { etag }) = Record::decode(&info.attrs) {
-                out.insert(n, (etag, info));
+            if let Ok(Record::Part { etag, checksum }) = Record::decode(&info.attrs) {
+                out.insert(
+                    n,
+                    StoredPart {
+                        etag,
+                        checksum,
+                        info,
+                    },
+                );
             }
         }
         Ok(out)
@@ -201,8 +231,8 @@ impl Gateway {
         }
         let parts = self.parts(upload_id).await?;
         futures::stream::iter(parts.into_values())
-            .for_each_concurrent(FAN_OUT, |(_, info)| async move {
-                if let Err(e) = self.store.delete(&info.key).await {
+            .for_each_concurrent(FAN_OUT, |part| async move {
+                if let Err(e) = self.store.delete(&part.info.key).await {
                     tracing::warn!(error = %e, "could not delete a part; gc will reclaim it");
                 }
             })
@@ -271,6 +301,13 @@ impl Gateway {
     }
 }
 
+/// One uploaded part, from its signed record.
+struct StoredPart {
+    etag: String,
+    checksum: Option<StoredChecksum>,
+    info: ObjectInfo,
+}
+
 struct ListQuery<'a> {
     prefix: &'a str,
     delimiter: Option<&'a str>,
@@ -280,9 +317,11 @@ struct ListQuery<'a> {
 }
 
 impl ListQuery<'_> {
+    /// `s` as a listing returns it: with `EncodingType=url`, percent-encoded as S3 does
+    /// (every byte but the unreserved characters and `/`).
     fn encode(&self, s: &str) -> String {
         if self.url_encode {
-            urlencoding::encode(s).into_owned()
+            urlencoding::encode(s).replace("%2F", "/")
         } else {
             s.to_owned()
         }
@@ -327,6 +366,17 @@ fn object_key(bucket: &str, key: &str) -> S3Result<String> {
         ));
     }
     Ok(format!("{OBJECT_PREFIX}{bucket}/{key}"))
+}
+
+/// Buckets are unversioned: the only version id there is, is "null" (the current one).
+fn check_version(v: Option<&str>) -> S3Result<()> {
+    match v {
+        None | Some(NULL_VERSION) => Ok(()),
+        Some(_) => Err(s3_error!(
+            NoSuchVersion,
+            "buckets are unversioned: the only version id is \"null\""
+        )),
+    }
 }
 
 fn part_key(upload_id: &str, part: i32) -> String {
@@ -383,7 +433,12 @@ fn input_error(io: &io::Error) -> S3Error {
                     s3_error!(EntityTooLarge, "request body larger than {limit} bytes")
                 }
                 BodyFault::Incomplete { .. } => s3_error!(IncompleteBody, "{f}"),
-                BodyFault::BadDigest => s3_error!(BadDigest, "{f}"),
+                BodyFault::BadDigest | BodyFault::ChecksumMismatch(_) => {
+                    s3_error!(BadDigest, "{f}")
+                }
+                BodyFault::MissingTrailer(_) | BodyFault::InvalidChecksum(_) => {
+                    s3_error!(InvalidRequest, "{f}")
+                }
             };
         }
         if let Some(e) = inner.downcast_ref::<S3Error>() {
@@ -414,8 +469,19 @@ fn input_error(io: &io::Error) -> S3Error {
     s3_error!(IncompleteBody, "request body ended early")
 }
 
-fn content_md5(v: Option<&str>) -> S3Result<Option<[u8; 16]>> {
-    let Some(v) = v else { return Ok(None) };
+/// The request's `Content-MD5`, read from the header itself: `s3s` drops an empty one,
+/// which S3 refuses like any other malformed digest.
+fn content_md5(headers: &http::HeaderMap) -> S3Result<Option<[u8; 16]>> {
+    let mut values = headers.get_all("content-md5").iter();
+    let Some(v) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(s3_error!(InvalidDigest, "more than one Content-MD5"));
+    }
+    let v = v
+        .to_str()
+        .map_err(|_| s3_error!(InvalidDigest, "Content-MD5 is not a base64 MD5"))?;
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD
         .decode(v)
@@ -443,6 +509,7 @@ fn user_attrs(
     content_disposition: Option<String>,
     content_language: Option<String>,
     cache_control: Option<String>,
+    expires: Option<Timestamp>,
 ) -> S3Result<ObjectAttrs> {
     let metadata: BTreeMap<String, String> = metadata
         .unwrap_or_default()
@@ -456,6 +523,16 @@ fn user_attrs(
             "user metadata is limited to {USER_METADATA_BYTES_MAX} bytes"
         ));
     }
+    // `aws-chunked` describes the request's framing, not the object: S3 drops it.
+    let content_encoding = content_encoding
+        .map(|e| {
+            e.split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("aws-chunked"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .filter(|e| !e.is_empty());
     Ok(ObjectAttrs {
         etag: String::new(),
         content_type,
@@ -465,11 +542,217 @@ fn user_attrs(
         cache_control,
         metadata,
         parts: None,
+        checksum: None,
+        upload: None,
+        expires: expires.map(|t| http_date(&t)).transpose()?,
     })
+}
+
+/// The stored `Content-Type`, or S3's default for an object stored without one.
+fn content_type_of(a: &ObjectAttrs) -> String {
+    a.content_type
+        .clone()
+        .unwrap_or_else(|| "binary/octet-stream".to_owned())
+}
+
+fn http_date(t: &Timestamp) -> S3Result<String> {
+    let mut out = Vec::new();
+    t.format(TimestampFormat::HttpDate, &mut out)
+        .map_err(|_| s3_error!(InvalidArgument, "Expires is not a representable date"))?;
+    String::from_utf8(out).map_err(|_| s3_error!(InternalError, "date is not UTF-8"))
+}
+
+/// The stored `Expires` as a response field (a record that does not parse gives none).
+fn expires_of(a: &ObjectAttrs) -> Option<Timestamp> {
+    a.expires
+        .as_deref()
+        .and_then(|e| Timestamp::parse(TimestampFormat::HttpDate, e).ok())
+}
+
+/// Sets the `checksum_*` fields of an S3 output from a stored checksum.
+macro_rules! set_checksum {
+    ($out:expr, $c:expr) => {{
+        let c: Option<s3s::dto::Checksum> = $c;
+        if let Some(c) = c {
+            $out.checksum_crc32 = c.checksum_crc32;
+            $out.checksum_crc32c = c.checksum_crc32c;
+            $out.checksum_sha1 = c.checksum_sha1;
+            $out.checksum_sha256 = c.checksum_sha256;
+            $out.checksum_crc64nvme = c.checksum_crc64nvme;
+            $out.checksum_type = c.checksum_type;
+        }
+    }};
 }
 
 fn opt_map(m: &BTreeMap<String, String>) -> Option<Metadata> {
     (!m.is_empty()).then(|| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
+/// The checksum a CreateMultipartUpload asks for: S3's defaults and combinations
+/// (COMPOSITE unless CRC64NVME; FULL_OBJECT only for the CRCs).
+fn upload_checksum(
+    algorithm: Option<&ChecksumAlgorithm>,
+    kind: Option<&ChecksumType>,
+) -> S3Result<Option<UploadChecksum>> {
+    let Some(a) = algorithm else {
+        if kind.is_some() {
+            return Err(s3_error!(
+                InvalidRequest,
+                "x-amz-checksum-type needs x-amz-checksum-algorithm"
+            ));
+        }
+        return Ok(None);
+    };
+    let algorithm = Algorithm::from_name(a.as_str()).ok_or_else(|| {
+        s3_error!(
+            InvalidRequest,
+            "unknown x-amz-checksum-algorithm {}",
+            a.as_str()
+        )
+    })?;
+    let full_object = match kind.map(ChecksumType::as_str) {
+        None => algorithm == Algorithm::Crc64Nvme,
+        Some(ChecksumType::FULL_OBJECT) => true,
+        Some(ChecksumType::COMPOSITE) => false,
+        Some(other) => {
+            return Err(s3_error!(
+                InvalidRequest,
+                "unknown x-amz-checksum-type {other}"
+            ));
+        }
+    };
+    if full_object && !algorithm.full_object_capable() {
+        return Err(s3_error!(
+            InvalidRequest,
+            "The FULL_OBJECT checksum type cannot be used with the {} checksum algorithm.",
+            algorithm.name()
+        ));
+    }
+    if !full_object && algorithm == Algorithm::Crc64Nvme {
+        return Err(s3_error!(
+            InvalidRequest,
+            "The COMPOSITE checksum type cannot be used with the CRC64NVME checksum algorithm."
+        ));
+    }
+    Ok(Some(UploadChecksum {
+        algorithm,
+        full_object,
+    }))
+}
+
+/// Checks the checksums a CompleteMultipartUpload lists for part `n` against the ones
+/// the part was uploaded with; returns the part's raw digest when the object gets a
+/// composite checksum.
+fn part_checksum(
+    p: &CompletedPart,
+    n: i32,
+    part: &StoredPart,
+    upload: Option<UploadChecksum>,
+) -> S3Result<Option<Vec<u8>>> {
+    let listed = |a| {
+        checksum::field_of(
+            a,
+            p.checksum_crc32.as_deref(),
+            p.checksum_crc32c.as_deref(),
+            p.checksum_sha1.as_deref(),
+            p.checksum_sha256.as_deref(),
+            p.checksum_crc64nvme.as_deref(),
+        )
+    };
+    for a in Algorithm::ALL {
+        if let Some(v) = listed(a) {
+            match &part.checksum {
+                Some(c) if c.algorithm == a && c.value == v.trim() => {}
+                _ => {
+                    return Err(s3_error!(
+                        InvalidPart,
+                        "part {n}: the {} listed is not the one it was uploaded with",
+                        a.name()
+                    ));
+                }
+            }
+        }
+    }
+    let Some(u) = upload else { return Ok(None) };
+    let stored = part
+        .checksum
+        .as_ref()
+        .filter(|c| c.algorithm == u.algorithm)
+        .ok_or_else(|| {
+            s3_error!(
+                InvalidPart,
+                "part {n} was uploaded without the upload's {} checksum",
+                u.algorithm.name()
+            )
+        })?;
+    if u.full_object {
+        return Ok(None);
+    }
+    if listed(u.algorithm).is_none() {
+        return Err(s3_error!(
+            InvalidRequest,
+            "The upload was created using a {} checksum. The complete request must include the checksum for each part. It was missing for part {n} in the request.",
+            u.algorithm.name()
+        ));
+    }
+    stored
+        .raw()
+        .map(Some)
+        .ok_or_else(|| s3_error!(InternalError, "stored part checksum is not base64"))
+}
+
+/// The object checksum of a completing upload: a composite one is set in `attrs` now
+/// (from the part digests); a full-object one is returned as the check to run over the
+/// rewrite. A checksum the client announces for the whole object must match.
+fn object_checksum(
+    attrs: &mut ObjectAttrs,
+    upload: Option<UploadChecksum>,
+    announced: Option<(Algorithm, String)>,
+    part_sums: &[Vec<u8>],
+) -> S3Result<Option<Check>> {
+    attrs.checksum = None;
+    let Some(u) = upload else {
+        if let Some((a, _)) = announced {
+            return Err(s3_error!(
+                InvalidRequest,
+                "the upload was created without a checksum algorithm, so its {} cannot be checked",
+                a.header()
+            ));
+        }
+        return Ok(None);
+    };
+    if let Some((a, _)) = &announced
+        && *a != u.algorithm
+    {
+        return Err(s3_error!(
+            BadDigest,
+            "the upload was created with {}, not {}",
+            u.algorithm.name(),
+            a.name()
+        ));
+    }
+    if u.full_object {
+        return Ok(Some(match announced {
+            None => Check::compute(u.algorithm),
+            Some((a, v)) => Check::value(a, a.decode(&v, "header")?),
+        }));
+    }
+    let c = StoredChecksum::composite(u.algorithm, part_sums);
+    if let Some((_, v)) = announced {
+        let bare = c
+            .value
+            .rsplit_once('-')
+            .map_or(c.value.as_str(), |(b, _)| b);
+        if v != c.value && v != bare {
+            return Err(s3_error!(
+                BadDigest,
+                "The {} you specified did not match the calculated checksum.",
+                u.algorithm.name()
+            ));
+        }
+    }
+    attrs.checksum = Some(c);
+    Ok(None)
 }
 
 /// What a write asks for that the gateway does not implement (issue 12: never accept
@@ -549,6 +832,12 @@ fn check_conditions(etag: &str, modified_ms: u64, c: Conditions<'_>) -> S3Result
     if not_modified {
         let mut e = s3_error!(NotModified);
         e.set_status_code(http::StatusCode::NOT_MODIFIED);
+        // RFC 9110 section 15.4.5: a 304 carries the ETag a 200 would have.
+        let mut h = http::HeaderMap::new();
+        if let Ok(v) = http::HeaderValue::from_str(&format!("\"{etag}\"")) {
+            h.insert(http::header::ETAG, v);
+        }
+        e.set_headers(h);
         return Err(e);
     }
     Ok(())
@@ -560,8 +849,22 @@ impl S3 for Gateway {
         &self,
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
-        let bucket = req.input.bucket;
+        let i = req.input;
+        let bucket = i.bucket;
+        let constraint = i
+            .create_bucket_configuration
+            .as_ref()
+            .and_then(|c| c.location_constraint.as_ref())
+            .map(|l| l.as_str().to_owned())
+            .filter(|l| !l.is_empty());
         match self.require_bucket(&bucket).await {
+            // As in S3's us-east-1 (the region without a location constraint), creating a
+            // bucket one already owns succeeds; elsewhere it is a conflict.
+            Ok(_) if constraint.as_deref().is_none_or(|l| l == "us-east-1") => {
+                return Ok(S3Response::new(CreateBucketOutput {
+                    location: Some(format!("/{bucket}")),
+                }));
+            }
             Ok(_) => {
                 return Err(s3_error!(
                     BucketAlreadyOwnedByYou,
@@ -624,15 +927,50 @@ impl S3 for Gateway {
 
     async fn list_buckets(
         &self,
-        _req: S3Request<ListBucketsInput>,
+        req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
+        let i = req.input;
+        if i.bucket_region.is_some() {
+            return Err(s3_error!(
+                NotImplemented,
+                "the gateway has one region; BucketRegion filtering is not implemented"
+            ));
+        }
+        let max = match i.max_buckets {
+            None => usize::MAX,
+            Some(m @ 1..=BUCKETS_PAGE_MAX) => m as usize,
+            Some(_) => {
+                return Err(s3_error!(
+                    InvalidArgument,
+                    "max-buckets must be between 1 and {BUCKETS_PAGE_MAX}"
+                ));
+            }
+        };
+        // Continuation tokens are the hex of the last bucket name returned.
+        let after = match &i.continuation_token {
+            None => String::new(),
+            Some(t) => hex::decode(t)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| s3_error!(InvalidArgument, "invalid continuation token"))?,
+        };
+        let prefix = i.prefix.as_deref().unwrap_or("");
         let entries = self.store.list(BUCKET_PREFIX).await.map_err(store_error)?;
-        let buckets = entries
+        let mut all: Vec<(String, u64)> = entries
             .into_iter()
             .filter(|i| matches!(Record::decode(&i.attrs), Ok(Record::Bucket)))
-            .map(|i| Bucket {
-                name: Some(i.key[BUCKET_PREFIX.len()..].to_owned()),
-                creation_date: Some(timestamp(i.created_ms)),
+            .map(|i| (i.key[BUCKET_PREFIX.len()..].to_owned(), i.created_ms))
+            .filter(|(name, _)| name.starts_with(prefix) && *name > after)
+            .collect();
+        all.sort();
+        let truncated = all.len() > max;
+        all.truncate(max);
+        let next = truncated.then(|| hex::encode(&all[all.len() - 1].0));
+        let buckets = all
+            .into_iter()
+            .map(|(name, created_ms)| Bucket {
+                name: Some(name),
+                creation_date: Some(timestamp(created_ms)),
                 bucket_region: None,
             })
             .collect();
@@ -642,7 +980,8 @@ impl S3 for Gateway {
                 display_name: Some("rampart".into()),
                 id: Some("rampart".into()),
             }),
-            ..Default::default()
+            continuation_token: next,
+            prefix: i.prefix,
         }))
     }
 
@@ -665,7 +1004,8 @@ impl S3 for Gateway {
             acl: i.acl.as_ref().is_some_and(|a| a.as_str() != "private"),
         })?;
         let len = body_limit(i.content_length, self.upload_bytes_max)?;
-        let md5 = content_md5(i.content_md5.as_deref())?;
+        let md5 = content_md5(&req.headers)?;
+        let check = checksum::announced(&req.headers, req.trailing_headers.as_ref())?;
         let attrs = user_attrs(
             i.metadata,
             i.content_type,
@@ -673,16 +1013,20 @@ impl S3 for Gateway {
             i.content_disposition,
             i.content_language,
             i.cache_control,
+            i.expires,
         )?;
         self.require_bucket(&i.bucket).await?;
         let input = Checked::new(blob_reader(i.body), self.upload_bytes_max)
             .expect_len(len)
-            .expect_md5(md5);
-        let etag = self.put_stream(&skey, input, attrs).await?;
-        Ok(S3Response::new(PutObjectOutput {
+            .expect_md5(md5)
+            .with_checksum(check);
+        let (etag, checksum) = self.put_stream(&skey, input, attrs).await?;
+        let mut out = PutObjectOutput {
             e_tag: Some(ETag::Strong(etag)),
             ..Default::default()
-        }))
+        };
+        set_checksum!(out, checksum.as_ref().map(StoredChecksum::to_dto));
+        Ok(S3Response::new(out))
     }
 
     async fn get_object(
@@ -693,6 +1037,7 @@ impl S3 for Gateway {
         if i.part_number.is_some() {
             return Err(s3_error!(NotImplemented, "GET by part number"));
         }
+        check_version(i.version_id.as_deref())?;
         let (info, attrs) = self.object(&i.bucket, &i.key).await?;
         check_conditions(
             &attrs.etag,
@@ -734,22 +1079,28 @@ impl S3 for Gateway {
                 )),
             ),
         };
-        Ok(S3Response::new(GetObjectOutput {
+        let mut out = GetObjectOutput {
             body: Some(body),
             content_length: Some(len as i64),
             content_range,
             accept_ranges: Some("bytes".into()),
             e_tag: Some(ETag::Strong(attrs.etag.clone())),
             last_modified: Some(timestamp(info.created_ms)),
-            content_type: attrs.content_type.clone(),
+            content_type: Some(content_type_of(&attrs)),
             content_encoding: attrs.content_encoding.clone(),
             content_disposition: attrs.content_disposition.clone(),
             content_language: attrs.content_language.clone(),
             cache_control: attrs.cache_control.clone(),
             metadata: opt_map(&attrs.metadata),
             parts_count: attrs.parts.map(|p| p as i32),
+            expires: expires_of(&attrs),
             ..Default::default()
-        }))
+        };
+        // A range is not what the full-object checksum covers: S3 returns none for it.
+        if range.is_none() && checksum::mode_enabled(i.checksum_mode.as_ref()) {
+            set_checksum!(out, attrs.checksum.as_ref().map(StoredChecksum::to_dto));
+        }
+        Ok(S3Response::new(out))
     }
 
     async fn head_object(
@@ -768,18 +1119,104 @@ impl S3 for Gateway {
                 if_unmodified_since: i.if_unmodified_since.as_ref(),
             },
         )?;
-        Ok(S3Response::new(HeadObjectOutput {
+        if i.part_number.is_some() {
+            return Err(s3_error!(NotImplemented, "HEAD by part number"));
+        }
+        check_version(i.version_id.as_deref())?;
+        let mut out = HeadObjectOutput {
             content_length: Some(info.size as i64),
             accept_ranges: Some("bytes".into()),
             e_tag: Some(ETag::Strong(attrs.etag.clone())),
             last_modified: Some(timestamp(info.created_ms)),
-            content_type: attrs.content_type.clone(),
+            content_type: Some(content_type_of(&attrs)),
             content_encoding: attrs.content_encoding.clone(),
             content_disposition: attrs.content_disposition.clone(),
             content_language: attrs.content_language.clone(),
             cache_control: attrs.cache_control.clone(),
             metadata: opt_map(&attrs.metadata),
             parts_count: attrs.parts.map(|p| p as i32),
+            expires: expires_of(&attrs),
+            ..Default::default()
+        };
+        if checksum::mode_enabled(i.checksum_mode.as_ref()) {
+            set_checksum!(out, attrs.checksum.as_ref().map(StoredChecksum::to_dto));
+        }
+        Ok(S3Response::new(out))
+    }
+
+    async fn get_object_attributes(
+        &self,
+        req: S3Request<GetObjectAttributesInput>,
+    ) -> S3Result<S3Response<GetObjectAttributesOutput>> {
+        let i = req.input;
+        if i.version_id.is_some() {
+            return Err(s3_error!(
+                NotImplemented,
+                "attributes of a specific version"
+            ));
+        }
+        if i.sse_customer_algorithm.is_some() || i.sse_customer_key.is_some() {
+            return Err(s3_error!(
+                NotImplemented,
+                "SSE-C headers are not implemented"
+            ));
+        }
+        // `x-amz-object-attributes` is one comma-separated header (or several).
+        let asked: Vec<&str> = i
+            .object_attributes
+            .iter()
+            .flat_map(|a| a.as_str().split(','))
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .collect();
+        if asked.is_empty() {
+            return Err(s3_error!(
+                InvalidArgument,
+                "x-amz-object-attributes names no attribute"
+            ));
+        }
+        if let Some(a) = asked.iter().find(|a| {
+            ![
+                ObjectAttributes::ETAG,
+                ObjectAttributes::CHECKSUM,
+                ObjectAttributes::OBJECT_PARTS,
+                ObjectAttributes::STORAGE_CLASS,
+                ObjectAttributes::OBJECT_SIZE,
+            ]
+            .contains(a)
+        }) {
+            return Err(s3_error!(InvalidArgument, "unknown object attribute {a}"));
+        }
+        let wants = |name: &str| asked.contains(&name);
+        let (info, attrs) = self.object(&i.bucket, &i.key).await?;
+        // The parts of a completed upload are not kept (the object is rewritten whole,
+        // ADR 0401): only their count is known, so a part listing is refused.
+        if wants(ObjectAttributes::OBJECT_PARTS)
+            && (i.max_parts.is_some() || i.part_number_marker.is_some())
+        {
+            return Err(s3_error!(
+                NotImplemented,
+                "listing the parts of a completed object is not implemented (only their count)"
+            ));
+        }
+        Ok(S3Response::new(GetObjectAttributesOutput {
+            e_tag: wants(ObjectAttributes::ETAG).then(|| ETag::Strong(attrs.etag.clone())),
+            checksum: attrs
+                .checksum
+                .as_ref()
+                .filter(|_| wants(ObjectAttributes::CHECKSUM))
+                .map(StoredChecksum::to_dto),
+            object_parts: attrs
+                .parts
+                .filter(|_| wants(ObjectAttributes::OBJECT_PARTS))
+                .map(|n| GetObjectAttributesParts {
+                    total_parts_count: Some(n as i32),
+                    ..Default::default()
+                }),
+            object_size: wants(ObjectAttributes::OBJECT_SIZE).then_some(info.size as i64),
+            storage_class: wants(ObjectAttributes::STORAGE_CLASS)
+                .then(|| StorageClass::from_static(StorageClass::STANDARD)),
+            last_modified: Some(timestamp(info.created_ms)),
             ..Default::default()
         }))
     }
@@ -790,6 +1227,16 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
         let i = req.input;
         let skey = object_key(&i.bucket, &i.key)?;
+        check_version(i.version_id.as_deref())?;
+        if i.if_match.is_some()
+            || i.if_match_last_modified_time.is_some()
+            || i.if_match_size.is_some()
+        {
+            return Err(s3_error!(
+                NotImplemented,
+                "conditional deletes are not implemented"
+            ));
+        }
         self.require_bucket(&i.bucket).await?;
         match self.store.delete(&skey).await {
             // Deleting a missing key succeeds in S3.
@@ -813,27 +1260,38 @@ impl S3 for Gateway {
         self.require_bucket(&i.bucket).await?;
         let quiet = i.delete.quiet.unwrap_or(false);
         let bucket = &i.bucket;
-        let results: Vec<(String, Result<(), S3Error>)> =
-            futures::stream::iter(i.delete.objects.into_iter().map(|o| o.key))
-                .map(|key| async move {
-                    let r = match object_key(bucket, &key) {
-                        Err(e) => Err(e),
-                        Ok(skey) => match self.store.delete(&skey).await {
+        let results: Vec<(String, Option<String>, Result<(), S3Error>)> =
+            futures::stream::iter(i.delete.objects)
+                .map(|o| async move {
+                    let conditional =
+                        o.e_tag.is_some() || o.last_modified_time.is_some() || o.size.is_some();
+                    let r = async {
+                        let skey = object_key(bucket, &o.key)?;
+                        check_version(o.version_id.as_deref())?;
+                        if conditional {
+                            return Err(s3_error!(
+                                NotImplemented,
+                                "conditional deletes are not implemented"
+                            ));
+                        }
+                        match self.store.delete(&skey).await {
                             Ok(_) | Err(StoreError::NotFound { .. }) => Ok(()),
                             Err(e) => Err(store_error(e)),
-                        },
-                    };
-                    (key, r)
+                        }
+                    }
+                    .await;
+                    (o.key, o.version_id, r)
                 })
                 .buffered(FAN_OUT)
                 .collect()
                 .await;
         let mut deleted = Vec::new();
         let mut errors = Vec::new();
-        for (key, r) in results {
+        for (key, version_id, r) in results {
             match r {
                 Ok(()) if !quiet => deleted.push(DeletedObject {
                     key: Some(key),
+                    version_id,
                     ..Default::default()
                 }),
                 Ok(()) => {}
@@ -841,7 +1299,7 @@ impl S3 for Gateway {
                     code: Some(e.code().as_str().to_owned()),
                     key: Some(key),
                     message: e.message().map(str::to_owned),
-                    version_id: None,
+                    version_id,
                 }),
             }
         }
@@ -870,6 +1328,7 @@ impl S3 for Gateway {
         }
         let dst = object_key(&i.bucket, &i.key)?;
         let (info, src_attrs) = self.object(src_bucket, src_key).await?;
+        let src_algorithm = src_attrs.checksum.as_ref().map(|c| c.algorithm);
         check_conditions(
             &src_attrs.etag,
             info.created_ms,
@@ -897,13 +1356,27 @@ impl S3 for Gateway {
                 i.content_disposition,
                 i.content_language,
                 i.cache_control,
+                i.expires,
             )?
         } else {
             src_attrs
         };
-        // A copy is one new single-part object: its ETag is the MD5 of its bytes.
+        // A copy is one new single-part object: its ETag is the MD5 of its bytes, and its
+        // checksum (of the algorithm asked for, else the source's) is computed over them.
+        let algorithm = match &i.checksum_algorithm {
+            Some(a) => Some(Algorithm::from_name(a.as_str()).ok_or_else(|| {
+                s3_error!(
+                    InvalidRequest,
+                    "unknown x-amz-checksum-algorithm {}",
+                    a.as_str()
+                )
+            })?),
+            None => src_algorithm,
+        };
         attrs.etag.clear();
         attrs.parts = None;
+        attrs.checksum = None;
+        attrs.upload = None;
         if info.key == dst && !replace {
             return Err(s3_error!(
                 InvalidRequest,
@@ -920,20 +1393,26 @@ impl S3 for Gateway {
         });
         // A read that fails midway ends the pipe early; the length check then fails the
         // put, so a truncated copy never becomes visible.
-        let input = Checked::new(rx, u64::MAX).expect_len(Some(info.size));
+        let input = Checked::new(rx, u64::MAX)
+            .expect_len(Some(info.size))
+            .with_checksum(algorithm.map(Check::compute));
         let put = self.put_stream(&dst, input, attrs).await;
         let read = task.await;
-        let etag = put?;
+        let (etag, checksum) = put?;
         match read {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(store_error(e)),
             Err(e) => return Err(S3Error::internal_error(e)),
         }
         Ok(S3Response::new(CopyObjectOutput {
-            copy_object_result: Some(CopyObjectResult {
-                e_tag: Some(ETag::Strong(etag)),
-                last_modified: Some(Timestamp::from(SystemTime::now())),
-                ..Default::default()
+            copy_object_result: Some({
+                let mut r = CopyObjectResult {
+                    e_tag: Some(ETag::Strong(etag)),
+                    last_modified: Some(Timestamp::from(SystemTime::now())),
+                    ..Default::default()
+                };
+                set_checksum!(r, checksum.as_ref().map(StoredChecksum::to_dto));
+                r
             }),
             ..Default::default()
         }))
@@ -957,9 +1436,10 @@ impl S3 for Gateway {
         let page = self.list_page(&i.bucket, &q).await?;
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(i.bucket.clone()),
-            prefix: Some(q.encode(q.prefix)),
-            marker: i.marker.as_deref().map(|m| q.encode(m)),
-            delimiter: q.delimiter.map(|d| q.encode(d)),
+            // S3 returns the v1 prefix as sent, and always a (maybe empty) marker.
+            prefix: Some(q.prefix.to_owned()),
+            marker: Some(q.encode(i.marker.as_deref().unwrap_or(""))),
+            delimiter: q.delimiter.filter(|d| !d.is_empty()).map(|d| q.encode(d)),
             max_keys: Some(q.max_keys as i32),
             is_truncated: Some(page.truncated),
             next_marker: page.truncated.then(|| q.encode(&page.last)),
@@ -1008,7 +1488,7 @@ impl S3 for Gateway {
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(i.bucket.clone()),
             prefix: Some(q.encode(q.prefix)),
-            delimiter: q.delimiter.map(|d| q.encode(d)),
+            delimiter: q.delimiter.filter(|d| !d.is_empty()).map(|d| q.encode(d)),
             max_keys: Some(q.max_keys as i32),
             key_count: Some(key_count),
             is_truncated: Some(page.truncated),
@@ -1029,6 +1509,82 @@ impl S3 for Gateway {
         }))
     }
 
+    /// Buckets are unversioned: every object's one version is the current "null" one, and
+    /// there are no delete markers. Listed so that version-aware tools (and cleanup
+    /// scripts) see the bucket's objects.
+    async fn list_object_versions(
+        &self,
+        req: S3Request<ListObjectVersionsInput>,
+    ) -> S3Result<S3Response<ListObjectVersionsOutput>> {
+        let i = req.input;
+        if i.optional_object_attributes.is_some() {
+            return Err(s3_error!(
+                NotImplemented,
+                "x-amz-optional-object-attributes is not implemented"
+            ));
+        }
+        // Each key has one version, so a version marker other than "null" names nothing;
+        // "null" resumes after the key marker, like no version marker.
+        if i.version_id_marker
+            .as_deref()
+            .is_some_and(|v| v != NULL_VERSION && !v.is_empty())
+        {
+            return Err(s3_error!(
+                InvalidArgument,
+                "buckets are unversioned: the only version id is \"null\""
+            ));
+        }
+        let q = ListQuery {
+            prefix: i.prefix.as_deref().unwrap_or(""),
+            delimiter: i.delimiter.as_deref(),
+            start_after: i.key_marker.as_deref().unwrap_or(""),
+            max_keys: max_keys(i.max_keys),
+            url_encode: i
+                .encoding_type
+                .as_ref()
+                .is_some_and(|e| e.as_str() == EncodingType::URL),
+        };
+        let page = self.list_page(&i.bucket, &q).await?;
+        let versions = page
+            .objects
+            .into_iter()
+            .map(|o| ObjectVersion {
+                key: o.key,
+                version_id: Some(NULL_VERSION.to_owned()),
+                is_latest: Some(true),
+                e_tag: o.e_tag,
+                size: o.size,
+                last_modified: o.last_modified,
+                storage_class: Some(ObjectVersionStorageClass::from_static(
+                    ObjectVersionStorageClass::STANDARD,
+                )),
+                ..Default::default()
+            })
+            .collect();
+        Ok(S3Response::new(ListObjectVersionsOutput {
+            name: Some(i.bucket.clone()),
+            prefix: Some(q.encode(q.prefix)),
+            delimiter: q.delimiter.filter(|d| !d.is_empty()).map(|d| q.encode(d)),
+            key_marker: Some(q.encode(q.start_after)),
+            version_id_marker: i.version_id_marker,
+            max_keys: Some(q.max_keys as i32),
+            is_truncated: Some(page.truncated),
+            next_key_marker: page.truncated.then(|| q.encode(&page.last)),
+            next_version_id_marker: page.truncated.then(|| NULL_VERSION.to_owned()),
+            versions: Some(versions),
+            common_prefixes: Some(
+                page.prefixes
+                    .iter()
+                    .map(|p| CommonPrefix {
+                        prefix: Some(q.encode(p)),
+                    })
+                    .collect(),
+            ),
+            encoding_type: i.encoding_type,
+            ..Default::default()
+        }))
+    }
+
     async fn create_multipart_upload(
         &self,
         req: S3Request<CreateMultipartUploadInput>,
@@ -1042,7 +1598,9 @@ impl S3 for Gateway {
             i.content_disposition,
             i.content_language,
             i.cache_control,
+            i.expires,
         )?;
+        let checksum = upload_checksum(i.checksum_algorithm.as_ref(), i.checksum_type.as_ref())?;
         self.require_bucket(&i.bucket).await?;
         let mut id = [0u8; 16];
         OsRng.fill_bytes(&mut id);
@@ -1051,6 +1609,7 @@ impl S3 for Gateway {
             bucket: i.bucket.clone(),
             key: i.key.clone(),
             attrs,
+            checksum,
         };
         self.store
             .put(
@@ -1065,6 +1624,14 @@ impl S3 for Gateway {
             bucket: Some(i.bucket),
             key: Some(i.key),
             upload_id: Some(upload_id),
+            checksum_algorithm: i.checksum_algorithm,
+            checksum_type: checksum.map(|c| {
+                ChecksumType::from_static(if c.full_object {
+                    ChecksumType::FULL_OBJECT
+                } else {
+                    ChecksumType::COMPOSITE
+                })
+            }),
             ..Default::default()
         }))
     }
@@ -1081,20 +1648,47 @@ impl S3 for Gateway {
             ));
         }
         let len = body_limit(i.content_length, self.upload_bytes_max)?;
-        let md5 = content_md5(i.content_md5.as_deref())?;
-        self.upload(&i.upload_id, &i.bucket, &i.key).await?;
+        let md5 = content_md5(&req.headers)?;
+        let check = checksum::announced(&req.headers, req.trailing_headers.as_ref())?;
+        let (_, upload_checksum) = self.upload(&i.upload_id, &i.bucket, &i.key).await?;
+        // An upload created with a checksum algorithm checksums every part with it: a
+        // part that sends another is refused, one that sends none gets it computed.
+        let check = match (upload_checksum, check) {
+            (Some(u), Some(c)) if c.algorithm() != u.algorithm => {
+                return Err(s3_error!(
+                    InvalidRequest,
+                    "Checksum Type mismatch occurred, expected checksum Type: {}, actual checksum Type: {}",
+                    u.algorithm.name(),
+                    c.algorithm().name()
+                ));
+            }
+            (Some(u), None) => Some(Check::compute(u.algorithm)),
+            (_, c) => c,
+        };
         let input = Checked::new(blob_reader(i.body), self.upload_bytes_max)
             .expect_len(len)
-            .expect_md5(md5);
-        let etag = self
-            .put_checked(&part_key(&i.upload_id, i.part_number), input, |etag| {
-                Record::Part { etag }
+            .expect_md5(md5)
+            .with_checksum(check);
+        let digests = self
+            .put_checked(&part_key(&i.upload_id, i.part_number), input, |d| {
+                Record::Part {
+                    etag: hex::encode(d.md5),
+                    checksum: d.checksum.clone(),
+                }
             })
             .await?;
-        Ok(S3Response::new(UploadPartOutput {
-            e_tag: Some(ETag::Strong(etag)),
+        let mut out = UploadPartOutput {
+            e_tag: Some(ETag::Strong(hex::encode(digests.md5))),
             ..Default::default()
-        }))
+        };
+        if let Some(c) = digests.checksum.as_ref().map(StoredChecksum::to_dto) {
+            out.checksum_crc32 = c.checksum_crc32;
+            out.checksum_crc32c = c.checksum_crc32c;
+            out.checksum_sha1 = c.checksum_sha1;
+            out.checksum_sha256 = c.checksum_sha256;
+            out.checksum_crc64nvme = c.checksum_crc64nvme;
+        }
+        Ok(S3Response::new(out))
     }
 
     async fn list_parts(
@@ -1102,24 +1696,32 @@ impl S3 for Gateway {
         req: S3Request<ListPartsInput>,
     ) -> S3Result<S3Response<ListPartsOutput>> {
         let i = req.input;
-        self.upload(&i.upload_id, &i.bucket, &i.key).await?;
+        let (_, upload_checksum) = self.upload(&i.upload_id, &i.bucket, &i.key).await?;
         let marker = i.part_number_marker.unwrap_or(0);
         let max = max_keys(i.max_parts);
         let all = self.parts(&i.upload_id).await?;
         let mut parts = Vec::new();
         let mut truncated = false;
-        for (n, (etag, info)) in all.range(marker.saturating_add(1)..) {
+        for (n, part) in all.range(marker.saturating_add(1)..) {
             if parts.len() == max {
                 truncated = true;
                 break;
             }
-            parts.push(Part {
+            let mut p = Part {
                 part_number: Some(*n),
-                e_tag: Some(ETag::Strong(etag.clone())),
-                size: Some(info.size as i64),
-                last_modified: Some(timestamp(info.created_ms)),
+                e_tag: Some(ETag::Strong(part.etag.clone())),
+                size: Some(part.info.size as i64),
+                last_modified: Some(timestamp(part.info.created_ms)),
                 ..Default::default()
-            });
+            };
+            if let Some(c) = part.checksum.as_ref().map(StoredChecksum::to_dto) {
+                p.checksum_crc32 = c.checksum_crc32;
+                p.checksum_crc32c = c.checksum_crc32c;
+                p.checksum_sha1 = c.checksum_sha1;
+                p.checksum_sha256 = c.checksum_sha256;
+                p.checksum_crc64nvme = c.checksum_crc64nvme;
+            }
+            parts.push(p);
         }
         let next = parts.last().and_then(|p: &Part| p.part_number);
         Ok(S3Response::new(ListPartsOutput {
@@ -1131,6 +1733,8 @@ impl S3 for Gateway {
             max_parts: Some(max as i32),
             is_truncated: Some(truncated),
             parts: Some(parts),
+            checksum_algorithm: upload_checksum
+                .map(|c| ChecksumAlgorithm::from_static(c.algorithm.name())),
             ..Default::default()
         }))
     }
@@ -1260,7 +1864,30 @@ impl S3 for Gateway {
             conditional: i.if_match.is_some() || i.if_none_match.is_some(),
             ..PutFeatures::default()
         })?;
-        let mut attrs = self.upload(&i.upload_id, &i.bucket, &i.key).await?;
+        let announced = checksum::announced_value(&req.headers)?;
+        let (mut attrs, upload_checksum) = match self.upload(&i.upload_id, &i.bucket, &i.key).await
+        {
+            Ok(u) => u,
+            Err(e) if *e.code() == S3ErrorCode::NoSuchUpload => {
+                // A retried Complete (the first response was lost): S3 answers it again
+                // while the object that upload produced is still the current one.
+                return match self.object(&i.bucket, &i.key).await {
+                    Ok((_, a)) if a.upload.as_deref() == Some(i.upload_id.as_str()) => {
+                        let mut out = CompleteMultipartUploadOutput {
+                            location: Some(format!("/{}/{}", i.bucket, i.key)),
+                            bucket: Some(i.bucket),
+                            key: Some(i.key),
+                            e_tag: Some(ETag::Strong(a.etag.clone())),
+                            ..Default::default()
+                        };
+                        set_checksum!(out, a.checksum.as_ref().map(StoredChecksum::to_dto));
+                        Ok(S3Response::new(out))
+                    }
+                    _ => Err(e),
+                };
+            }
+            Err(e) => return Err(e),
+        };
         let requested = i
             .multipart_upload
             .and_then(|m| m.parts)
@@ -1277,20 +1904,34 @@ impl S3 for Gateway {
             .map(|p| p.part_number)
             .collect::<Option<Vec<i32>>>()
             .ok_or_else(|| s3_error!(MalformedXML, "part without a number"))?;
-        if numbers.windows(2).any(|w| w[0] >= w[1]) {
+        if numbers.windows(2).any(|w| w[0] > w[1]) {
             return Err(s3_error!(
                 InvalidPartOrder,
                 "parts must be listed in ascending order"
             ));
         }
-        for (idx, (p, &n)) in requested.iter().zip(&numbers).enumerate() {
-            let (etag, info) = stored
+        // A part number listed more than once (a client that re-sent a part): as in S3,
+        // the last entry for it counts.
+        let mut listed: Vec<(&CompletedPart, i32)> = Vec::with_capacity(requested.len());
+        for (p, &n) in requested.iter().zip(&numbers) {
+            if listed.last().is_some_and(|&(_, m)| m == n) {
+                listed.pop();
+            }
+            listed.push((p, n));
+        }
+        let mut part_sums: Vec<Vec<u8>> = Vec::with_capacity(listed.len());
+        for (idx, &(p, n)) in listed.iter().enumerate() {
+            let part = stored
                 .get(&n)
                 .ok_or_else(|| s3_error!(InvalidPart, "part {n} was not uploaded"))?;
+            let (etag, info) = (&part.etag, &part.info);
             if p.e_tag.as_ref().is_some_and(|e| strip_etag(e) != etag) {
                 return Err(s3_error!(InvalidPart, "part {n} has a different ETag"));
             }
-            if idx + 1 < requested.len() && info.size < PART_BYTES_MIN {
+            if let Some(sum) = part_checksum(p, n, part, upload_checksum)? {
+                part_sums.push(sum);
+            }
+            if idx + 1 < listed.len() && info.size < PART_BYTES_MIN {
                 return Err(s3_error!(
                     EntityTooSmall,
                     "part {n} is smaller than 5 MiB and not the last"
@@ -1302,6 +1943,8 @@ impl S3 for Gateway {
         }
         attrs.etag = format!("{}-{}", hex::encode(md5s.finalize()), chosen.len());
         attrs.parts = Some(chosen.len() as u32);
+        attrs.upload = Some(i.upload_id.clone());
+        let check = object_checksum(&mut attrs, upload_checksum, announced, &part_sums)?;
         let total: u64 = chosen.iter().map(|c| c.2).sum();
         let etag = attrs.etag.clone();
         let this = self.clone();
@@ -1321,23 +1964,27 @@ impl S3 for Gateway {
                 let _ = tx.shutdown().await;
                 Ok::<_, StoreError>(())
             });
-            let input = Checked::new(rx, u64::MAX).expect_len(Some(total));
+            let input = Checked::new(rx, u64::MAX)
+                .expect_len(Some(total))
+                .with_checksum(check);
             let put = this.put_stream(&dst, input, attrs).await;
             let read = task.await;
-            put?;
+            let (_, checksum) = put?;
             match read {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(store_error(e)),
                 Err(e) => return Err(S3Error::internal_error(e)),
             }
             this.drop_upload(&upload_id).await?;
-            Ok(CompleteMultipartUploadOutput {
+            let mut out = CompleteMultipartUploadOutput {
                 bucket: Some(bucket.clone()),
                 key: Some(key.clone()),
                 e_tag: Some(ETag::Strong(etag)),
                 location: Some(format!("/{bucket}/{key}")),
                 ..Default::default()
-            })
+            };
+            set_checksum!(out, checksum.as_ref().map(StoredChecksum::to_dto));
+            Ok(out)
         };
         Ok(S3Response::new(CompleteMultipartUploadOutput {
             future: Some(Box::pin(future)),
@@ -1371,14 +2018,14 @@ mod tests {
         let mut m = Metadata::default();
         m.insert("Big".into(), "x".repeat(USER_METADATA_BYTES_MAX));
         assert_eq!(
-            *user_attrs(Some(m), None, None, None, None, None)
+            *user_attrs(Some(m), None, None, None, None, None, None)
                 .unwrap_err()
                 .code(),
             S3ErrorCode::MetadataTooLarge
         );
         let mut m = Metadata::default();
         m.insert("Color".into(), "blue".into());
-        let a = user_attrs(Some(m), None, None, None, None, None).unwrap();
+        let a = user_attrs(Some(m), None, None, None, None, None, None).unwrap();
         assert_eq!(a.metadata.get("color").map(String::as_str), Some("blue"));
     }
 }

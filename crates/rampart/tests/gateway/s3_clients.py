@@ -5,6 +5,7 @@ Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. Every check rai
 (non-zero exit, message on stderr) when the gateway answers anything but what an S3
 client expects.
 """
+import base64
 import concurrent.futures
 import datetime
 import hashlib
@@ -12,6 +13,7 @@ import http.client
 import os
 import sys
 import urllib.parse
+import zlib
 
 import boto3
 import botocore
@@ -177,7 +179,8 @@ def bad_input():
     expect_error("NoSuchKey", s3.get_object, Bucket="bad", Key="nosuchkey")
     expect_error("InvalidRange", s3.get_object, Bucket="bad", Key="keep", Range="bytes=100-200")
     expect_error("BucketNotEmpty", s3.delete_bucket, Bucket="bad")
-    expect_error("BucketAlreadyOwnedByYou", s3.create_bucket, Bucket="bad")
+    expect_error("BucketAlreadyOwnedByYou", s3.create_bucket, Bucket="bad",
+                 CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
     # A wrong Content-MD5: refused, nothing stored.
     expect_error("BadDigest", s3.put_object, Bucket="bad", Key="md5", Body=b"abc",
                  ContentMD5="1B2M2Y8AsgTpgAmY7PhCfg==")
@@ -433,5 +436,228 @@ def idle_clients():
     print("idle clients ok")
 
 
+def b64(raw):
+    return base64.b64encode(raw).decode()
+
+
+def crc32(data):
+    return zlib.crc32(data).to_bytes(4, "big")
+
+
+# The CRC catalogue's check values for b"123456789" (boto3 needs awscrt for these two).
+CHECK_INPUT = b"123456789"
+CRC32C_OF_CHECK = bytes.fromhex("e3069283")
+CRC64NVME_OF_CHECK = bytes.fromhex("ae8b14860a799888")
+
+
+def aws_chunked(data, trailer=None):
+    """`data` as one aws-chunked chunk, the final chunk, then `trailer` lines."""
+    body = b"%x\r\n" % len(data) + data + b"\r\n0\r\n"
+    for name, value in (trailer or {}).items():
+        body += f"{name}:{value}\r\n".encode()
+    return body + b"\r\n"
+
+
+def checksums():
+    """Issue 12: x-amz-checksum-* verified on PUT and UploadPart (header or aws-chunked
+    trailer), kept in the sealed record, returned with x-amz-checksum-mode: ENABLED and by
+    GetObjectAttributes; a wrong one stores nothing."""
+    s3 = client()
+    s3.create_bucket(Bucket="sums")
+    body = b"checksummed bytes\n" * 100
+    # boto3's default (CRC32 in a header over plain HTTP): stored, echoed, validated by
+    # boto3 itself on the way back.
+    r = s3.put_object(Bucket="sums", Key="default", Body=body)
+    assert r["ChecksumCRC32"] == b64(crc32(body)), r
+    g = s3.get_object(Bucket="sums", Key="default", ChecksumMode="ENABLED")
+    assert g["ChecksumCRC32"] == b64(crc32(body)) and g["ChecksumType"] == "FULL_OBJECT", g
+    assert g["Body"].read() == body
+    h = s3.head_object(Bucket="sums", Key="default")
+    assert "ChecksumCRC32" not in h, "checksum returned without x-amz-checksum-mode"
+    # Each algorithm, by raw HTTP with the right value: stored and returned.
+    for alg, data, raw_sum in [
+        ("crc32", body, crc32(body)),
+        ("crc32c", CHECK_INPUT, CRC32C_OF_CHECK),
+        ("sha1", body, hashlib.sha1(body).digest()),
+        ("sha256", body, hashlib.sha256(body).digest()),
+        ("crc64nvme", CHECK_INPUT, CRC64NVME_OF_CHECK),
+    ]:
+        key = f"right-{alg}"
+        status, text = raw("PUT", f"/sums/{key}", body=data, headers={f"x-amz-checksum-{alg}": b64(raw_sum)})
+        assert status == 200, (alg, status, text)
+        h = s3.head_object(Bucket="sums", Key=key, ChecksumMode="ENABLED")
+        field = {"crc32": "CRC32", "crc32c": "CRC32C", "sha1": "SHA1", "sha256": "SHA256", "crc64nvme": "CRC64NVME"}[alg]
+        assert h.get(f"Checksum{field}") == b64(raw_sum), (alg, h)
+        a = s3.get_object_attributes(Bucket="sums", Key=key, ObjectAttributes=["Checksum", "ObjectSize", "ETag"])
+        assert a["Checksum"][f"Checksum{field}"] == b64(raw_sum) and a["ObjectSize"] == len(data), a
+        # A well-formed but wrong value: 400 BadDigest, nothing stored.
+        wrong = bytes(len(raw_sum))
+        status, text = raw("PUT", f"/sums/wrong-{alg}", body=data, headers={f"x-amz-checksum-{alg}": b64(wrong)})
+        assert status == 400 and "<Code>BadDigest</Code>" in text, (alg, status, text)
+        expect_error("404", s3.head_object, Bucket="sums", Key=f"wrong-{alg}")
+    # A wrong value over an existing object leaves the old version.
+    status, text = raw("PUT", "/sums/default", body=b"other", headers={"x-amz-checksum-crc32": b64(crc32(b"x"))})
+    assert status == 400 and "BadDigest" in text, (status, text)
+    assert s3.get_object(Bucket="sums", Key="default")["Body"].read() == body
+    # Malformed announcements: InvalidRequest; empty or malformed Content-MD5: InvalidDigest.
+    for headers in [
+        {"x-amz-checksum-crc32": "AAAA"},
+        {"x-amz-checksum-sha256": "not base64!"},
+        {"x-amz-checksum-crc32": b64(crc32(b"x")), "x-amz-checksum-sha1": b64(hashlib.sha1(b"x").digest())},
+        {"x-amz-sdk-checksum-algorithm": "CRC32"},
+        {"x-amz-trailer": "x-amz-checksum-crc32"},
+    ]:
+        status, text = raw("PUT", "/sums/malformed", body=b"x", headers=headers)
+        assert status == 400 and "<Code>InvalidRequest</Code>" in text, (headers, status, text)
+    for md5 in ["", "abc", "AAAA"]:
+        status, text = raw("PUT", "/sums/malformed", body=b"x", headers={"Content-MD5": md5})
+        assert status == 400 and "<Code>InvalidDigest</Code>" in text, (md5, status, text)
+    expect_error("404", s3.head_object, Bucket="sums", Key="malformed")
+    # aws-chunked with a trailing checksum (unsigned-payload trailer): verified too.
+    def chunked(key, trailer):
+        return raw("PUT", f"/sums/{key}", body=aws_chunked(body, trailer), payload_hash="STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+                   headers={"Content-Encoding": "aws-chunked", "x-amz-trailer": "x-amz-checksum-sha256",
+                            "x-amz-decoded-content-length": str(len(body))})
+    status, text = chunked("trailer", {"x-amz-checksum-sha256": b64(hashlib.sha256(body).digest())})
+    assert status == 200, (status, text)
+    g = s3.get_object(Bucket="sums", Key="trailer", ChecksumMode="ENABLED")
+    assert g["Body"].read() == body and g["ChecksumSHA256"] == b64(hashlib.sha256(body).digest()), g
+    assert "ContentEncoding" not in g, "aws-chunked kept as a Content-Encoding"
+    status, text = chunked("trailer-wrong", {"x-amz-checksum-sha256": b64(hashlib.sha256(b"x").digest())})
+    assert status == 400 and "BadDigest" in text, (status, text)
+    status, text = chunked("trailer-missing", {})
+    assert status == 400 and "InvalidRequest" in text, (status, text)
+    for k in ["trailer-wrong", "trailer-missing"]:
+        expect_error("404", s3.head_object, Bucket="sums", Key=k)
+    # UploadPart: a wrong checksum stores no part.
+    up = s3.create_multipart_upload(Bucket="sums", Key="mp")["UploadId"]
+    status, text = raw("PUT", "/sums/mp", body=b"part", query=f"partNumber=1&uploadId={up}",
+                       headers={"x-amz-checksum-crc32": b64(crc32(b"trap"))})
+    assert status == 400 and "BadDigest" in text, (status, text)
+    assert s3.list_parts(Bucket="sums", Key="mp", UploadId=up).get("Parts", []) == []
+    s3.abort_multipart_upload(Bucket="sums", Key="mp", UploadId=up)
+    # A composite SHA-256 multipart object: each part verified, the object checksum is
+    # SHA-256 of the part digests, "-2".
+    p1, p2 = b"a" * (5 * 1024 * 1024), b"tail"
+    up = s3.create_multipart_upload(Bucket="sums", Key="sha-mp", ChecksumAlgorithm="SHA256")["UploadId"]
+    parts = []
+    for n, data in [(1, p1), (2, p2)]:
+        r = s3.upload_part(Bucket="sums", Key="sha-mp", UploadId=up, PartNumber=n, Body=data, ChecksumAlgorithm="SHA256")
+        assert r["ChecksumSHA256"] == b64(hashlib.sha256(data).digest()), r
+        parts.append({"PartNumber": n, "ETag": r["ETag"], "ChecksumSHA256": r["ChecksumSHA256"]})
+    lp = s3.list_parts(Bucket="sums", Key="sha-mp", UploadId=up)
+    assert [p.get("ChecksumSHA256") for p in lp["Parts"]] == [p["ChecksumSHA256"] for p in parts], lp
+    bad = [parts[0], dict(parts[1], ChecksumSHA256=parts[0]["ChecksumSHA256"])]
+    expect_error("InvalidPart", s3.complete_multipart_upload, Bucket="sums", Key="sha-mp", UploadId=up,
+                 MultipartUpload={"Parts": bad})
+    r = s3.complete_multipart_upload(Bucket="sums", Key="sha-mp", UploadId=up, MultipartUpload={"Parts": parts})
+    want = b64(hashlib.sha256(hashlib.sha256(p1).digest() + hashlib.sha256(p2).digest()).digest()) + "-2"
+    assert r["ChecksumSHA256"] == want, r
+    h = s3.head_object(Bucket="sums", Key="sha-mp", ChecksumMode="ENABLED")
+    assert h["ChecksumSHA256"] == want and h["ChecksumType"] == "COMPOSITE", h
+    a = s3.get_object_attributes(Bucket="sums", Key="sha-mp", ObjectAttributes=["ObjectParts", "Checksum"])
+    assert a["ObjectParts"]["TotalPartsCount"] == 2 and a["Checksum"]["ChecksumSHA256"] == want, a
+    # A full-object CRC32 multipart object: the CRC32 of the whole object.
+    up = s3.create_multipart_upload(Bucket="sums", Key="crc-mp", ChecksumAlgorithm="CRC32",
+                                    ChecksumType="FULL_OBJECT")["UploadId"]
+    parts = []
+    for n, data in [(1, p1), (2, p2)]:
+        r = s3.upload_part(Bucket="sums", Key="crc-mp", UploadId=up, PartNumber=n, Body=data, ChecksumAlgorithm="CRC32")
+        parts.append({"PartNumber": n, "ETag": r["ETag"], "ChecksumCRC32": r["ChecksumCRC32"]})
+    r = s3.complete_multipart_upload(Bucket="sums", Key="crc-mp", UploadId=up, MultipartUpload={"Parts": parts})
+    assert r["ChecksumCRC32"] == b64(crc32(p1 + p2)), r
+    g = s3.get_object(Bucket="sums", Key="crc-mp", ChecksumMode="ENABLED")
+    assert g["ChecksumCRC32"] == b64(crc32(p1 + p2)) and g["Body"].read() == p1 + p2, g
+    # A copy keeps the source's algorithm, computed over the copy.
+    c = s3.copy_object(Bucket="sums", Key="copy", CopySource="sums/right-sha1")
+    assert c["CopyObjectResult"]["ChecksumSHA1"] == b64(hashlib.sha1(body).digest()), c
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="sums")["Contents"]]
+    s3.delete_objects(Bucket="sums", Delete={"Objects": [{"Key": k} for k in keys]})
+    s3.delete_bucket(Bucket="sums")
+    print("checksums ok")
+
+
+def conformance():
+    """Issue 12: ceph/s3-tests cases the gateway used to fail (docs/conformance.md)."""
+    s3 = client()
+    # Re-creating one's own bucket in us-east-1 succeeds, as in S3; elsewhere it conflicts.
+    s3.create_bucket(Bucket="conf")
+    assert s3.create_bucket(Bucket="conf")["ResponseMetadata"]["HTTPStatusCode"] == 200
+    expect_error("BucketAlreadyOwnedByYou", s3.create_bucket, Bucket="conf",
+                 CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    # Listings with EncodingType=url keep "/"; v1 returns its prefix as sent and always a
+    # Marker; an empty delimiter is not echoed.
+    for k in ["foo+1/bar", "foo/bar/xyzzy", "quux ab/thud", "asdf+b"]:
+        s3.put_object(Bucket="conf", Key=k, Body=b"x")
+    for listing in [s3.list_objects_v2, s3.list_objects]:
+        r = listing(Bucket="conf", Delimiter="/", EncodingType="url")
+        assert r["Delimiter"] == "/", r
+        assert [o["Key"] for o in r["Contents"]] == ["asdf%2Bb"], r
+        assert [p["Prefix"] for p in r["CommonPrefixes"]] == ["foo%2B1/", "foo/", "quux%20ab/"], r
+        r = listing(Bucket="conf", Delimiter="")
+        assert "Delimiter" not in r and len(r["Contents"]) == 4, r
+    r = s3.list_objects(Bucket="conf", Prefix="quux ab/", EncodingType="url")
+    assert r["Prefix"] == "quux ab/" and [o["Key"] for o in r["Contents"]] == ["quux%20ab/thud"], r
+    assert s3.list_objects(Bucket="conf")["Marker"] == "", "v1 listing without <Marker>"
+    # ListObjectVersions over unversioned buckets: each object once, version "null";
+    # DeleteObjects takes that version id and refuses others.
+    r = s3.list_object_versions(Bucket="conf", MaxKeys=3)
+    assert [(v["Key"], v["VersionId"], v["IsLatest"]) for v in r["Versions"]] == [
+        ("asdf+b", "null", True), ("foo+1/bar", "null", True), ("foo/bar/xyzzy", "null", True)], r
+    assert r["IsTruncated"] and r["NextKeyMarker"] == "foo/bar/xyzzy", r
+    r = s3.list_object_versions(Bucket="conf", KeyMarker=r["NextKeyMarker"], VersionIdMarker=r["NextVersionIdMarker"])
+    assert [v["Key"] for v in r["Versions"]] == ["quux ab/thud"] and not r["IsTruncated"], r
+    r = s3.delete_objects(Bucket="conf", Delete={"Objects": [{"Key": "asdf+b", "VersionId": "null"},
+                                                             {"Key": "foo+1/bar", "VersionId": "v2"}]})
+    assert [(d["Key"], d.get("VersionId")) for d in r["Deleted"]] == [("asdf+b", "null")], r
+    assert [(e["Key"], e["Code"]) for e in r["Errors"]] == [("foo+1/bar", "NoSuchVersion")], r
+    expect_error("404", s3.head_object, Bucket="conf", Key="asdf+b")
+    assert s3.head_object(Bucket="conf", Key="foo+1/bar")["ContentLength"] == 1
+    # ListBuckets pages with MaxBuckets.
+    s3.create_bucket(Bucket="conf2")
+    names = [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    r = s3.list_buckets(MaxBuckets=1)
+    assert [b["Name"] for b in r["Buckets"]] == names[:1] and "ContinuationToken" in r, r
+    r2 = s3.list_buckets(MaxBuckets=1, ContinuationToken=r["ContinuationToken"])
+    assert [b["Name"] for b in r2["Buckets"]] == names[1:2], r2
+    r = s3.list_buckets(Prefix="conf2")
+    assert [b["Name"] for b in r["Buckets"]] == ["conf2"] and "ContinuationToken" not in r, r
+    s3.delete_bucket(Bucket="conf2")
+    # Representation headers: aws-chunked is framing, not content; no Content-Type means
+    # binary/octet-stream; Expires is kept.
+    for sent, kept in [("gzip, aws-chunked", "gzip"), ("aws-chunked, gzip", "gzip"), ("aws-chunked", None)]:
+        s3.put_object(Bucket="conf", Key="enc", Body=b"x", ContentEncoding=sent)
+        assert s3.head_object(Bucket="conf", Key="enc").get("ContentEncoding") == kept, sent
+    status, text = raw("PUT", "/conf/untyped", body=b"x")
+    assert status == 200, (status, text)
+    assert s3.head_object(Bucket="conf", Key="untyped")["ContentType"] == "binary/octet-stream"
+    expires = datetime.datetime(2030, 5, 6, 7, 8, 9, tzinfo=datetime.timezone.utc)
+    s3.put_object(Bucket="conf", Key="expires", Body=b"x", Expires=expires)
+    assert s3.head_object(Bucket="conf", Key="expires")["Expires"] == expires
+    # A 304 carries the ETag.
+    etag = s3.put_object(Bucket="conf", Key="etag", Body=b"bar")["ETag"]
+    status, _, headers = raw_full("GET", "/conf/etag", headers={"If-None-Match": etag})
+    assert status == 304 and headers.get("etag") == etag, (status, headers)
+    # Multipart: a part listed twice (the last entry counts), and a retried Complete
+    # answered again with the same result.
+    up = s3.create_multipart_upload(Bucket="conf", Key="mp")["UploadId"]
+    old = s3.upload_part(Bucket="conf", Key="mp", UploadId=up, PartNumber=1, Body=b"B" * 8)["ETag"]
+    new = s3.upload_part(Bucket="conf", Key="mp", UploadId=up, PartNumber=1, Body=b"A" * 8)["ETag"]
+    parts = [{"PartNumber": 1, "ETag": old}, {"PartNumber": 1, "ETag": new}]
+    r1 = s3.complete_multipart_upload(Bucket="conf", Key="mp", UploadId=up, MultipartUpload={"Parts": parts})
+    r2 = s3.complete_multipart_upload(Bucket="conf", Key="mp", UploadId=up, MultipartUpload={"Parts": parts})
+    assert r1["ETag"] == r2["ETag"], (r1, r2)
+    assert s3.get_object(Bucket="conf", Key="mp")["Body"].read() == b"A" * 8
+    # Once the object is replaced, the old upload id is unknown again.
+    s3.put_object(Bucket="conf", Key="mp", Body=b"other")
+    expect_error("NoSuchUpload", s3.complete_multipart_upload, Bucket="conf", Key="mp", UploadId=up,
+                 MultipartUpload={"Parts": parts})
+    for v in s3.list_object_versions(Bucket="conf")["Versions"]:
+        s3.delete_object(Bucket="conf", Key=v["Key"], VersionId=v["VersionId"])
+    s3.delete_bucket(Bucket="conf")
+    print("conformance ok")
+
+
 {"paginate": paginate, "signatures": signatures, "idle_clients": idle_clients, "metadata": metadata, "bad_input": bad_input,
- "multipart_uploads": multipart_uploads}[STEP]()
+ "multipart_uploads": multipart_uploads, "checksums": checksums,
+ "conformance": conformance}[STEP]()

@@ -259,6 +259,8 @@ impl Env {
                 let mut meta = Metadata::decode_unverified(&bytes).unwrap();
                 for e in &mut meta.entries {
                     e.created_ms -= by.as_millis() as u64;
+                    // The version's tag is a digest of the entry, creation time included.
+                    e.version.tag = e.content_tag();
                 }
                 let signed = meta.sign(&self.signing_key);
                 s.put(&m.location, PutPayload::from(signed)).await.unwrap();

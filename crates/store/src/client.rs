@@ -337,6 +337,10 @@ pub struct ScrubReport {
     pub repaired: Vec<(String, String, String)>,
     /// `(key, why)` for keys that could not be repaired.
     pub failed: Vec<(String, String)>,
+    /// Names that at most f clouds list, skipped without a request: a completed write is
+    /// listed by at least f + 1 correct clouds, so these are invented by faulty clouds or
+    /// writes that reached at most f clouds.
+    pub unbacked: usize,
 }
 
 impl ScrubReport {
@@ -2350,8 +2354,11 @@ impl CloudOfClouds {
         repair: bool,
         progress: Option<Progress>,
     ) -> Result<ScrubReport, StoreError> {
-        let names = self.listed_names().await?;
+        let mut names = self.listed_names().await?;
         let mut rep = ScrubReport::default();
+        let listed = names.len();
+        names.retain(|_, by| by.len() > self.f());
+        rep.unbacked = listed - names.len();
         let mut done = 0u64;
         for (id, listed_by) in names {
             done += 1;

@@ -44,6 +44,11 @@ pub struct GcReport {
     /// `key (or name id): cloud: why`; nothing under them was deleted. Its length is
     /// their count.
     pub unverifiable: Vec<String>,
+    /// Names that at most f clouds list (in metadata or blob listings), skipped without a
+    /// request: a completed write is listed by at least f + 1 correct clouds, so these are
+    /// invented by faulty clouds or writes that reached at most f clouds, whose space is
+    /// not reclaimed.
+    pub unbacked: usize,
     /// Problems that did not stop the collection.
     pub warnings: Vec<String>,
 }
@@ -73,7 +78,8 @@ impl CloudOfClouds {
     pub async fn gc(&self, keep: usize, grace: Duration) -> Result<GcReport, StoreError> {
         let keep = keep.clamp(1, VERSIONS_MAX);
         let mut rep = GcReport::default();
-        let ids = self.gc_candidates().await?;
+        let (ids, unbacked) = self.gc_candidates().await?;
+        rep.unbacked = unbacked;
         // Inclusive: with a zero grace period everything written up to now qualifies.
         let cutoff_ms = now_ms().saturating_sub(grace.as_millis() as u64);
         for id in ids {
@@ -84,10 +90,9 @@ impl CloudOfClouds {
     }
 
     /// Name ids with metadata, and blob directories without (writes that crashed before
-    /// their metadata).
-    async fn gc_candidates(&self) -> Result<HashSet<[u8; 32]>, StoreError> {
-        let listed = self.listed_names().await?;
-        let mut ids: HashSet<[u8; 32]> = listed.keys().copied().collect();
+    /// their metadata), that at least f + 1 clouds list; and how many names fewer list.
+    async fn gc_candidates(&self) -> Result<(Vec<[u8; 32]>, usize), StoreError> {
+        let mut backers = self.listed_names().await?;
         for c in &self.inner.clouds {
             let prefix = Path::from(format!("{ROOT}/b"));
             if let Ok(Ok(l)) = tokio::time::timeout(
@@ -96,14 +101,26 @@ impl CloudOfClouds {
             )
             .await
             {
-                ids.extend(
-                    l.common_prefixes
-                        .iter()
-                        .filter_map(|p| p.filename().and_then(parse_hex::<32>)),
-                );
+                for id in l
+                    .common_prefixes
+                    .iter()
+                    .filter_map(|p| p.filename().and_then(parse_hex::<32>))
+                {
+                    let by = backers.entry(id).or_default();
+                    if !by.contains(&c.index) {
+                        by.push(c.index);
+                    }
+                }
             }
         }
-        Ok(ids)
+        let total = backers.len();
+        let ids: Vec<[u8; 32]> = backers
+            .into_iter()
+            .filter(|(_, by)| by.len() > self.f())
+            .map(|(id, _)| id)
+            .collect();
+        let unbacked = total - ids.len();
+        Ok((ids, unbacked))
     }
 
     async fn gc_key(&self, id: &[u8; 32], keep: usize, cutoff_ms: u64, rep: &mut GcReport) {

@@ -350,3 +350,28 @@ fn names_that_one_cloud_lists_cost_no_metadata_reads() {
         assert!(spent <= 8, "{spent} metadata reads to list two keys");
     });
 }
+
+/// The same 30,000 invented names cost `gc` and `scrub` no metadata read either, and both
+/// report how many names they skipped.
+#[test]
+fn names_that_one_cloud_lists_cost_gc_and_scrub_no_metadata_reads() {
+    rt().block_on(async {
+        let (store, ctl) = memory_store(4, Protocol::Confidential);
+        put(&store, "a", b"1").await.unwrap();
+        put(&store, "b", b"2").await.unwrap();
+        ctl[1].set(Fault::InventNames(30_000));
+        let reads = || ctl.iter().map(|c| c.metadata_reads()).sum::<u64>();
+
+        let before = reads();
+        let rep = store.gc(1, Duration::from_secs(3600)).await.unwrap();
+        let spent = reads() - before;
+        assert_eq!((rep.keys, rep.unbacked), (2, 30_000), "{rep:?}");
+        assert!(spent <= 8, "{spent} metadata reads for gc of two keys");
+
+        let before = reads();
+        let rep = store.scrub(false, None).await.unwrap();
+        let spent = reads() - before;
+        assert_eq!((rep.keys, rep.unbacked), (2, 30_000), "{rep:?}");
+        assert!(spent <= 8, "{spent} metadata reads to scrub two keys");
+    });
+}

@@ -316,6 +316,13 @@ async fn gc(store: &CloudOfClouds, keep: usize, grace_secs: u64) -> Result<()> {
         "examined {} keys: dropped {} old versions, deleted {} objects, purged {} deleted keys",
         rep.keys, rep.versions_dropped, rep.objects_deleted, rep.keys_purged
     );
+    if rep.unbacked > 0 {
+        println!(
+            "skipped {} names that at most f = {} clouds list (invented by a faulty cloud, or writes that reached too few clouds)",
+            rep.unbacked,
+            store.f()
+        );
+    }
     for u in &rep.unverifiable {
         eprintln!("rampart: warning: kept {u}");
     }
@@ -352,6 +359,13 @@ async fn scrub(store: &CloudOfClouds, repair: bool) -> Result<()> {
     }
     for (key, why) in &rep.failed {
         println!("failed: {key}: {why}");
+    }
+    if rep.unbacked > 0 {
+        println!(
+            "skipped {} names that at most f = {} clouds list (invented by a faulty cloud, or writes that reached too few clouds)",
+            rep.unbacked,
+            store.f()
+        );
     }
     let bad = rep.misbehaving_clouds();
     if bad.is_empty() {

@@ -316,7 +316,24 @@ struct ListQuery<'a> {
     url_encode: bool,
 }
 
-impl ListQuery<'_> {
+impl<'a> ListQuery<'a> {
+    /// A query from a listing request's common parameters.
+    fn new(
+        prefix: Option<&'a str>,
+        delimiter: Option<&'a str>,
+        start_after: &'a str,
+        max: Option<i32>,
+        encoding: Option<&EncodingType>,
+    ) -> Self {
+        Self {
+            prefix: prefix.unwrap_or(""),
+            delimiter,
+            start_after,
+            max_keys: max_keys(max),
+            url_encode: encoding.is_some_and(|e| e.as_str() == EncodingType::URL),
+        }
+    }
+
     /// `s` as a listing returns it: with `EncodingType=url`, percent-encoded as S3 does
     /// (every byte but the unreserved characters and `/`).
     fn encode(&self, s: &str) -> String {
@@ -1423,16 +1440,13 @@ impl S3 for Gateway {
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
         let i = req.input;
-        let q = ListQuery {
-            prefix: i.prefix.as_deref().unwrap_or(""),
-            delimiter: i.delimiter.as_deref(),
-            start_after: i.marker.as_deref().unwrap_or(""),
-            max_keys: max_keys(i.max_keys),
-            url_encode: i
-                .encoding_type
-                .as_ref()
-                .is_some_and(|e| e.as_str() == EncodingType::URL),
-        };
+        let q = ListQuery::new(
+            i.prefix.as_deref(),
+            i.delimiter.as_deref(),
+            i.marker.as_deref().unwrap_or(""),
+            i.max_keys,
+            i.encoding_type.as_ref(),
+        );
         let page = self.list_page(&i.bucket, &q).await?;
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(i.bucket.clone()),
@@ -1473,16 +1487,13 @@ impl S3 for Gateway {
             ),
         };
         let start_after = token.as_deref().or(i.start_after.as_deref()).unwrap_or("");
-        let q = ListQuery {
-            prefix: i.prefix.as_deref().unwrap_or(""),
-            delimiter: i.delimiter.as_deref(),
+        let q = ListQuery::new(
+            i.prefix.as_deref(),
+            i.delimiter.as_deref(),
             start_after,
-            max_keys: max_keys(i.max_keys),
-            url_encode: i
-                .encoding_type
-                .as_ref()
-                .is_some_and(|e| e.as_str() == EncodingType::URL),
-        };
+            i.max_keys,
+            i.encoding_type.as_ref(),
+        );
         let page = self.list_page(&i.bucket, &q).await?;
         let key_count = (page.objects.len() + page.prefixes.len()) as i32;
         Ok(S3Response::new(ListObjectsV2Output {
@@ -1534,16 +1545,13 @@ impl S3 for Gateway {
                 "buckets are unversioned: the only version id is \"null\""
             ));
         }
-        let q = ListQuery {
-            prefix: i.prefix.as_deref().unwrap_or(""),
-            delimiter: i.delimiter.as_deref(),
-            start_after: i.key_marker.as_deref().unwrap_or(""),
-            max_keys: max_keys(i.max_keys),
-            url_encode: i
-                .encoding_type
-                .as_ref()
-                .is_some_and(|e| e.as_str() == EncodingType::URL),
-        };
+        let q = ListQuery::new(
+            i.prefix.as_deref(),
+            i.delimiter.as_deref(),
+            i.key_marker.as_deref().unwrap_or(""),
+            i.max_keys,
+            i.encoding_type.as_ref(),
+        );
         let page = self.list_page(&i.bucket, &q).await?;
         let versions = page
             .objects
@@ -1745,16 +1753,13 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
         let i = req.input;
         self.require_bucket(&i.bucket).await?;
-        let q = ListQuery {
-            prefix: i.prefix.as_deref().unwrap_or(""),
-            delimiter: i.delimiter.as_deref().filter(|d| !d.is_empty()),
-            start_after: i.key_marker.as_deref().unwrap_or(""),
-            max_keys: max_keys(i.max_uploads),
-            url_encode: i
-                .encoding_type
-                .as_ref()
-                .is_some_and(|e| e.as_str() == EncodingType::URL),
-        };
+        let q = ListQuery::new(
+            i.prefix.as_deref(),
+            i.delimiter.as_deref().filter(|d| !d.is_empty()),
+            i.key_marker.as_deref().unwrap_or(""),
+            i.max_uploads,
+            i.encoding_type.as_ref(),
+        );
         // Every upload of this bucket under the prefix, from signed upload records, in S3's
         // order: by key, then by initiation time.
         let mut all: Vec<(String, u64, String)> = Vec::new();

@@ -9,19 +9,6 @@ use rampart_bft::message::{Batch, ReplicaBody, SignedMessage};
 use rampart_bft::*;
 use scripted::*;
 
-fn core(i: u8) -> Core {
-    Replica::new(
-        Config::new(4),
-        ReplicaId(i),
-        auth(i),
-        Log::default(),
-        RecoveredState::default(),
-        1,
-        Timestamp(0),
-    )
-    .expect("replica")
-}
-
 /// Poll every output, acknowledging persists unless `ack` is false; returns the last
 /// persist token seen.
 fn poll(r: &mut Core, ack: bool) -> (usize, Option<u64>) {

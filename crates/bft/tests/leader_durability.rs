@@ -8,19 +8,6 @@ use rampart_bft::message::{ReplicaBody, SignedMessage, StopData};
 use rampart_bft::*;
 use scripted::*;
 
-fn core(i: u8) -> Core {
-    Replica::new(
-        Config::new(4),
-        ReplicaId(i),
-        auth(i),
-        Log::default(),
-        RecoveredState::default(),
-        1,
-        Timestamp(0),
-    )
-    .expect("replica")
-}
-
 /// Poll every output, acknowledging persists; returns the others.
 fn settle(r: &mut Core) -> Vec<Output> {
     let mut out = Vec::new();

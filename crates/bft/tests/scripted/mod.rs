@@ -73,6 +73,20 @@ pub struct Net {
     pub storage: Vec<MemStorage>,
 }
 
+/// A standalone core of a 4-replica group, driven by hand (no [`Net`]).
+pub fn core(i: u8) -> Core {
+    Replica::new(
+        Config::new(4),
+        ReplicaId(i),
+        auth(i),
+        Log::default(),
+        RecoveredState::default(),
+        1,
+        Timestamp(0),
+    )
+    .expect("replica")
+}
+
 pub fn auth(i: u8) -> SimulatedAuthenticator {
     SimulatedAuthenticator::new(Principal::Replica(ReplicaId(i)), SEED)
 }

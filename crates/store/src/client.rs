@@ -1148,6 +1148,25 @@ impl CloudOfClouds {
                 // Never build on a rolled-back version (single cloud only).
                 self.saw(key, name_id, m.latest().version)?;
             }
+            // More than f answers that fail verification (e.g. metadata signed by a writer
+            // key this configuration no longer trusts) may hide newer versions: building on
+            // what verifies, or on nothing, would restart or lower the version counter and
+            // lose those writes. Refuse, as reads do.
+            let invalid = view.invalid_answers(&self.inner.clouds);
+            if invalid.len() > self.f() {
+                return Err(match view.best() {
+                    Some(_) => StoreError::TooManyFaulty {
+                        key: key.to_owned(),
+                        faulty: invalid.len(),
+                        f: self.f(),
+                        detail: join_failures(&invalid),
+                    },
+                    None => StoreError::NoValidMetadata {
+                        key: key.to_owned(),
+                        detail: join_failures(&invalid),
+                    },
+                });
+            }
             let entries = mutate(view.best().map(|(m, _)| m))?;
             let version = entries[0].version;
             let meta = Metadata {

@@ -221,9 +221,13 @@ pub enum StoreError {
         /// The key.
         key: String,
     },
-    /// Concurrent writers kept winning on some clouds; the write did not take effect
-    /// (it may still become visible later as a concurrent write).
-    #[error("write to {key:?} conflicted with concurrent writers {attempts} times; try again")]
+    /// Concurrent writers kept winning on some clouds. The outcome is unknown: the write
+    /// reached fewer than `n − f` clouds, but those may hold it, and a later read or scrub
+    /// may make it the newest version (ordered as a write concurrent with the winners).
+    #[error(
+        "write to {key:?} conflicted with concurrent writers {attempts} times; it may still take \
+         effect: read the key before writing it again"
+    )]
     Conflict {
         /// The key.
         key: String,

@@ -495,6 +495,36 @@ fn gc_keeps_data_whose_metadata_does_not_verify() {
     });
 }
 
+/// Finding (issue 11): a put treated metadata it could not verify as no metadata, so after
+/// a writer key rotation that forgot the old key it wrote version 1 over every cloud: the
+/// old writer's versions were gone, and the counter went back. It must refuse instead, and
+/// trusting the old key again must still show the newest write.
+#[test]
+fn a_put_never_restarts_the_version_over_metadata_it_cannot_verify() {
+    rt().block_on(async {
+        let (a, b, c) = rotated_secrets();
+        let a_pub = a.signing_key.verifying_key();
+        let mem: Vec<Arc<dyn ObjectStore>> = (0..4)
+            .map(|_| Arc::new(InMemory::new()) as Arc<dyn ObjectStore>)
+            .collect();
+        let writer_a = client_over(&mem, a, vec![]);
+        put(&writer_a, "k", &data(3000, 1)).await.unwrap();
+        put(&writer_a, "k", &data(3000, 2)).await.unwrap();
+        let newest = |s: rampart_store::KeyReport| s.versions.iter().map(|v| v.0.counter).max();
+        let counter = newest(writer_a.stat("k").await.unwrap());
+        drop(writer_a);
+        // The rotated configuration trusts only the new key: its put must be refused.
+        let rotated = client_over(&mem, b, vec![]);
+        let err = put(&rotated, "k", b"by the new key").await.unwrap_err();
+        assert!(matches!(err, StoreError::NoValidMetadata { .. }), "{err}");
+        assert!(err.to_string().contains("untrusted"), "{err}");
+        // Trusting the old key again: the newest write is there, at its counter.
+        let fixed = client_over(&mem, c, vec![a_pub]);
+        assert_eq!(get(&fixed, "k").await.unwrap(), data(3000, 2));
+        assert_eq!(newest(fixed.stat("k").await.unwrap()), counter);
+    });
+}
+
 /// After a writer key rotation that forgot the old key, scrub must not overwrite the
 /// newer metadata it cannot verify with the older version it can: trusting the old key
 /// again must bring the newest write back.

@@ -88,7 +88,11 @@ pub fn check<B>(req: &http::Request<B>) -> Result<(), S3Error> {
                 let v = urlencoding::decode(value).map_err(|_| denied("query is not UTF-8"))?;
                 presigned_headers = Some(v.into_owned());
             }
-            // A value that is not a number is refused by `s3s`.
+            // A negative validity (what SDKs send for an expiry in the past) has expired,
+            // as S3 answers; other values that are not numbers are refused by `s3s`.
+            "X-Amz-Expires" if value.parse::<i64>().is_ok_and(|s| s < 0) => {
+                return Err(denied("Request has expired"));
+            }
             "X-Amz-Expires"
                 if value
                     .parse::<u64>()
@@ -264,6 +268,9 @@ mod tests {
         assert_eq!(code(check(&req(None, q, &[]))), "AccessDenied");
         let q = "?X-Amz-Signature=00&X-Amz-SignedHeaders=host&X-Amz-Expires=604800";
         assert!(check(&req(None, q, &[])).is_ok());
+        // An expiry in the past (SDKs send a negative validity) has expired: 403, not 400.
+        let q = "?X-Amz-Signature=00&X-Amz-SignedHeaders=host&X-Amz-Expires=-1000";
+        assert_eq!(code(check(&req(None, q, &[]))), "AccessDenied");
     }
 
     #[test]

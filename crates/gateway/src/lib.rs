@@ -11,7 +11,7 @@
 //!
 //! | S3 thing                 | store key                      | signed attributes      |
 //! |--------------------------|--------------------------------|------------------------|
-//! | bucket `B`               | `b/B` (empty object)           | [`Record::Bucket`]     |
+//! | bucket `B`               | `b/B` (empty object)           | [`Record::Bucket`] (or [`Record::BucketIn`] with a location constraint) |
 //! | object `K` in `B`        | `o/B/K`                        | [`Record::Object`]     |
 //! | multipart upload `U`     | `u/U` (empty object)           | [`Record::Upload`]     |
 //! | part `N` of `U`          | `p/U/NNNNN`                    | [`Record::Part`]       |
@@ -73,6 +73,7 @@ pub mod checksum;
 pub mod config;
 pub mod conn;
 pub mod guard;
+pub mod names;
 pub mod record;
 pub mod s3;
 pub mod server;

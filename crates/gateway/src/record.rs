@@ -74,6 +74,11 @@ pub struct UploadChecksum {
 pub enum Record {
     /// A bucket exists (its store entry has no content).
     Bucket,
+    /// A bucket created with a location constraint, which `GetBucketLocation` returns.
+    BucketIn {
+        /// The constraint it was created with.
+        location: String,
+    },
     /// An object and its S3 attributes.
     Object(ObjectAttrs),
     /// A multipart upload in progress: where it will land and with which attributes.
@@ -174,6 +179,7 @@ mod tests {
     fn record() -> impl Strategy<Value = Record> {
         prop_oneof![
             Just(Record::Bucket),
+            "[a-z0-9-]{1,20}".prop_map(|location| Record::BucketIn { location }),
             attrs().prop_map(Record::Object),
             (".{1,30}", ".{1,60}", attrs(), any::<bool>()).prop_map(
                 |(bucket, key, attrs, full_object)| Record::Upload {

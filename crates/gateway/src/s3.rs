@@ -77,7 +77,7 @@ impl Gateway {
     async fn require_bucket(&self, bucket: &str) -> S3Result<ObjectInfo> {
         match self.store.head(&format!("{BUCKET_PREFIX}{bucket}")).await {
             Ok(info) => match Record::decode(&info.attrs) {
-                Ok(Record::Bucket) => Ok(info),
+                Ok(Record::Bucket | Record::BucketIn { .. }) => Ok(info),
                 _ => Err(no_such_bucket(bucket)),
             },
             Err(StoreError::NotFound { .. }) => Err(no_such_bucket(bucket)),
@@ -398,6 +398,23 @@ fn check_version(v: Option<&str>) -> S3Result<()> {
 
 fn part_key(upload_id: &str, part: i32) -> String {
     format!("{PART_PREFIX}{upload_id}/{part:05}")
+}
+
+/// The owner S3 lists: every access key of the gateway acts as one user, "rampart".
+fn owner() -> Owner {
+    Owner {
+        display_name: Some("rampart".into()),
+        id: Some("rampart".into()),
+    }
+}
+
+/// `objects` with their owner filled in (ListObjects always lists it, ListObjectsV2 with
+/// `fetch-owner=true`).
+fn with_owner(mut objects: Vec<Object>) -> Vec<Object> {
+    for o in &mut objects {
+        o.owner = Some(owner());
+    }
+    objects
 }
 
 fn timestamp(ms: u64) -> Timestamp {
@@ -868,6 +885,9 @@ impl S3 for Gateway {
     ) -> S3Result<S3Response<CreateBucketOutput>> {
         let i = req.input;
         let bucket = i.bucket;
+        if let Some(why) = crate::names::bucket_name_problem(&bucket) {
+            return Err(s3_error!(InvalidBucketName, "bucket name {bucket:?}: {why}"));
+        }
         let constraint = i
             .create_bucket_configuration
             .as_ref()
@@ -895,7 +915,13 @@ impl S3 for Gateway {
             .put(
                 &format!("{BUCKET_PREFIX}{bucket}"),
                 tokio::io::empty(),
-                Record::Bucket.encode(),
+                match constraint {
+                    // us-east-1 is the region without a constraint, as S3 lists it.
+                    Some(location) if location != "us-east-1" => {
+                        Record::BucketIn { location }.encode()
+                    }
+                    _ => Record::Bucket.encode(),
+                },
                 None,
             )
             .await
@@ -938,8 +964,14 @@ impl S3 for Gateway {
         &self,
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
-        self.require_bucket(&req.input.bucket).await?;
-        Ok(S3Response::new(GetBucketLocationOutput::default()))
+        let info = self.require_bucket(&req.input.bucket).await?;
+        let location = match Record::decode(&info.attrs) {
+            Ok(Record::BucketIn { location }) => Some(BucketLocationConstraint::from(location)),
+            _ => None,
+        };
+        Ok(S3Response::new(GetBucketLocationOutput {
+            location_constraint: location,
+        }))
     }
 
     async fn list_buckets(
@@ -975,7 +1007,12 @@ impl S3 for Gateway {
         let entries = self.store.list(BUCKET_PREFIX).await.map_err(store_error)?;
         let mut all: Vec<(String, u64)> = entries
             .into_iter()
-            .filter(|i| matches!(Record::decode(&i.attrs), Ok(Record::Bucket)))
+            .filter(|i| {
+                matches!(
+                    Record::decode(&i.attrs),
+                    Ok(Record::Bucket | Record::BucketIn { .. })
+                )
+            })
             .map(|i| (i.key[BUCKET_PREFIX.len()..].to_owned(), i.created_ms))
             .filter(|(name, _)| name.starts_with(prefix) && *name > after)
             .collect();
@@ -993,10 +1030,7 @@ impl S3 for Gateway {
             .collect();
         Ok(S3Response::new(ListBucketsOutput {
             buckets: Some(buckets),
-            owner: Some(Owner {
-                display_name: Some("rampart".into()),
-                id: Some("rampart".into()),
-            }),
+            owner: Some(owner()),
             continuation_token: next,
             prefix: i.prefix,
         }))
@@ -1465,7 +1499,7 @@ impl S3 for Gateway {
                     })
                     .collect(),
             ),
-            contents: Some(page.objects),
+            contents: Some(with_owner(page.objects)),
             encoding_type: i.encoding_type,
             ..Default::default()
         }))
@@ -1514,7 +1548,11 @@ impl S3 for Gateway {
                     })
                     .collect(),
             ),
-            contents: Some(page.objects),
+            contents: Some(if i.fetch_owner == Some(true) {
+                with_owner(page.objects)
+            } else {
+                page.objects
+            }),
             encoding_type: i.encoding_type,
             ..Default::default()
         }))

@@ -374,6 +374,11 @@ def signatures():
     u = presign("get_object", "payroll.csv", expires=604800)
     status, body = raw("GET", u.path, sign=False, query=u.query)
     assert status == 200 and body == "salaries", (status, body)
+    # An expiry in the past: 403 "Request has expired", and nothing is written.
+    u = presign("put_object", "late", expires=-1000)
+    status, body = raw("PUT", u.path, body=b"x", sign=False, query=u.query)
+    assert status == 403 and "expired" in body, (status, body)
+    expect_error("404", s3.head_object, Bucket="sec", Key="late")
     # A wrong SigV4 signature: refused; the right one is printed for the Rust side, which
     # checks that the gateway's trace-level log never holds it.
     url = f"{ENDPOINT}/sec/payroll.csv"
@@ -585,6 +590,12 @@ def conformance():
     assert s3.create_bucket(Bucket="conf")["ResponseMetadata"]["HTTPStatusCode"] == 200
     expect_error("BucketAlreadyOwnedByYou", s3.create_bucket, Bucket="conf",
                  CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    # GetBucketLocation returns the constraint a bucket was created with (none for us-east-1).
+    assert s3.get_bucket_location(Bucket="conf").get("LocationConstraint") is None
+    s3.create_bucket(Bucket="conf-eu", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    assert s3.get_bucket_location(Bucket="conf-eu")["LocationConstraint"] == "eu-west-1"
+    assert "conf-eu" in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+    s3.delete_bucket(Bucket="conf-eu")
     # Listings with EncodingType=url keep "/"; v1 returns its prefix as sent and always a
     # Marker; an empty delimiter is not echoed.
     for k in ["foo+1/bar", "foo/bar/xyzzy", "quux ab/thud", "asdf+b"]:
@@ -613,6 +624,13 @@ def conformance():
     assert [(e["Key"], e["Code"]) for e in r["Errors"]] == [("foo+1/bar", "NoSuchVersion")], r
     expect_error("404", s3.head_object, Bucket="conf", Key="asdf+b")
     assert s3.head_object(Bucket="conf", Key="foo+1/bar")["ContentLength"] == 1
+    # Bucket names S3 refuses beyond what s3s checks; the owner in listings.
+    for bad in ["a.-b", "a-.b", "sthree-x", "x-s3alias", "x--ol-s3"]:
+        expect_error("InvalidBucketName", s3.create_bucket, Bucket=bad)
+    assert [o["Owner"]["ID"] for o in s3.list_objects(Bucket="conf")["Contents"]] == ["rampart"] * 3
+    assert all("Owner" not in o for o in s3.list_objects_v2(Bucket="conf")["Contents"])
+    r = s3.list_objects_v2(Bucket="conf", FetchOwner=True)
+    assert [o["Owner"]["ID"] for o in r["Contents"]] == ["rampart"] * 3, r
     # ListBuckets pages with MaxBuckets.
     s3.create_bucket(Bucket="conf2")
     names = [b["Name"] for b in s3.list_buckets()["Buckets"]]

@@ -189,7 +189,11 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         data: Vec<u8>,
         proof: Certificate,
     ) -> Result<(), PeerFault> {
-        let state_max = self.config.state_bytes_max;
+        // The whole blob (snapshot, sessions, header) is bounded by what the decoder accepts
+        // from a correct replica's checkpoint, not by the snapshot limit alone: before
+        // issue 10 (finding 5) a checkpoint whose snapshot was near `state_bytes_max`
+        // never transferred.
+        let blob_max = crate::message::checkpoint_blob_bytes_max(&self.config);
         let deadline = self.now.saturating_add(self.config.fetch_timeout);
         let Some(st) = &mut self.st else {
             return Ok(());
@@ -200,7 +204,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         if providers.get(st.provider) != Some(&from) || cid != *ccid || index != st.next_index {
             return Ok(());
         }
-        if total != *ctotal || st.received.len() + data.len() > state_max + 16 {
+        if total != *ctotal || st.received.len() + data.len() > blob_max {
             self.retry_state_transfer();
             return Err(PeerFault::InvalidState);
         }

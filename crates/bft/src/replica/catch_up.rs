@@ -12,6 +12,7 @@
 //!   time; it is no evidence of being behind (issue 10, finding 3).
 
 use super::Replica;
+use super::reply_budget::COSTLY_REPLY_OVERHEAD;
 use crate::app::Application;
 use crate::auth::Authenticator;
 use crate::error::PeerFault;
@@ -40,29 +41,46 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         );
     }
 
-    pub(super) fn on_fetch(&mut self, from: ReplicaId, from_cid: SeqNo) {
-        let decisions: Vec<Decision> = self
-            .log
-            .iter()
-            .filter(|d| d.cid() >= from_cid)
-            .take(self.config.decisions_per_fetch_max)
-            .cloned()
-            .collect();
+    /// Answer a FETCH (through the peer's reply budget, see `reply_budget`); returns the
+    /// estimated bytes of the answer.
+    pub(super) fn on_fetch(&mut self, from: ReplicaId, from_cid: SeqNo) -> usize {
         let in_log = self.log.front().is_some_and(|d| d.cid() <= from_cid);
         let checkpoint = match self.checkpoints.last() {
             Some(c) if !in_log && from_cid <= c.cid => Some(c.cid),
             _ => None,
+        };
+        let decisions: Vec<Decision> = if checkpoint.is_some() {
+            Vec::new()
+        } else {
+            self.log
+                .iter()
+                .filter(|d| d.cid() >= from_cid)
+                .take(self.config.decisions_per_fetch_max)
+                .cloned()
+                .collect()
         };
         let regency_proof = if self.syncing {
             None
         } else {
             self.regency_proof.clone().map(Box::new)
         };
-        let decisions = if checkpoint.is_some() {
-            Vec::new()
-        } else {
-            decisions
-        };
+        let mut bytes = COSTLY_REPLY_OVERHEAD;
+        for d in &decisions {
+            bytes += d.batch.requests_bytes() + COSTLY_REPLY_OVERHEAD;
+        }
+        if let Some(p) = &regency_proof
+            && let ReplicaBody::Sync(s) = &p.body
+        {
+            bytes += s.batch.requests_bytes() + COSTLY_REPLY_OVERHEAD;
+            for sd in &s.proofs {
+                bytes += COSTLY_REPLY_OVERHEAD;
+                if let ReplicaBody::StopData(sd) = &sd.body
+                    && let Some((_, b)) = &sd.written
+                {
+                    bytes += b.requests_bytes();
+                }
+            }
+        }
         self.send_now(
             from,
             ReplicaBody::Decisions {
@@ -71,6 +89,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
                 regency_proof,
             },
         );
+        bytes
     }
 
     pub(super) fn on_decisions(

@@ -44,10 +44,12 @@ mod checkpoint;
 mod leader_change;
 mod normal;
 mod read_only;
+mod reply_budget;
 #[cfg(test)]
 mod tests;
 mod transfer;
 
+use reply_budget::{Costly, ReplyBudget};
 use transfer::StateTransfer;
 
 /// STOP messages are kept for regencies up to this far above the installed one
@@ -159,6 +161,11 @@ pub struct Stats {
     pub requests_forwarded: u64,
     /// Network messages dropped because [`OUTPUTS_MAX`] were already queued or held.
     pub outputs_dropped: u64,
+    /// Costly requests (FETCH, CHUNKREQUEST) kept because their sender's reply budget was
+    /// spent ([`Config::costly_reply_bytes_per_sec`]).
+    pub costly_requests_deferred: u64,
+    /// Estimated bytes of costly replies sent.
+    pub costly_reply_bytes: u64,
 }
 
 /// Diagnostic view of a replica (see [`Replica::status`]).
@@ -265,6 +272,8 @@ pub struct Replica<A: Application, Au: Authenticator> {
     /// If the open instance is still undecided then, the replica fetches as it would have
     /// on the first early message (so buffering never costs liveness).
     future_deadline: Option<Timestamp>,
+    /// Per-peer byte budget for costly replies (issue 10, finding 6).
+    budget: ReplyBudget,
     stats: Stats,
 }
 
@@ -336,6 +345,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             st: None,
             future: Vec::new(),
             future_deadline: None,
+            budget: ReplyBudget::default(),
             stats: Stats::default(),
             config,
         };
@@ -599,6 +609,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         if self.st.as_ref().is_some_and(|st| st.deadline <= now) {
             self.retry_state_transfer();
         }
+        self.serve_deferred();
         if self.fetch_deadline.is_some_and(|d| d <= now) {
             self.fetch_deadline = None;
             if self.behind && !self.in_transfer() {
@@ -635,6 +646,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         min(self.fetch_deadline);
         min(self.future_deadline);
         min(self.st.as_ref().map(|st| st.deadline));
+        min(self.budget.next_due(self.config.costly_reply_bytes_per_sec));
         t
     }
 
@@ -771,7 +783,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             ReplicaBody::StopData(_) => self.on_stopdata(m),
             ReplicaBody::Sync(_) => self.on_sync(m, false, false),
             ReplicaBody::Fetch { from_cid } => {
-                self.on_fetch(from, from_cid);
+                self.on_costly(from, Costly::Fetch(from_cid));
                 Ok(())
             }
             ReplicaBody::Decisions {
@@ -788,7 +800,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
                 Ok(())
             }
             ReplicaBody::ChunkRequest { cid, index } => {
-                self.on_chunk_request(from, cid, index);
+                self.on_costly(from, Costly::Chunk(cid, index));
                 Ok(())
             }
             ReplicaBody::Chunk {
@@ -820,6 +832,8 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         assert!(self.stops.keys().all(|r| *r > self.regency));
         assert!(self.stopdatas.len() <= self.config.replicas);
         assert!(self.held.len() <= OUTPUTS_MAX);
+        let (balances, kept) = self.budget.len();
+        assert!(balances <= self.config.replicas && kept <= self.config.replicas);
         if let Some((r, _)) = self.open.vote.wrote
             && self.open.vote.cid == self.open.cid
         {

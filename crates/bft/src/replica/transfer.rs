@@ -14,6 +14,7 @@
 
 use std::collections::BTreeMap;
 
+use super::reply_budget::COSTLY_REPLY_OVERHEAD;
 use super::{Output, Replica};
 use crate::app::Application;
 use crate::auth::Authenticator;
@@ -155,19 +156,22 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         }
     }
 
-    pub(super) fn on_chunk_request(&mut self, from: ReplicaId, cid: SeqNo, index: u32) {
+    /// Answer a CHUNKREQUEST (through the peer's reply budget, see `reply_budget`);
+    /// returns the estimated bytes of the answer (0 if there is none).
+    pub(super) fn on_chunk_request(&mut self, from: ReplicaId, cid: SeqNo, index: u32) -> usize {
         let Some(c) = self.checkpoints.iter().find(|c| c.cid == cid) else {
-            return;
+            return 0;
         };
         let cs = self.config.state_chunk_bytes_max;
         let total = self.chunk_count(c.blob.len());
         if index >= total {
-            return;
+            return 0;
         }
         let start = (index as usize) * cs;
         let end = (start + cs).min(c.blob.len());
         let data = c.blob.get(start..end).unwrap_or_default().to_vec();
         let proof = c.proof.clone();
+        let bytes = data.len() + COSTLY_REPLY_OVERHEAD;
         self.send_now(
             from,
             ReplicaBody::Chunk {
@@ -178,6 +182,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
                 proof,
             },
         );
+        bytes
     }
 
     pub(super) fn on_chunk(

@@ -19,6 +19,7 @@
 //! | operations per request | [`OPS_PER_REQUEST_MAX`] |
 //! | entries per scan | [`SCAN_LIMIT_MAX`] |
 //! | result bytes per request | [`REPLY_BUDGET_BYTES`] |
+//! | whole state (snapshot bytes) | `Config::state_bytes_max` ([`KvApp::state_bytes_max`]); writes beyond it get [`KvError::StateFull`] |
 //!
 //! Results that would exceed the reply budget are answered with
 //! [`KvResult::Error`]`(`[`KvError::ReplyBudget`]`)` (reads only; the client retries them in a
@@ -219,6 +220,11 @@ pub enum KvError {
     /// The request's results would exceed [`REPLY_BUDGET_BYTES`]; retry the read alone.
     #[error("reply budget exhausted")]
     ReplyBudget,
+    /// The write would grow the state's snapshot beyond the bound derived from the
+    /// checkpoint limit ([`KvApp::state_bytes_max`]); nothing was written. Deterministic:
+    /// every correct replica has the same state and bound, so all refuse the same write.
+    #[error("state full: the write would exceed the checkpoint limit")]
+    StateFull,
 }
 
 impl KvError {
@@ -229,6 +235,7 @@ impl KvError {
             KvError::ValueTooLarge => 2,
             KvError::ScanLimit => 3,
             KvError::ReplyBudget => 4,
+            KvError::StateFull => 5,
         }
     }
 
@@ -239,6 +246,7 @@ impl KvError {
             2 => KvError::ValueTooLarge,
             3 => KvError::ScanLimit,
             4 => KvError::ReplyBudget,
+            5 => KvError::StateFull,
             _ => return Err(KvError::Malformed),
         })
     }
@@ -499,13 +507,78 @@ impl Reader<'_> {
     }
 }
 
+/// Bytes of an empty snapshot: version and entry count.
+const SNAPSHOT_HEADER_BYTES: usize = 1 + 8;
+
+/// Bytes one entry adds to the snapshot: key length, key, value length, value.
+fn entry_bytes(key: &[u8], value: &[u8]) -> usize {
+    2 + key.len() + 4 + value.len()
+}
+
 /// The replicated map. Also the sequential model of the linearizability checks.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// Its snapshot never exceeds [`KvApp::state_bytes_max`], which is the core's
+/// `Config::state_bytes_max` (the most a checkpoint's snapshot may hold when it is decoded):
+/// a write that would pass it is refused with [`KvError::StateFull`], so a replica can
+/// always restart from, and transfer, its own checkpoint (issue 10, finding 5). Before the
+/// bound a state past 256 MiB made every checkpoint undecodable.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KvApp {
     map: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// `snapshot().len()`, kept up to date by every write.
+    snapshot_bytes: usize,
+    state_bytes_max: usize,
+}
+
+impl Default for KvApp {
+    /// An empty map bounded by the default `Config::state_bytes_max`.
+    fn default() -> Self {
+        KvApp::for_config(&rampart_bft::Config::new(4))
+    }
 }
 
 impl KvApp {
+    /// An empty map whose snapshot is bounded by `config.state_bytes_max`. Every replica
+    /// must use the same bound (it is part of the deterministic state machine).
+    #[must_use]
+    pub fn for_config(config: &rampart_bft::Config) -> Self {
+        KvApp::with_state_bytes_max(config.state_bytes_max)
+    }
+
+    /// An empty map whose snapshot is bounded by `state_bytes_max` bytes.
+    #[must_use]
+    pub fn with_state_bytes_max(state_bytes_max: usize) -> Self {
+        KvApp {
+            map: BTreeMap::new(),
+            snapshot_bytes: SNAPSHOT_HEADER_BYTES,
+            state_bytes_max,
+        }
+    }
+
+    /// The bound on [`KvApp::snapshot_bytes`].
+    #[must_use]
+    pub fn state_bytes_max(&self) -> usize {
+        self.state_bytes_max
+    }
+
+    /// Bytes of the snapshot of the current state (what a checkpoint carries).
+    #[must_use]
+    pub fn snapshot_bytes(&self) -> usize {
+        self.snapshot_bytes
+    }
+
+    /// Write `key = value` if the snapshot stays within the bound.
+    fn write(&mut self, key: &[u8], value: &[u8]) -> Result<(), KvError> {
+        let old = self.map.get(key).map_or(0, |v| entry_bytes(key, v));
+        let new = self.snapshot_bytes - old + entry_bytes(key, value);
+        if new > self.state_bytes_max {
+            return Err(KvError::StateFull);
+        }
+        self.map.insert(key.to_vec(), value.to_vec());
+        self.snapshot_bytes = new;
+        Ok(())
+    }
+
     /// Number of keys.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -522,16 +595,22 @@ impl KvApp {
     /// that would exceed it are refused (scans are cut short).
     pub fn apply(&mut self, op: &KvOp, budget: &mut usize) -> KvResult {
         match op {
-            KvOp::Put { key, value } => {
-                self.map.insert(key.clone(), value.clone());
-                KvResult::Written
-            }
-            KvOp::Delete { key } => KvResult::Deleted(self.map.remove(key).is_some()),
+            KvOp::Put { key, value } => match self.write(key, value) {
+                Ok(()) => KvResult::Written,
+                Err(e) => KvResult::Error(e),
+            },
+            KvOp::Delete { key } => match self.map.remove(key) {
+                Some(v) => {
+                    self.snapshot_bytes -= entry_bytes(key, &v);
+                    KvResult::Deleted(true)
+                }
+                None => KvResult::Deleted(false),
+            },
             KvOp::Cas { key, expected, new } => {
                 let current = self.map.get(key).cloned();
                 let swapped = current == *expected;
-                if swapped {
-                    self.map.insert(key.clone(), new.clone());
+                if swapped && let Err(e) = self.write(key, new) {
+                    return KvResult::Error(e);
                 }
                 let cost = 8 + current.as_ref().map_or(0, Vec::len);
                 *budget = budget.saturating_sub(cost);
@@ -619,6 +698,11 @@ impl Application for KvApp {
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
+        if snapshot.len() > self.state_bytes_max {
+            return Err(RestoreError {
+                reason: "KV snapshot over the state bound",
+            });
+        }
         let bad = RestoreError {
             reason: "malformed KV snapshot",
         };
@@ -646,6 +730,7 @@ impl Application for KvApp {
         }
         r.finish().map_err(|_| bad)?;
         self.map = map;
+        self.snapshot_bytes = snapshot.len();
         Ok(())
     }
 
@@ -718,8 +803,10 @@ mod tests {
                 };
                 prop_assert_eq!(got, want);
             }
+            prop_assert_eq!(app.snapshot().len(), app.snapshot_bytes());
             let mut b = KvApp::default();
             b.restore(&app.snapshot()).expect("restores");
+            prop_assert_eq!(b.snapshot_bytes(), app.snapshot_bytes());
             prop_assert_eq!(&b, &app);
             prop_assert_eq!(b.state_digest(), app.state_digest());
         }
@@ -777,5 +864,83 @@ mod tests {
             }
             .is_read_only()
         );
+    }
+
+    /// Issue 10, finding 5b: the state is bounded by the checkpoint limit. A write that
+    /// would grow the snapshot past it is refused with `StateFull` and changes nothing
+    /// (puts, and compare-and-swaps that match); deletes and same-size overwrites still
+    /// work; the full state's checkpoint decodes under the core's limits, so a replica
+    /// restarts from it. Before the bound the map grew without limit.
+    #[test]
+    fn writes_beyond_the_checkpoint_limit_are_refused_deterministically() {
+        let mut config = rampart_bft::Config::new(4);
+        config.state_bytes_max = 4096;
+        let run = |app: &mut KvApp, ops: Vec<KvOp>| {
+            KvReply::decode(&app.execute(&KvRequest { ops }.encode()))
+                .expect("decodes")
+                .results
+        };
+        let put = |i: u16| KvOp::Put {
+            key: i.to_le_bytes().to_vec(),
+            value: vec![7; 500],
+        };
+        let mut a = KvApp::for_config(&config);
+        let mut b = KvApp::for_config(&config);
+        let mut refused = None;
+        for i in 0..20u16 {
+            let ra = run(&mut a, vec![put(i)]);
+            assert_eq!(ra, run(&mut b, vec![put(i)]), "replicas agree");
+            assert!(a.snapshot_bytes() <= 4096);
+            if ra == vec![KvResult::Error(KvError::StateFull)] {
+                refused = Some(i);
+                break;
+            }
+            assert_eq!(ra, vec![KvResult::Written]);
+        }
+        // 9 header bytes + 8 entries of 508 bytes = 4,073; a ninth does not fit.
+        assert_eq!(refused, Some(8));
+        assert_eq!(a.len(), 8, "the refused put wrote nothing");
+        assert_eq!(a.snapshot().len(), a.snapshot_bytes());
+        let swap = KvOp::Cas {
+            key: 0u16.to_le_bytes().to_vec(),
+            expected: Some(vec![7; 500]),
+            new: vec![8; 600],
+        };
+        assert_eq!(
+            run(&mut a, vec![swap]),
+            vec![KvResult::Error(KvError::StateFull)]
+        );
+        assert_eq!(
+            run(&mut a, vec![put(0)]),
+            vec![KvResult::Written],
+            "same size"
+        );
+        assert_eq!(
+            run(
+                &mut a,
+                vec![
+                    KvOp::Delete {
+                        key: 1u16.to_le_bytes().to_vec()
+                    },
+                    put(8)
+                ]
+            ),
+            vec![KvResult::Deleted(true), KvResult::Written]
+        );
+        // The full state checkpoints and restores under the core's limits.
+        let state = rampart_bft::message::CheckpointState {
+            cid: rampart_bft::SeqNo(1),
+            timestamp: rampart_bft::Timestamp(0),
+            app: a.snapshot(),
+            sessions: Vec::new(),
+        };
+        let decoded = rampart_bft::message::CheckpointState::decode(&state.encode(), &config)
+            .expect("the checkpoint decodes");
+        let mut c = KvApp::for_config(&config);
+        c.restore(&decoded.app).expect("restores");
+        assert_eq!(c, a);
+        // A snapshot over the bound is refused on restore.
+        let mut small = KvApp::with_state_bytes_max(100);
+        assert!(small.restore(&a.snapshot()).is_err());
     }
 }

@@ -21,6 +21,7 @@ use crate::client::{ClientOptions, KvClient};
 use crate::config::ProtocolSettings;
 use crate::frame::read_frame;
 use crate::local::{LocalCluster, LocalOptions};
+use crate::queue::{Budget, queue};
 use crate::replica::{connect_tls, write_frames};
 use crate::tls::{Directory, client_config, server_config};
 
@@ -192,6 +193,7 @@ pub async fn run_bft(dir: &std::path::Path, w: &Workload) -> Result<Report, Clus
             checkpoint_interval: 1024,
             request_timeout_ms: u64::try_from(w.request_timeout.as_millis()).unwrap_or(2000),
         },
+        ..LocalOptions::default()
     };
     let mut local = LocalCluster::start(dir, &opts).await?;
     let mut sessions = Vec::new();
@@ -282,7 +284,7 @@ pub async fn run_baseline(dir: &std::path::Path, w: &Workload) -> Result<Report,
         replicas: 4,
         clients: w.sessions.max(1) as u64,
         durable: false,
-        protocol: ProtocolSettings::default(),
+        ..LocalOptions::default()
     };
     // Reuse a cluster file only for its keys: replica 0's key serves, client keys connect.
     crate::config::init(
@@ -293,6 +295,7 @@ pub async fn run_baseline(dir: &std::path::Path, w: &Workload) -> Result<Report,
             addrs: Some(vec![([127, 0, 0, 1], 1).into(); 4]),
             base_port: 0,
             protocol: ProtocolSettings::default(),
+            transport: crate::config::TransportSettings::default(),
         },
     )?;
     let cluster = crate::config::Cluster::load(&dir.join(crate::config::CLUSTER_FILE))?;
@@ -320,13 +323,13 @@ pub async fn run_baseline(dir: &std::path::Path, w: &Workload) -> Result<Report,
                     return;
                 };
                 let (rd, wr) = tokio::io::split(conn);
-                let (tx, mut rx) = mpsc::channel::<Bytes>(64);
-                tokio::spawn(async move { write_frames(wr, &mut rx).await });
+                let (tx, mut rx) = queue(64, Budget::new(usize::MAX, None), None);
+                tokio::spawn(async move { write_frames(wr, &mut rx, 256 << 10).await });
                 let mut rd = BufReader::new(rd);
                 let mut buf = Vec::new();
                 while let Ok(true) = read_frame(&mut rd, REQUEST_BYTES_MAX, &mut buf).await {
                     let reply = app.lock().map(|mut a| a.execute(&buf)).unwrap_or_default();
-                    if tx.send(Bytes::from(reply)).await.is_err() {
+                    if !tx.send(Bytes::from(reply)).await {
                         return;
                     }
                 }
@@ -378,8 +381,8 @@ async fn plain_session(
     ops_max: usize,
 ) {
     let (rd, wr) = tokio::io::split(conn);
-    let (tx, mut rx) = mpsc::channel::<Bytes>(4);
-    tokio::spawn(async move { write_frames(wr, &mut rx).await });
+    let (tx, mut rx) = queue(4, Budget::new(usize::MAX, None), None);
+    tokio::spawn(async move { write_frames(wr, &mut rx, 256 << 10).await });
     let mut rd = BufReader::new(rd);
     let mut buf = Vec::new();
     let mut answered = 0;
@@ -401,11 +404,7 @@ async fn plain_session(
             }
         }
         let (ops, dones): (Vec<KvOp>, Vec<_>) = batch.into_iter().unzip();
-        if tx
-            .send(Bytes::from(KvRequest { ops }.encode()))
-            .await
-            .is_err()
-        {
+        if !tx.send(Bytes::from(KvRequest { ops }.encode())).await {
             return;
         }
         if !matches!(

@@ -29,7 +29,8 @@ use tokio_rustls::TlsConnector;
 
 use crate::ClusterError;
 use crate::config::Cluster;
-use crate::frame::read_frame;
+use crate::frame::{FrameReader, FrameTiming};
+use crate::queue::{Budget, Held, QueueRx, QueueTx, queue};
 use crate::replica::{BACKOFF_MAX, BACKOFF_MIN, OUTBOUND_QUEUE_MAX, connect_tls, write_frames};
 use crate::tls::client_config;
 
@@ -103,12 +104,15 @@ impl KvClient {
         }
         let config = cluster.bft_config();
         let limits = rampart_bft::WireLimits::from_config(&config);
-        let frame_max = limits.message_bytes_max();
-        let (replies_tx, replies_rx) = mpsc::channel::<(ReplicaId, Vec<u8>)>(1024);
+        // A replica sends a client replies only: larger frames close the link.
+        let frame_max = limits.reply_message_bytes_max();
+        let request_max = limits.request_message_bytes_max();
+        let (replies_tx, replies_rx) = mpsc::channel::<(ReplicaId, Vec<u8>, Held)>(1024);
         let connected = Arc::new(AtomicUsize::new(0));
         let mut links = Vec::new();
         for (j, e) in cluster.replicas.iter().enumerate() {
-            let (tx, rx) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE_MAX);
+            // One outstanding request and its retransmissions: a few maximal requests.
+            let (tx, rx) = queue(OUTBOUND_QUEUE_MAX, Budget::new(4 * request_max, None), None);
             let cfg = client_config(&key, &cluster.replica_keys[j])?;
             let rid = ReplicaId(u8::try_from(j).unwrap_or(u8::MAX));
             tokio::spawn(client_link(
@@ -256,7 +260,7 @@ fn unexpected(r: KvResult) -> ClusterError {
 
 struct Driver {
     core: Client<Ed25519Authenticator>,
-    links: Vec<mpsc::Sender<Bytes>>,
+    links: Vec<QueueTx>,
     queue: VecDeque<Job>,
     inflight: Vec<Job>,
     start: std::time::Instant,
@@ -274,7 +278,7 @@ impl Driver {
     async fn run(
         mut self,
         mut jobs: mpsc::Receiver<Job>,
-        mut replies: mpsc::Receiver<(ReplicaId, Vec<u8>)>,
+        mut replies: mpsc::Receiver<(ReplicaId, Vec<u8>, Held)>,
     ) {
         loop {
             let deadline = self.core.poll_timeout().map(|t| {
@@ -293,12 +297,12 @@ impl Driver {
                     }
                     None => if self.queue.is_empty() && self.inflight.is_empty() { return },
                 },
-                r = replies.recv() => if let Some((from, bytes)) = r {
+                r = replies.recv() => if let Some((from, bytes, _held)) = r {
                     let now = self.now();
                     if self.core.handle_bytes(now, from, &bytes).is_err() {
                         self.stats.replies_rejected.fetch_add(1, Ordering::Relaxed);
                     }
-                    while let Ok((from, bytes)) = replies.try_recv() {
+                    while let Ok((from, bytes, _held)) = replies.try_recv() {
                         if self.core.handle_bytes(now, from, &bytes).is_err() {
                             self.stats.replies_rejected.fetch_add(1, Ordering::Relaxed);
                         }
@@ -440,8 +444,8 @@ async fn client_link(
     addr: std::net::SocketAddr,
     rid: ReplicaId,
     connector: TlsConnector,
-    mut rx: mpsc::Receiver<Bytes>,
-    replies: mpsc::Sender<(ReplicaId, Vec<u8>)>,
+    mut rx: QueueRx,
+    replies: mpsc::Sender<(ReplicaId, Vec<u8>, Held)>,
     connected: Arc<AtomicUsize>,
     frame_max: usize,
 ) {
@@ -454,20 +458,21 @@ async fn client_link(
             let replies = replies.clone();
             let reader = async move {
                 let mut rd = BufReader::with_capacity(64 << 10, rd);
-                loop {
-                    let mut buf = Vec::new();
-                    match read_frame(&mut rd, frame_max, &mut buf).await {
-                        Ok(true) => {
-                            if replies.send((rid, buf)).await.is_err() {
-                                return;
-                            }
-                        }
-                        _ => return,
+                let frames = FrameReader::new(frame_max, FrameTiming::NONE, None);
+                // A replica's replies waiting for the driver: two maximal ones (the
+                // reader then waits: back-pressure on that replica only).
+                let budget = Budget::new(2 * frame_max, None);
+                while let Ok(Some(buf)) = frames.read(&mut rd).await {
+                    let Some(held) = budget.take(buf.len()).await else {
+                        return;
+                    };
+                    if replies.send((rid, buf, held)).await.is_err() {
+                        return;
                     }
                 }
             };
             let stop = tokio::select! {
-                r = write_frames(wr, &mut rx) => r.is_ok(),
+                r = write_frames(wr, &mut rx, crate::listen::CLIENT_WRITE_BUFFER) => r.is_ok(),
                 () = reader => false,
             };
             connected.fetch_sub(1, Ordering::Relaxed);

@@ -56,6 +56,64 @@ impl Default for ProtocolSettings {
     }
 }
 
+/// Transport limits of each replica (the `[transport]` section; every field optional).
+/// Per-connection budgets are not here: they derive from the core's wire limits
+/// ([`crate::listen::TransportLimits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TransportSettings {
+    /// Concurrent client connections a replica serves (one per client identity at most).
+    pub client_connections_max: usize,
+    /// Concurrent TLS handshakes (unauthenticated connections) a replica runs.
+    pub handshakes_max: usize,
+    /// A TLS handshake not finished within this time closes the connection, in ms.
+    pub handshake_timeout_ms: u64,
+    /// Time a frame may take once its first byte arrived, in ms ...
+    pub frame_timeout_ms: u64,
+    /// ... plus its declared length at this rate (bytes per second).
+    pub frame_rate_min_bytes_per_sec: u64,
+    /// A client connection with no frame for this long is closed, in ms.
+    pub client_idle_timeout_ms: u64,
+    /// Bytes of client requests queued for the core, all clients together.
+    pub client_inbound_bytes_max: usize,
+    /// Bytes of replies queued for clients, all clients together.
+    pub client_outbound_bytes_max: usize,
+}
+
+impl Default for TransportSettings {
+    fn default() -> Self {
+        TransportSettings {
+            client_connections_max: 1024,
+            handshakes_max: 64,
+            handshake_timeout_ms: 5_000,
+            frame_timeout_ms: 10_000,
+            frame_rate_min_bytes_per_sec: 256 << 10,
+            client_idle_timeout_ms: 300_000,
+            client_inbound_bytes_max: 64 << 20,
+            client_outbound_bytes_max: 128 << 20,
+        }
+    }
+}
+
+impl TransportSettings {
+    fn check(&self) -> Result<(), String> {
+        let all = [
+            self.client_connections_max as u64,
+            self.handshakes_max as u64,
+            self.handshake_timeout_ms,
+            self.frame_timeout_ms,
+            self.frame_rate_min_bytes_per_sec,
+            self.client_idle_timeout_ms,
+            self.client_inbound_bytes_max as u64,
+            self.client_outbound_bytes_max as u64,
+        ];
+        if all.contains(&0) {
+            return Err("transport settings must be positive".into());
+        }
+        Ok(())
+    }
+}
+
 /// The on-disk form of `cluster.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ClusterToml {
@@ -63,6 +121,8 @@ struct ClusterToml {
     f: usize,
     #[serde(default)]
     protocol: ProtocolSettings,
+    #[serde(default)]
+    transport: TransportSettings,
     replicas: Vec<ReplicaEntry>,
     #[serde(default)]
     clients: Vec<ClientEntry>,
@@ -81,6 +141,8 @@ pub struct Cluster {
     pub client_keys: BTreeMap<ClientId, VerifyingKey>,
     /// Protocol settings.
     pub protocol: ProtocolSettings,
+    /// Transport limits.
+    pub transport: TransportSettings,
 }
 
 impl Cluster {
@@ -148,6 +210,7 @@ impl Cluster {
         if t.protocol.checkpoint_interval == 0 || t.protocol.request_timeout_ms == 0 {
             return Err(bad("protocol settings must be positive".into()));
         }
+        t.transport.check().map_err(bad)?;
         let mut replica_keys = Vec::with_capacity(t.n);
         for (i, r) in t.replicas.iter().enumerate() {
             if usize::from(r.id) != i {
@@ -176,6 +239,7 @@ impl Cluster {
             replica_keys,
             client_keys,
             protocol: t.protocol,
+            transport: t.transport,
         })
     }
 
@@ -252,6 +316,8 @@ pub struct InitOptions {
     pub base_port: u16,
     /// Protocol settings.
     pub protocol: ProtocolSettings,
+    /// Transport limits.
+    pub transport: TransportSettings,
 }
 
 /// Write `dir/cluster.toml` and fresh private keys (`replica-I.key`, `client-J.key`, mode
@@ -307,6 +373,7 @@ pub fn init(dir: &Path, opts: &InitOptions) -> Result<PathBuf, ClusterError> {
         n,
         f: (n - 1) / 3,
         protocol: opts.protocol,
+        transport: opts.transport,
         replicas,
         clients,
     };
@@ -382,6 +449,7 @@ mod tests {
             addrs: None,
             base_port: 7100,
             protocol: ProtocolSettings::default(),
+            transport: TransportSettings::default(),
         };
         let path = init(dir.path(), &opts).expect("init");
         let c = Cluster::load(&path).expect("load");
@@ -439,10 +507,20 @@ mod tests {
             addrs: None,
             base_port: 7100,
             protocol: ProtocolSettings::default(),
+            transport: TransportSettings::default(),
         };
         let path = init(dir.path(), &opts).expect("init");
         let text = std::fs::read_to_string(&path).expect("read");
-        for (from, to) in [("n = 4", "n = 5"), ("f = 1", "f = 2"), ("id = 3", "id = 7")] {
+        for (from, to) in [
+            ("n = 4", "n = 5"),
+            ("f = 1", "f = 2"),
+            ("id = 3", "id = 7"),
+            (
+                "client_connections_max = 1024",
+                "client_connections_max = 0",
+            ),
+        ] {
+            assert!(text.contains(from), "{from}");
             std::fs::write(&path, text.replacen(from, to, 1)).expect("write");
             assert!(Cluster::load(&path).is_err(), "{from} -> {to}");
         }

@@ -5,7 +5,10 @@
 //! - [`config`]: the cluster file (`cluster.toml`: n, f, each replica's id, address and
 //!   Ed25519 public key, client public keys, protocol settings) and the 0600 key files.
 //! - [`tls`]: TLS 1.3 with pinned raw public keys, mutual authentication.
-//! - [`frame`]: length-framed messages with a size limit.
+//! - [`frame`]: length-framed messages with a size limit, buffers that grow only with the
+//!   bytes received, and deadlines.
+//! - [`listen`]: the accepting side: handshake and connection caps, inbound byte budgets.
+//! - [`queue`]: frame queues bounded in bytes.
 //! - [`replica`]: the replica runtime ([`replica::run_replica`]).
 //! - [`client`]: the client runtime ([`client::KvClient`]), batching many callers into one
 //!   signed request.
@@ -22,13 +25,20 @@
 //! connection's peer (replica id or client id) is the key it proved in the handshake, and
 //! the core checks that it matches the signer of each message. On the TLS stream, each
 //! message is a frame: `u32` little-endian length, then a `rampart-bft` wire message. A frame
-//! above `WireLimits::message_bytes_max` closes the connection.
+//! above the connection's limit (`WireLimits::message_bytes_max` from a replica,
+//! `WireLimits::request_message_bytes_max` from a client) closes the connection.
 //!
 //! # Invariants
 //!
-//! - No queue is unbounded: inbound [`replica::INBOUND_QUEUE_MAX`] (readers wait), outbound
-//!   [`replica::OUTBOUND_QUEUE_MAX`] per peer (frames beyond are dropped; the protocol
-//!   retransmits), client jobs [`client::JOBS_QUEUED_MAX`] (callers wait).
+//! - No queue is unbounded, in bytes or in items ([`listen::TransportLimits`], ADR 0305):
+//!   inbound per replica connection one maximal message (its reader waits), per client
+//!   two maximal requests and all clients `client_inbound_bytes_max` (frames beyond are
+//!   dropped); outbound per peer two maximal messages, per client four maximal replies and
+//!   all clients `client_outbound_bytes_max` (frames beyond are dropped; the protocol
+//!   retransmits); client jobs [`client::JOBS_QUEUED_MAX`] (callers wait).
+//! - No buffer is sized from a length the peer declared; connections are capped (one per
+//!   identity, `client_connections_max` clients, `handshakes_max` handshakes) and every
+//!   handshake and frame has a deadline.
 //! - Replies and votes leave only after the entries they depend on are fsynced: the core
 //!   holds them until `handle_persisted`, which the runtime calls after one fsync per burst
 //!   of inputs (so per consensus instance or better).
@@ -45,7 +55,9 @@ pub mod bench;
 pub mod client;
 pub mod config;
 pub mod frame;
+pub mod listen;
 pub mod local;
+pub mod queue;
 pub mod replica;
 pub mod storage;
 pub mod tls;

@@ -2,13 +2,16 @@
 //! other subsystems that need a replicated KV without deploying it.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rampart_bft::ReplicaId;
 use tokio::net::TcpListener;
 
 use crate::ClusterError;
-use crate::config::{CLUSTER_FILE, Cluster, InitOptions, ProtocolSettings, init};
-use crate::replica::{ReplicaOptions, run_replica};
+use crate::config::{
+    CLUSTER_FILE, Cluster, InitOptions, ProtocolSettings, TransportSettings, init,
+};
+use crate::replica::{ReplicaOptions, TransportStats, run_replica};
 
 /// Replicas of a local cluster running as tasks of this process.
 pub struct LocalCluster {
@@ -17,6 +20,7 @@ pub struct LocalCluster {
     /// Path of its cluster file.
     pub path: PathBuf,
     tasks: Vec<Option<tokio::task::JoinHandle<Result<(), ClusterError>>>>,
+    stats: Vec<Arc<TransportStats>>,
 }
 
 /// Options of [`LocalCluster::start`].
@@ -30,6 +34,8 @@ pub struct LocalOptions {
     pub durable: bool,
     /// Protocol settings (for a new cluster).
     pub protocol: ProtocolSettings,
+    /// Transport limits (for a new cluster).
+    pub transport: TransportSettings,
 }
 
 impl Default for LocalOptions {
@@ -39,6 +45,7 @@ impl Default for LocalOptions {
             clients: 4,
             durable: true,
             protocol: ProtocolSettings::default(),
+            transport: TransportSettings::default(),
         }
     }
 }
@@ -69,12 +76,14 @@ impl LocalCluster {
                     addrs: Some(addrs),
                     base_port: 0,
                     protocol: opts.protocol,
+                    transport: opts.transport,
                 },
             )?;
         }
         let cluster = Cluster::load(&path)?;
         listeners.resize_with(cluster.n(), || None);
         let mut tasks = Vec::new();
+        let mut stats = Vec::new();
         for (i, listener) in listeners.into_iter().enumerate() {
             let id = ReplicaId(u8::try_from(i).unwrap_or(u8::MAX));
             let key = cluster.replica_key(id)?;
@@ -82,6 +91,8 @@ impl LocalCluster {
                 .durable
                 .then(|| cluster.dir.join(format!("replica-{i}")));
             let (tx, rx) = tokio::sync::oneshot::channel();
+            let s = Arc::new(TransportStats::default());
+            stats.push(s.clone());
             let task = tokio::spawn(run_replica(
                 cluster.clone(),
                 id,
@@ -89,6 +100,7 @@ impl LocalCluster {
                 ReplicaOptions {
                     data_dir,
                     danger_byzantine: None,
+                    stats: s,
                 },
                 listener,
                 Some(tx),
@@ -109,7 +121,14 @@ impl LocalCluster {
             cluster,
             path,
             tasks,
+            stats,
         })
+    }
+
+    /// Replica `id`'s transport counters.
+    #[must_use]
+    pub fn transport_stats(&self, id: ReplicaId) -> Option<Arc<TransportStats>> {
+        self.stats.get(usize::from(id.0)).cloned()
     }
 
     /// Stop replica `id` abruptly (its tasks are dropped, like a crash of the process

@@ -5,41 +5,40 @@
 //! replica (connects with backoff, writes), and the core task, which alone owns the
 //! protocol state, the storage and the routing tables.
 //!
-//! Queues are bounded. Inbound frames go through one channel of [`INBOUND_QUEUE_MAX`]
-//! messages: readers wait when it is full (back-pressure on the sender's TCP window).
-//! Outbound queues hold [`OUTBOUND_QUEUE_MAX`] frames per peer; when a peer is slow or
-//! down, further frames to it are dropped and counted: the protocol retransmits, and one
-//! slow peer never stalls the others or the core.
+//! Queues are bounded in bytes and in frames ([`crate::listen`] has the inbound side and
+//! the connection caps; [`TransportLimits`] every limit). Outbound queues hold
+//! [`OUTBOUND_QUEUE_MAX`] frames and `replica_outbound_bytes_max` bytes per peer (and
+//! `client_outbound_bytes_max` per client); when a peer is slow or down, further frames to
+//! it are dropped and counted: the protocol retransmits, and one slow peer never stalls the
+//! others or the core.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ed25519_dalek::SigningKey;
 use rampart_bft::message::{ReplicaBody, SignedMessage};
 use rampart_bft::{
-    ClientId, Ed25519Authenticator, MemStorage, Message, Output, Peer, PersistEntry, Replica,
-    ReplicaId, Storage, Timestamp,
+    ClientId, Ed25519Authenticator, MemStorage, Message, Output, PersistEntry, Replica, ReplicaId,
+    Storage, Timestamp,
 };
 use rampart_kv::KvApp;
-use tokio::io::{AsyncWriteExt as _, BufReader, BufWriter};
+use tokio::io::{AsyncWriteExt as _, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::ClusterError;
 use crate::config::Cluster;
-use crate::frame::read_frame;
+use crate::listen::{Event, Shared, accept_loop};
+pub use crate::listen::{INBOUND_QUEUE_MAX, OUTBOUND_QUEUE_MAX, TransportLimits, TransportStats};
+use crate::queue::{Budget, QueueRx, QueueTx, queue};
 use crate::storage::FileStorage;
-use crate::tls::{Directory, client_config, peer_of, server_config, server_name};
-
-/// Inbound messages buffered for the core (worst case this many frames of
-/// `WireLimits::message_bytes_max` bytes).
-pub const INBOUND_QUEUE_MAX: usize = 1024;
-/// Frames buffered per outbound peer or client connection before drops.
-pub const OUTBOUND_QUEUE_MAX: usize = 1024;
+use crate::tls::{Directory, client_config, server_config, server_name};
 /// Inbound messages the core handles before it drains outputs (amortises fsyncs and
 /// lets one write carry many frames).
 pub const INBOUND_BURST_MAX: usize = 256;
@@ -47,8 +46,8 @@ pub const INBOUND_BURST_MAX: usize = 256;
 pub const BACKOFF_MIN: Duration = Duration::from_millis(20);
 /// Reconnection backoff cap.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(1);
-/// A TLS handshake that takes longer is abandoned (a peer cannot hold a connection slot
-/// open without finishing it).
+/// A TLS handshake that takes longer is abandoned when this side dials (the listening
+/// side uses the cluster file's `handshake_timeout_ms`).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes buffered by a connection writer before it flushes.
 const WRITE_BUFFER_BYTES: usize = 256 << 10;
@@ -66,19 +65,15 @@ pub enum DangerByzantine {
 }
 
 /// Options of [`run_replica`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ReplicaOptions {
     /// Durable storage directory; `None` keeps everything in memory (benchmarks only: a
     /// replica restarted without its votes could equivocate).
     pub data_dir: Option<PathBuf>,
     /// Test-only misbehaviour.
     pub danger_byzantine: Option<DangerByzantine>,
-}
-
-enum Event {
-    Frame(Peer, Vec<u8>),
-    ClientUp(ClientId, u64, mpsc::Sender<Bytes>),
-    ClientDown(ClientId, u64),
+    /// Transport counters, filled while the replica runs (pass a clone to read them).
+    pub stats: Arc<TransportStats>,
 }
 
 // One per replica, never moved after start: the size difference does not matter.
@@ -170,8 +165,9 @@ pub async fn run_replica(
         );
     }
     let config = cluster.bft_config();
-    let limits = rampart_bft::WireLimits::from_config(&config);
-    let frame_max = limits.message_bytes_max();
+    let wire = rampart_bft::WireLimits::from_config(&config);
+    let limits = TransportLimits::new(&wire, &cluster.transport)?;
+    let stats = opts.stats.clone();
     let (store, recovered) = match &opts.data_dir {
         Some(dir) => {
             let (s, r) = FileStorage::open(dir, &config)?;
@@ -211,18 +207,23 @@ pub async fn run_replica(
         addr: entry.addr,
         source: e,
     })?;
-    let (events_tx, events_rx) = mpsc::channel::<Event>(INBOUND_QUEUE_MAX);
+    let (replica_tx, replica_rx) = mpsc::channel::<Event>(INBOUND_QUEUE_MAX);
+    let (client_tx, client_rx) = mpsc::channel::<Event>(INBOUND_QUEUE_MAX);
 
     // Every task of this replica dies with it (dropping or aborting `run_replica`).
     let mut tasks = tokio::task::JoinSet::new();
     // Outbound links to the other replicas.
-    let mut peers: Vec<Option<mpsc::Sender<Bytes>>> = Vec::with_capacity(cluster.n());
+    let mut peers: Vec<Option<QueueTx>> = Vec::with_capacity(cluster.n());
     for (j, e) in cluster.replicas.iter().enumerate() {
         if j == usize::from(id.0) {
             peers.push(None);
             continue;
         }
-        let (tx, rx) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE_MAX);
+        let budget = Budget::new(
+            limits.replica_outbound_bytes_max,
+            Some(stats.replica_outbound_bytes_hwm.clone()),
+        );
+        let (tx, rx) = queue(OUTBOUND_QUEUE_MAX, budget, None);
         let cfg = client_config(&key, &cluster.replica_keys[j])?;
         tasks.spawn(outbound_link(e.addr, TlsConnector::from(cfg), rx));
         peers.push(Some(tx));
@@ -230,7 +231,8 @@ pub async fn run_replica(
 
     let dir = Directory::new(&cluster.replica_keys, &cluster.client_keys);
     let acceptor = TlsAcceptor::from(server_config(&key, dir.clone())?);
-    tasks.spawn(accept_loop(listener, acceptor, dir, events_tx, frame_max));
+    let shared = Shared::new(limits, stats.clone(), replica_tx, client_tx);
+    tasks.spawn(accept_loop(listener, acceptor, dir, shared));
     tracing::info!(replica = id.0, %addr, "replica listening");
     if let Some(r) = ready {
         let _ = r.send(Ready { addr });
@@ -249,9 +251,9 @@ pub async fn run_replica(
         byzantine: opts.danger_byzantine,
         byz_auth,
         id,
-        dropped: 0,
+        stats,
     };
-    let r = core.run(events_rx).await;
+    let r = core.run(replica_rx, client_rx).await;
     drop(tasks);
     r
 }
@@ -259,22 +261,27 @@ pub async fn run_replica(
 struct Core {
     replica: Replica<KvApp, Ed25519Authenticator>,
     store: Store,
-    peers: Vec<Option<mpsc::Sender<Bytes>>>,
-    clients: HashMap<ClientId, (u64, mpsc::Sender<Bytes>)>,
+    peers: Vec<Option<QueueTx>>,
+    clients: HashMap<ClientId, (u64, QueueTx)>,
     clock: Clock,
     byzantine: Option<DangerByzantine>,
     byz_auth: Ed25519Authenticator,
     id: ReplicaId,
-    dropped: u64,
+    stats: Arc<TransportStats>,
 }
 
 impl Core {
-    async fn run(&mut self, mut events: mpsc::Receiver<Event>) -> Result<(), ClusterError> {
+    async fn run(
+        &mut self,
+        mut replicas: mpsc::Receiver<Event>,
+        mut clients: mpsc::Receiver<Event>,
+    ) -> Result<(), ClusterError> {
         self.drain()?;
         loop {
             let deadline = self.replica.poll_timeout().map(|t| self.clock.instant(t));
             let ev = tokio::select! {
-                ev = events.recv() => ev,
+                ev = replicas.recv() => ev,
+                ev = clients.recv() => ev,
                 () = sleep_opt(deadline) => {
                     self.replica.handle_timeout(self.clock.now());
                     self.drain()?;
@@ -285,10 +292,15 @@ impl Core {
             self.handle(ev);
             // Take what else is queued before draining outputs: one fsync and one write
             // per peer for a whole burst.
-            for _ in 0..INBOUND_BURST_MAX {
-                match events.try_recv() {
-                    Ok(ev) => self.handle(ev),
-                    Err(_) => break,
+            // Both channels in turn, so that neither starves the other.
+            for _ in 0..INBOUND_BURST_MAX / 2 {
+                let r = replicas.try_recv().ok();
+                let c = clients.try_recv().ok();
+                if r.is_none() && c.is_none() {
+                    break;
+                }
+                for ev in [r, c].into_iter().flatten() {
+                    self.handle(ev);
                 }
             }
             if deadline.is_some_and(|d| d <= tokio::time::Instant::now()) {
@@ -300,10 +312,12 @@ impl Core {
 
     fn handle(&mut self, ev: Event) {
         match ev {
-            Event::Frame(peer, bytes) => {
+            Event::Frame(peer, bytes, held) => {
                 if let Err(e) = self.replica.handle_bytes(self.clock.now(), peer, &bytes) {
                     tracing::debug!(?peer, error = %e, "message rejected");
                 }
+                // The frame's bytes leave the inbound budget only now.
+                drop((bytes, held));
             }
             Event::ClientUp(c, conn, tx) => {
                 self.clients.insert(c, (conn, tx));
@@ -356,11 +370,14 @@ impl Core {
         }
     }
 
-    /// Queues `frame` on `tx`, or counts it dropped when the queue is full (the protocol
-    /// retransmits). A free function so that callers can borrow `peers` and `dropped` apart.
-    fn push(dropped: &mut u64, tx: &mpsc::Sender<Bytes>, frame: Bytes) {
-        if tx.try_send(frame).is_err() {
-            *dropped += 1;
+    /// Queues `frame` on `tx`, or counts it dropped when the queue is full in frames or
+    /// bytes (the protocol retransmits). A free function so that callers can borrow
+    /// `peers` and `stats` apart.
+    fn push(stats: &TransportStats, tx: &QueueTx, frame: Bytes) {
+        if !tx.try_send(frame) {
+            stats
+                .outbound_frames_dropped
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -369,7 +386,7 @@ impl Core {
             return;
         }
         if let Some(Some(tx)) = self.peers.get(usize::from(to.0)) {
-            Self::push(&mut self.dropped, tx, Bytes::from(msg.encode()));
+            Self::push(&self.stats, tx, Bytes::from(msg.encode()));
         }
     }
 
@@ -382,7 +399,7 @@ impl Core {
                     for (j, tx) in self.peers.iter().enumerate() {
                         if let Some(tx) = tx {
                             let frame = if j % 2 == 0 { a.clone() } else { b.clone() };
-                            Self::push(&mut self.dropped, tx, frame);
+                            Self::push(&self.stats, tx, frame);
                         }
                     }
                     return;
@@ -392,7 +409,7 @@ impl Core {
         }
         let frame = Bytes::from(msg.encode());
         for tx in self.peers.iter().flatten() {
-            Self::push(&mut self.dropped, tx, frame.clone());
+            Self::push(&self.stats, tx, frame.clone());
         }
     }
 
@@ -439,7 +456,7 @@ impl Core {
         };
         if let Some((_, tx)) = self.clients.get(&client) {
             let frame = Bytes::from(wrong.as_ref().unwrap_or(msg).encode());
-            Self::push(&mut self.dropped, tx, frame);
+            Self::push(&self.stats, tx, frame);
         }
     }
 }
@@ -459,101 +476,23 @@ pub(crate) async fn sleep_opt(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    dir: Directory,
-    events: mpsc::Sender<Event>,
-    frame_max: usize,
-) {
-    let mut conn_id = 0u64;
-    loop {
-        let (tcp, remote) = match listener.accept().await {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(BACKOFF_MIN).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        conn_id += 1;
-        let (acceptor, dir, events) = (acceptor.clone(), dir.clone(), events.clone());
-        tokio::spawn(async move {
-            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
-            let tls = match handshake {
-                Ok(Ok(t)) => t,
-                Ok(Err(e)) => {
-                    tracing::info!(%remote, error = %e, "TLS handshake refused");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let Some(peer) = peer_of(tls.get_ref().1, &dir) else {
-                return;
-            };
-            serve_connection(tls, peer, conn_id, events, frame_max).await;
-        });
-    }
-}
-
-async fn serve_connection(
-    tls: tokio_rustls::server::TlsStream<TcpStream>,
-    peer: Peer,
-    conn_id: u64,
-    events: mpsc::Sender<Event>,
-    frame_max: usize,
-) {
-    let (rd, wr) = tokio::io::split(tls);
-    let mut writer_task = None;
-    if let Peer::Client(c) = peer {
-        let (tx, rx) = mpsc::channel::<Bytes>(OUTBOUND_QUEUE_MAX);
-        if events.send(Event::ClientUp(c, conn_id, tx)).await.is_err() {
-            return;
-        }
-        writer_task = Some(tokio::spawn(async move {
-            let mut rx = rx;
-            write_frames(wr, &mut rx).await
-        }));
-    }
-    let mut rd = BufReader::with_capacity(WRITE_BUFFER_BYTES, rd);
-    loop {
-        let mut buf = Vec::new();
-        match read_frame(&mut rd, frame_max, &mut buf).await {
-            Ok(true) => {
-                if events.send(Event::Frame(peer, buf)).await.is_err() {
-                    break;
-                }
-            }
-            Ok(false) => break,
-            Err(e) => {
-                tracing::debug!(?peer, error = %e, "connection closed");
-                break;
-            }
-        }
-    }
-    if let Peer::Client(c) = peer {
-        let _ = events.send(Event::ClientDown(c, conn_id)).await;
-    }
-    if let Some(t) = writer_task {
-        t.abort();
-    }
-}
-
-/// Write frames from `rx`, coalescing whatever is queued into one buffer and one flush.
-/// Returns `Ok` when `rx` is closed, an error when the connection fails.
+/// Write frames from `rx`, coalescing whatever is queued into one buffer of `buffer`
+/// bytes and one flush. A frame's budget share is returned once it is written. Returns
+/// `Ok` when `rx` is closed, an error when the connection fails.
 pub(crate) async fn write_frames<W: tokio::io::AsyncWrite + Unpin>(
     w: W,
-    rx: &mut mpsc::Receiver<Bytes>,
+    rx: &mut QueueRx,
+    buffer: usize,
 ) -> std::io::Result<()> {
-    let mut w = BufWriter::with_capacity(WRITE_BUFFER_BYTES, w);
+    let mut w = BufWriter::with_capacity(buffer, w);
     while let Some(frame) = rx.recv().await {
         let mut next = Some(frame);
-        while let Some(f) = next.take() {
+        while let Some((f, held)) = next.take() {
             let len = u32::try_from(f.len()).unwrap_or(u32::MAX);
             w.write_all(&len.to_le_bytes()).await?;
             w.write_all(&f).await?;
-            next = rx.try_recv().ok();
+            drop(held);
+            next = rx.try_recv();
         }
         w.flush().await?;
     }
@@ -572,16 +511,16 @@ pub(crate) async fn connect_tls(
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"))?
 }
 
-async fn outbound_link(addr: SocketAddr, connector: TlsConnector, mut rx: mpsc::Receiver<Bytes>) {
+async fn outbound_link(addr: SocketAddr, connector: TlsConnector, mut rx: QueueRx) {
     let mut backoff = BACKOFF_MIN;
     loop {
         match connect_tls(addr, &connector).await {
             Ok(tls) => {
                 backoff = BACKOFF_MIN;
                 // Frames queued while the link was down are stale; the protocol retransmits.
-                while rx.try_recv().is_ok() {}
+                rx.clear();
                 let (_rd, wr) = tokio::io::split(tls);
-                match write_frames(wr, &mut rx).await {
+                match write_frames(wr, &mut rx, WRITE_BUFFER_BYTES).await {
                     Ok(()) => return, // The core stopped.
                     Err(e) => tracing::debug!(%addr, error = %e, "link to replica lost"),
                 }
@@ -590,7 +529,7 @@ async fn outbound_link(addr: SocketAddr, connector: TlsConnector, mut rx: mpsc::
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
-        while rx.try_recv().is_ok() {}
+        rx.clear();
     }
 }
 

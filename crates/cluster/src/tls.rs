@@ -111,6 +111,9 @@ pub fn server_config(
         ));
     // No resumption: connections are long-lived and the client side never reads tickets.
     cfg.send_tls13_tickets = 0;
+    // Before the handshake has identified the peer, only the handshake runs: no 0-RTT
+    // data (this is rustls's default; stated because the transport relies on it).
+    cfg.max_early_data_size = 0;
     Ok(Arc::new(cfg))
 }
 

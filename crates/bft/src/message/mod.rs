@@ -471,6 +471,20 @@ impl WireLimits {
                 .max(reply)
                 .max(self.stopdata_encoded_max())
     }
+
+    /// Largest encoded client request message (version, tag, request with the largest
+    /// op). What a client connection may carry: the transport's per-client frame limit.
+    #[must_use]
+    pub fn request_message_bytes_max(&self) -> usize {
+        1 + 1 + 8 + 8 + 1 + 4 + self.request_op_bytes_max + AUTH_TAG_LEN
+    }
+
+    /// Largest encoded reply message (version, tag, signer, kind, reply with the largest
+    /// result, tag). What a replica sends a client: the client's per-replica frame limit.
+    #[must_use]
+    pub fn reply_message_bytes_max(&self) -> usize {
+        1 + 1 + 1 + 1 + 8 + 8 + 1 + 4 + self.reply_bytes_max + AUTH_TAG_LEN
+    }
 }
 
 /// Why bytes were rejected. Produced only for hostile or corrupt input.

@@ -432,3 +432,36 @@ fn certificates_need_a_quorum_of_distinct_valid_votes() {
     accept.kind = VoteKind::Accept;
     assert!(!accept.verify(&c, &auths[2]));
 }
+
+/// The transport sizes client connections from these two bounds: they must be exact for
+/// the largest request and reply (too small refuses honest traffic, too large wastes the
+/// per-client budget).
+#[test]
+fn request_and_reply_bounds_are_the_largest_encodings() {
+    let l = limits();
+    let req = Message::Request(Request {
+        client: ClientId(u64::MAX),
+        seq: RequestSeq(u64::MAX),
+        read_only: true,
+        op: vec![0xab; l.request_op_bytes_max],
+        tag: tag(1),
+    });
+    let bytes = req.encode();
+    assert_eq!(bytes.len(), l.request_message_bytes_max());
+    assert!(Message::decode(&bytes, &l).is_ok());
+    let reply = Message::Replica(SignedMessage {
+        from: ReplicaId(3),
+        body: ReplicaBody::Reply {
+            client: ClientId(7),
+            seq: RequestSeq(9),
+            read_only: false,
+            result: vec![0xcd; l.reply_bytes_max],
+        },
+        tag: tag(2),
+    });
+    let bytes = reply.encode();
+    assert_eq!(bytes.len(), l.reply_message_bytes_max());
+    assert!(Message::decode(&bytes, &l).is_ok());
+    assert!(l.request_message_bytes_max() <= l.message_bytes_max());
+    assert!(l.reply_message_bytes_max() <= l.message_bytes_max());
+}

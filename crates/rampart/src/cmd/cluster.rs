@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use rampart_bft::{ClientId, ReplicaId};
 use rampart_cluster::client::{ClientOptions, KvClient};
-use rampart_cluster::config::{Cluster, InitOptions, ProtocolSettings, init};
+use rampart_cluster::config::{Cluster, InitOptions, ProtocolSettings, TransportSettings, init};
 use rampart_cluster::local::{LocalCluster, LocalOptions};
 use rampart_cluster::replica::{DangerByzantine, ReplicaOptions, run_replica};
 use rampart_kv::{KvOp, KvResult, SCAN_LIMIT_MAX};
@@ -51,6 +51,10 @@ struct InitArgs {
     /// Request timeout before a leader change, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     request_timeout_ms: u64,
+    /// Concurrent client connections each replica serves (the `[transport]` section of the
+    /// cluster file holds this and the other transport limits).
+    #[arg(long, default_value_t = TransportSettings::default().client_connections_max)]
+    client_connections_max: usize,
 }
 
 /// `rampart replica`: serve one replica of a cluster.
@@ -166,6 +170,10 @@ pub fn run_cluster(args: ClusterArgs) -> Result<()> {
                         checkpoint_interval: a.checkpoint_interval,
                         request_timeout_ms: a.request_timeout_ms,
                     },
+                    transport: TransportSettings {
+                        client_connections_max: a.client_connections_max,
+                        ..TransportSettings::default()
+                    },
                 },
             )?;
             let c = Cluster::load(&path)?;
@@ -226,6 +234,7 @@ pub fn run_replica_cmd(args: ReplicaArgs) -> Result<()> {
             ReplicaOptions {
                 data_dir,
                 danger_byzantine,
+                ..ReplicaOptions::default()
             },
             None,
             Some(tx),

@@ -1,0 +1,634 @@
+//! The replica's listening side: TLS accept, connection caps, and inbound frames into the
+//! core, all bounded in bytes.
+//!
+//! # Limits (ADR 0305)
+//!
+//! - Before TLS has identified the peer only the handshake runs: at most
+//!   `handshakes_max` at once (further connections are accepted and closed at once), each
+//!   within `handshake_timeout_ms`. rustls bounds what a handshake may buffer and accepts
+//!   no early data.
+//! - After the handshake, one connection per identity: a newer connection from the same
+//!   replica or client replaces the older (so a peer whose old connection is half-open can
+//!   always reconnect), and at most `client_connections_max` client identities at once;
+//!   further clients are closed at once.
+//! - Frames: replicas up to `WireLimits::message_bytes_max`, clients up to
+//!   `WireLimits::request_message_bytes_max`; buffers grow only with the bytes that
+//!   arrived ([`crate::frame`]); a frame must complete within `frame_timeout_ms` plus its
+//!   length at `frame_rate_min_bytes_per_sec`, and a client connection with no frame for
+//!   `client_idle_timeout_ms` is closed.
+//! - Inbound queues: each replica connection may have one maximal message's worth of
+//!   bytes waiting for the core (its reader then waits: TCP back-pressure on that replica
+//!   only). Each client connection may have two maximal requests' worth, and all clients
+//!   together `client_inbound_bytes_max`; beyond either, the client's frames are dropped
+//!   (it retransmits). Clients and replicas use separate channels into the core, so a
+//!   client flood never makes a replica's reader wait.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rampart_bft::{ClientId, Peer, WireLimits};
+use tokio::io::{AsyncRead, AsyncWrite, BufReader};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_rustls::TlsAcceptor;
+
+use crate::ClusterError;
+use crate::config::TransportSettings;
+use crate::frame::{FrameReader, FrameStats, FrameTiming};
+use crate::queue::{Budget, Held, QueueTx, queue};
+use crate::tls::{Directory, peer_of};
+
+/// Events (frames and client connections) waiting for the core, per channel (replicas
+/// and clients have one channel each).
+pub const INBOUND_QUEUE_MAX: usize = 1024;
+/// Frames queued per outbound peer or client connection at most (bytes are bounded too).
+pub const OUTBOUND_QUEUE_MAX: usize = 1024;
+/// Read buffer of a replica connection.
+const REPLICA_READ_BUFFER: usize = 256 << 10;
+/// Read buffer of a client connection (many of them: kept small).
+const CLIENT_READ_BUFFER: usize = 16 << 10;
+/// Write buffer of a client connection.
+pub(crate) const CLIENT_WRITE_BUFFER: usize = 64 << 10;
+
+/// Every byte and count limit of a replica's transport, derived from the core's wire
+/// limits and the cluster file's `[transport]` settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransportLimits {
+    /// Largest frame from a replica: `WireLimits::message_bytes_max`.
+    pub replica_frame_max: usize,
+    /// Largest frame from a client: `WireLimits::request_message_bytes_max`.
+    pub client_frame_max: usize,
+    /// Largest frame to a client: `WireLimits::reply_message_bytes_max`.
+    pub reply_frame_max: usize,
+    /// Bytes waiting for the core per replica connection (one maximal message).
+    pub replica_inbound_bytes_max: usize,
+    /// Bytes waiting for the core per client connection (two maximal requests).
+    pub client_inbound_bytes_max: usize,
+    /// Bytes waiting for the core from all clients.
+    pub client_inbound_total_max: usize,
+    /// Bytes queued to one peer replica (two maximal messages).
+    pub replica_outbound_bytes_max: usize,
+    /// Bytes queued to one client (four maximal replies).
+    pub client_outbound_bytes_max: usize,
+    /// Bytes queued to all clients.
+    pub client_outbound_total_max: usize,
+    /// Concurrent client connections.
+    pub client_connections_max: usize,
+    /// Concurrent TLS handshakes.
+    pub handshakes_max: usize,
+    /// Handshake deadline.
+    pub handshake_timeout: Duration,
+    /// Frame deadlines on replica connections.
+    pub replica_timing: FrameTiming,
+    /// Frame deadlines on client connections.
+    pub client_timing: FrameTiming,
+}
+
+impl TransportLimits {
+    /// The limits for `wire` and `s`; an error if the all-clients budgets cannot hold one
+    /// client's.
+    pub fn new(wire: &WireLimits, s: &TransportSettings) -> Result<TransportLimits, ClusterError> {
+        let replica_frame_max = wire.message_bytes_max();
+        let client_frame_max = wire.request_message_bytes_max();
+        let reply_frame_max = wire.reply_message_bytes_max();
+        let l = TransportLimits {
+            replica_frame_max,
+            client_frame_max,
+            reply_frame_max,
+            replica_inbound_bytes_max: replica_frame_max,
+            client_inbound_bytes_max: 2 * client_frame_max,
+            client_inbound_total_max: s.client_inbound_bytes_max,
+            replica_outbound_bytes_max: 2 * replica_frame_max,
+            client_outbound_bytes_max: 4 * reply_frame_max,
+            client_outbound_total_max: s.client_outbound_bytes_max,
+            client_connections_max: s.client_connections_max,
+            handshakes_max: s.handshakes_max,
+            handshake_timeout: Duration::from_millis(s.handshake_timeout_ms),
+            replica_timing: FrameTiming {
+                idle: None,
+                base: Some(Duration::from_millis(s.frame_timeout_ms)),
+                rate_min_bytes_per_sec: s.frame_rate_min_bytes_per_sec,
+            },
+            client_timing: FrameTiming {
+                idle: Some(Duration::from_millis(s.client_idle_timeout_ms)),
+                base: Some(Duration::from_millis(s.frame_timeout_ms)),
+                rate_min_bytes_per_sec: s.frame_rate_min_bytes_per_sec,
+            },
+        };
+        if l.client_inbound_total_max < l.client_inbound_bytes_max
+            || l.client_outbound_total_max < l.client_outbound_bytes_max
+        {
+            return Err(ClusterError::Core(format!(
+                "transport: client_inbound_bytes_max must be at least {} and \
+                 client_outbound_bytes_max at least {} (one client's share)",
+                l.client_inbound_bytes_max, l.client_outbound_bytes_max
+            )));
+        }
+        Ok(l)
+    }
+}
+
+/// Counters and high-water marks of a replica's transport (for operators and tests).
+#[derive(Debug, Default)]
+pub struct TransportStats {
+    /// Frame reading (buffer high-water mark, deadlines, oversize frames).
+    pub frames: FrameStats,
+    /// Connections closed before the handshake: `handshakes_max` were running.
+    pub handshakes_refused: AtomicU64,
+    /// Handshakes that did not finish within the deadline.
+    pub handshakes_timed_out: AtomicU64,
+    /// Handshakes that failed (unknown key, bad TLS).
+    pub handshakes_failed: AtomicU64,
+    /// Client connections closed after the handshake: `client_connections_max` reached.
+    pub connections_refused: AtomicU64,
+    /// Connections closed because the same identity connected again.
+    pub connections_replaced: AtomicU64,
+    /// Client connections now.
+    pub client_connections: AtomicUsize,
+    /// Client frames dropped: the client's or all clients' inbound budget was full.
+    pub client_frames_dropped: AtomicU64,
+    /// Outbound frames dropped (a peer's or client's queue full).
+    pub outbound_frames_dropped: AtomicU64,
+    /// Largest bytes waiting for the core from any one replica connection.
+    pub replica_inbound_bytes_hwm: Arc<AtomicUsize>,
+    /// Largest bytes waiting for the core from any one client connection.
+    pub client_inbound_bytes_hwm: Arc<AtomicUsize>,
+    /// Largest bytes waiting for the core from all clients together.
+    pub client_inbound_total_hwm: Arc<AtomicUsize>,
+    /// Largest bytes queued to any one peer replica.
+    pub replica_outbound_bytes_hwm: Arc<AtomicUsize>,
+    /// Largest bytes queued to any one client.
+    pub client_outbound_bytes_hwm: Arc<AtomicUsize>,
+    /// Largest bytes queued to all clients together.
+    pub client_outbound_total_hwm: Arc<AtomicUsize>,
+}
+
+/// What readers hand the core.
+pub(crate) enum Event {
+    /// A frame from an authenticated peer, with its share of the inbound budget.
+    Frame(Peer, Vec<u8>, Held),
+    /// A client connection is up: its reply queue.
+    ClientUp(ClientId, u64, QueueTx),
+    /// A client connection closed.
+    ClientDown(ClientId, u64),
+}
+
+/// At most one log line a second for one kind of refusal (the counters count them all).
+struct LogEvery {
+    start: Instant,
+    last_ms: AtomicU64,
+}
+
+impl LogEvery {
+    fn new() -> LogEvery {
+        LogEvery {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+    fn now(&self) -> bool {
+        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX) + 1000;
+        let last = self.last_ms.load(Ordering::Relaxed);
+        now >= last + 1000
+            && self
+                .last_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+/// Who is connected: one connection per identity, `client_connections_max` clients.
+#[derive(Default)]
+struct Table {
+    replicas: HashMap<u8, (u64, oneshot::Sender<()>)>,
+    clients: HashMap<ClientId, (u64, oneshot::Sender<()>)>,
+}
+
+/// Removes a connection from the table when it ends (unless a newer one replaced it).
+struct Registered {
+    table: Arc<Mutex<Table>>,
+    stats: Arc<TransportStats>,
+    peer: Peer,
+    conn: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut t = self
+            .table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match self.peer {
+            Peer::Replica(r) => {
+                if t.replicas.get(&r.0).is_some_and(|(c, _)| *c == self.conn) {
+                    t.replicas.remove(&r.0);
+                }
+            }
+            Peer::Client(c) => {
+                if t.clients.get(&c).is_some_and(|(k, _)| *k == self.conn) {
+                    t.clients.remove(&c);
+                }
+                self.stats
+                    .client_connections
+                    .store(t.clients.len(), Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Everything a connection task needs.
+pub(crate) struct Shared {
+    pub(crate) limits: TransportLimits,
+    pub(crate) stats: Arc<TransportStats>,
+    pub(crate) replica_events: mpsc::Sender<Event>,
+    pub(crate) client_events: mpsc::Sender<Event>,
+    pub(crate) client_inbound: Arc<Budget>,
+    pub(crate) client_outbound: Arc<Budget>,
+    table: Arc<Mutex<Table>>,
+    refused_log: LogEvery,
+    handshake_log: LogEvery,
+}
+
+impl Shared {
+    pub(crate) fn new(
+        limits: TransportLimits,
+        stats: Arc<TransportStats>,
+        replica_events: mpsc::Sender<Event>,
+        client_events: mpsc::Sender<Event>,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
+            client_inbound: Budget::new(
+                limits.client_inbound_total_max,
+                Some(stats.client_inbound_total_hwm.clone()),
+            ),
+            client_outbound: Budget::new(
+                limits.client_outbound_total_max,
+                Some(stats.client_outbound_total_hwm.clone()),
+            ),
+            limits,
+            stats,
+            replica_events,
+            client_events,
+            table: Arc::default(),
+            refused_log: LogEvery::new(),
+            handshake_log: LogEvery::new(),
+        })
+    }
+
+    /// Admit `peer`'s connection `conn`: replaces an older one of the same identity;
+    /// `None` if it is a new client beyond the cap.
+    fn register(&self, peer: Peer, conn: u64) -> Option<(Registered, oneshot::Receiver<()>)> {
+        let (tx, rx) = oneshot::channel();
+        let mut t = self
+            .table
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let old = match peer {
+            Peer::Replica(r) => t.replicas.insert(r.0, (conn, tx)),
+            Peer::Client(c) => {
+                if !t.clients.contains_key(&c)
+                    && t.clients.len() >= self.limits.client_connections_max
+                {
+                    return None;
+                }
+                let old = t.clients.insert(c, (conn, tx));
+                self.stats
+                    .client_connections
+                    .store(t.clients.len(), Ordering::Relaxed);
+                old
+            }
+        };
+        if old.is_some() {
+            // Dropping the old sender ends the old connection.
+            self.stats
+                .connections_replaced
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        drop(old);
+        Some((
+            Registered {
+                table: self.table.clone(),
+                stats: self.stats.clone(),
+                peer,
+                conn,
+            },
+            rx,
+        ))
+    }
+}
+
+/// Accept connections until the task is dropped; every connection task dies with it.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    dir: Directory,
+    shared: Arc<Shared>,
+) {
+    let handshakes = Arc::new(Semaphore::new(shared.limits.handshakes_max));
+    let mut conns = tokio::task::JoinSet::new();
+    let mut conn_id = 0u64;
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+        };
+        let (tcp, remote) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(crate::replica::BACKOFF_MIN).await;
+                continue;
+            }
+        };
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            let n = shared
+                .stats
+                .handshakes_refused
+                .fetch_add(1, Ordering::Relaxed)
+                + 1;
+            if shared.handshake_log.now() {
+                tracing::warn!(%remote, refused = n, "too many TLS handshakes at once: connection closed");
+            }
+            drop(tcp);
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        conn_id += 1;
+        let (acceptor, dir, shared) = (acceptor.clone(), dir.clone(), shared.clone());
+        let conn = conn_id;
+        conns.spawn(async move {
+            let handshake =
+                tokio::time::timeout(shared.limits.handshake_timeout, acceptor.accept(tcp)).await;
+            drop(permit);
+            let tls = match handshake {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
+                    shared
+                        .stats
+                        .handshakes_failed
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%remote, error = %e, "TLS handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    shared
+                        .stats
+                        .handshakes_timed_out
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%remote, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let Some(peer) = peer_of(tls.get_ref().1, &dir) else {
+                return;
+            };
+            let Some((reg, cancel)) = shared.register(peer, conn) else {
+                let n = shared
+                    .stats
+                    .connections_refused
+                    .fetch_add(1, Ordering::Relaxed)
+                    + 1;
+                if shared.refused_log.now() {
+                    tracing::warn!(%remote, ?peer, refused = n,
+                        "client connection refused: client_connections_max reached");
+                }
+                return;
+            };
+            serve_connection(tls, peer, conn, &shared, cancel, remote).await;
+            drop(reg);
+        });
+    }
+}
+
+/// Read `peer`'s frames into the core (and, for a client, write its replies) until the
+/// connection ends, fails a limit, or is replaced.
+pub(crate) async fn serve_connection<S: AsyncRead + AsyncWrite + Send + 'static>(
+    stream: S,
+    peer: Peer,
+    conn: u64,
+    shared: &Shared,
+    cancel: oneshot::Receiver<()>,
+    remote: SocketAddr,
+) {
+    let (rd, wr) = tokio::io::split(stream);
+    let l = &shared.limits;
+    match peer {
+        Peer::Replica(_) => {
+            let rd = BufReader::with_capacity(REPLICA_READ_BUFFER, rd);
+            tokio::select! {
+                () = read_replica(rd, peer, shared) => {}
+                _ = cancel => {}
+            }
+        }
+        Peer::Client(c) => {
+            let own = Budget::new(
+                l.client_outbound_bytes_max,
+                Some(shared.stats.client_outbound_bytes_hwm.clone()),
+            );
+            let (tx, mut rx) = queue(
+                OUTBOUND_QUEUE_MAX,
+                own,
+                Some(shared.client_outbound.clone()),
+            );
+            if shared
+                .client_events
+                .send(Event::ClientUp(c, conn, tx))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let rd = BufReader::with_capacity(CLIENT_READ_BUFFER, rd);
+            tokio::select! {
+                () = read_client(rd, peer, shared) => {}
+                _ = crate::replica::write_frames(wr, &mut rx, CLIENT_WRITE_BUFFER) => {}
+                _ = cancel => {}
+            }
+            let _ = shared.client_events.send(Event::ClientDown(c, conn)).await;
+        }
+    }
+    tracing::debug!(?peer, %remote, "connection closed");
+}
+
+async fn read_replica<R: AsyncRead + Unpin>(mut rd: R, peer: Peer, shared: &Shared) {
+    let l = &shared.limits;
+    let reader = FrameReader::new(
+        l.replica_frame_max,
+        l.replica_timing,
+        Some(&shared.stats.frames),
+    );
+    let budget = Budget::new(
+        l.replica_inbound_bytes_max,
+        Some(shared.stats.replica_inbound_bytes_hwm.clone()),
+    );
+    loop {
+        let frame = match reader.read(&mut rd).await {
+            Ok(Some(f)) => f,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(?peer, error = %e, "replica connection closed");
+                return;
+            }
+        };
+        // Waits while this replica's earlier frames still wait for the core.
+        let Some(held) = budget.take(frame.len()).await else {
+            return;
+        };
+        if shared
+            .replica_events
+            .send(Event::Frame(peer, frame, held))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+async fn read_client<R: AsyncRead + Unpin>(mut rd: R, peer: Peer, shared: &Shared) {
+    let l = &shared.limits;
+    let reader = FrameReader::new(
+        l.client_frame_max,
+        l.client_timing,
+        Some(&shared.stats.frames),
+    );
+    let own = Budget::new(
+        l.client_inbound_bytes_max,
+        Some(shared.stats.client_inbound_bytes_hwm.clone()),
+    );
+    loop {
+        let frame = match reader.read(&mut rd).await {
+            Ok(Some(f)) => f,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(?peer, error = %e, "client connection closed");
+                return;
+            }
+        };
+        // Never waits: a client over its share loses the frame (it retransmits).
+        let sent = Budget::try_take_both(&own, Some(&shared.client_inbound), frame.len())
+            .is_some_and(|held| {
+                shared
+                    .client_events
+                    .try_send(Event::Frame(peer, frame, held))
+                    .is_ok()
+            });
+        if !sent {
+            shared
+                .stats
+                .client_frames_dropped
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rampart_bft::ReplicaId;
+    use tokio::io::AsyncWriteExt as _;
+
+    fn shared() -> (Arc<Shared>, mpsc::Receiver<Event>, mpsc::Receiver<Event>) {
+        let wire = WireLimits::from_config(&rampart_bft::Config::new(4));
+        let limits = TransportLimits::new(&wire, &TransportSettings::default()).expect("limits");
+        let (rtx, rrx) = mpsc::channel(INBOUND_QUEUE_MAX);
+        let (ctx, crx) = mpsc::channel(INBOUND_QUEUE_MAX);
+        let stats = Arc::new(TransportStats::default());
+        (Shared::new(limits, stats, rtx, ctx), rrx, crx)
+    }
+
+    /// The core is stalled (nobody reads its channels). A client sends 50 maximal requests:
+    /// two fit its budget, the rest are dropped, and its reader never waits; a replica's
+    /// frame still reaches the core's replica channel.
+    #[tokio::test]
+    async fn a_client_flood_into_a_stalled_core_is_dropped_and_never_blocks_replicas() {
+        let (shared, mut replica_rx, _client_rx) = shared();
+        let max = shared.limits.client_frame_max;
+        let (mut attacker, rd) = tokio::io::duplex(1 << 20);
+        let writer = tokio::spawn(async move {
+            let frame = vec![7u8; max];
+            for _ in 0..50 {
+                let len = u32::try_from(max).expect("u32").to_le_bytes();
+                attacker.write_all(&len).await.expect("hdr");
+                attacker.write_all(&frame).await.expect("frame");
+            }
+        });
+        let client = read_client(rd, Peer::Client(ClientId(1)), &shared);
+        tokio::time::timeout(Duration::from_secs(20), client)
+            .await
+            .expect("the client reader never waits for the core");
+        writer.await.expect("writer");
+        let s = &shared.stats;
+        assert_eq!(s.client_frames_dropped.load(Ordering::Relaxed), 48);
+        assert_eq!(
+            s.client_inbound_bytes_hwm.load(Ordering::Relaxed),
+            shared.limits.client_inbound_bytes_max
+        );
+        assert_eq!(
+            shared.client_inbound.used(),
+            2 * max,
+            "two frames wait for the core"
+        );
+
+        let (mut peer, rd) = tokio::io::duplex(1 << 16);
+        peer.write_all(&3u32.to_le_bytes()).await.expect("hdr");
+        peer.write_all(b"abc").await.expect("frame");
+        drop(peer);
+        let replica = read_replica(rd, Peer::Replica(ReplicaId(1)), &shared);
+        tokio::time::timeout(Duration::from_secs(20), replica)
+            .await
+            .expect("a replica's reader is not blocked by the client flood");
+        assert!(matches!(
+            replica_rx.try_recv(),
+            Ok(Event::Frame(Peer::Replica(ReplicaId(1)), ref f, _)) if f == b"abc"
+        ));
+    }
+
+    /// One connection per identity (the newer replaces the older), and at most
+    /// `client_connections_max` clients.
+    #[tokio::test]
+    async fn the_table_admits_one_connection_per_identity_and_caps_clients() {
+        let (shared, _r, _c) = shared();
+        let mut shared = Arc::try_unwrap(shared).map_err(|_| ()).expect("unique");
+        shared.limits.client_connections_max = 2;
+        let (_a, mut a_cancel) = shared
+            .register(Peer::Client(ClientId(1)), 1)
+            .expect("first");
+        let (_b, b_cancel) = shared
+            .register(Peer::Client(ClientId(1)), 2)
+            .expect("same client again");
+        assert!(
+            matches!(
+                a_cancel.try_recv(),
+                Err(oneshot::error::TryRecvError::Closed)
+            ),
+            "the older connection is told to close"
+        );
+        let c = shared
+            .register(Peer::Client(ClientId(2)), 3)
+            .expect("second client");
+        assert!(
+            shared.register(Peer::Client(ClientId(3)), 4).is_none(),
+            "over the cap"
+        );
+        assert_eq!(shared.stats.client_connections.load(Ordering::Relaxed), 2);
+        drop(c);
+        assert_eq!(shared.stats.client_connections.load(Ordering::Relaxed), 1);
+        assert!(
+            shared.register(Peer::Client(ClientId(3)), 5).is_some(),
+            "room again"
+        );
+        // Replicas are not counted against the client cap.
+        let _r1 = shared
+            .register(Peer::Replica(ReplicaId(1)), 6)
+            .expect("replica");
+        let _r1b = shared
+            .register(Peer::Replica(ReplicaId(1)), 7)
+            .expect("replica again");
+        assert_eq!(shared.stats.connections_replaced.load(Ordering::Relaxed), 2);
+        drop(b_cancel);
+    }
+}

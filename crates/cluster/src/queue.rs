@@ -1,0 +1,225 @@
+//! Queues bounded in bytes as well as in items.
+//!
+//! A [`Budget`] is a number of bytes; every queued item holds a [`Held`] share of one or
+//! two budgets (its connection's and, for clients, the all-clients one) and gives it back
+//! when the item is dropped, whoever drops it: the consumer after use, or a queue that is
+//! itself dropped with items inside. So a budget's use is always the bytes really waiting.
+//! Producers either wait for room ([`Budget::take`], back-pressure on a replica's TCP
+//! window) or drop the item ([`Budget::try_take`], clients and outbound frames: the
+//! protocol retransmits).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+/// A byte budget, with an optional high-water-mark counter (shared by every budget of the
+/// same kind, so it reports the largest use of any one of them).
+#[derive(Debug)]
+pub struct Budget {
+    sem: Arc<Semaphore>,
+    max: usize,
+    hwm: Option<Arc<AtomicUsize>>,
+}
+
+/// Bytes held from one or two budgets; returned on drop.
+#[derive(Debug)]
+pub struct Held {
+    _own: Option<OwnedSemaphorePermit>,
+    _shared: Option<OwnedSemaphorePermit>,
+}
+
+impl Budget {
+    /// A budget of `max` bytes.
+    #[must_use]
+    pub fn new(max: usize, hwm: Option<Arc<AtomicUsize>>) -> Arc<Budget> {
+        let max = max.min(Semaphore::MAX_PERMITS);
+        Arc::new(Budget {
+            sem: Arc::new(Semaphore::new(max)),
+            max,
+            hwm,
+        })
+    }
+
+    /// Bytes in use now.
+    #[must_use]
+    pub fn used(&self) -> usize {
+        self.max - self.sem.available_permits().min(self.max)
+    }
+
+    /// The budget's size.
+    #[must_use]
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    fn note(&self) {
+        if let Some(h) = &self.hwm {
+            h.fetch_max(self.used(), Ordering::Relaxed);
+        }
+    }
+
+    fn permits(n: usize) -> Option<u32> {
+        u32::try_from(n).ok()
+    }
+
+    /// `n` bytes now, or `None` if they are not free.
+    pub fn try_take(self: &Arc<Self>, n: usize) -> Option<Held> {
+        let p = self
+            .sem
+            .clone()
+            .try_acquire_many_owned(Self::permits(n)?)
+            .ok()?;
+        self.note();
+        Some(Held {
+            _own: Some(p),
+            _shared: None,
+        })
+    }
+
+    /// `n` bytes, waiting until they are free; `None` if `n` exceeds the whole budget.
+    pub async fn take(self: &Arc<Self>, n: usize) -> Option<Held> {
+        if n > self.max {
+            return None;
+        }
+        let p = self
+            .sem
+            .clone()
+            .acquire_many_owned(Self::permits(n)?)
+            .await
+            .ok()?;
+        self.note();
+        Some(Held {
+            _own: Some(p),
+            _shared: None,
+        })
+    }
+
+    /// `n` bytes from `own` and from `shared` now, or `None` (holding nothing) if either
+    /// is short.
+    pub fn try_take_both(
+        own: &Arc<Budget>,
+        shared: Option<&Arc<Budget>>,
+        n: usize,
+    ) -> Option<Held> {
+        let mut a = own.try_take(n)?;
+        if let Some(s) = shared {
+            a._shared = s.try_take(n)?._own;
+        }
+        Some(a)
+    }
+}
+
+/// The sending side of a byte-bounded frame queue. Never waits.
+#[derive(Debug, Clone)]
+pub struct QueueTx {
+    tx: mpsc::Sender<(Bytes, Held)>,
+    own: Arc<Budget>,
+    shared: Option<Arc<Budget>>,
+}
+
+/// The receiving side of a byte-bounded frame queue.
+#[derive(Debug)]
+pub struct QueueRx {
+    rx: mpsc::Receiver<(Bytes, Held)>,
+}
+
+/// A queue of at most `count` frames and `own.max()` bytes (and, with `shared`, within
+/// that budget too).
+#[must_use]
+pub fn queue(count: usize, own: Arc<Budget>, shared: Option<Arc<Budget>>) -> (QueueTx, QueueRx) {
+    let (tx, rx) = mpsc::channel(count.max(1));
+    (QueueTx { tx, own, shared }, QueueRx { rx })
+}
+
+impl QueueTx {
+    /// Queue `frame`, or `false` (dropped) if the count or a byte budget is full.
+    pub fn try_send(&self, frame: Bytes) -> bool {
+        let Some(held) = Budget::try_take_both(&self.own, self.shared.as_ref(), frame.len()) else {
+            return false;
+        };
+        self.tx.try_send((frame, held)).is_ok()
+    }
+
+    /// Queue `frame`, waiting for room in the count and in the own budget (the shared
+    /// budget is never waited for). `false` if the queue is closed or the frame can never
+    /// fit.
+    pub async fn send(&self, frame: Bytes) -> bool {
+        let Some(mut held) = self.own.take(frame.len()).await else {
+            return false;
+        };
+        if let Some(s) = &self.shared {
+            match s.try_take(frame.len()) {
+                Some(h) => held._shared = h._own,
+                None => return false,
+            }
+        }
+        self.tx.send((frame, held)).await.is_ok()
+    }
+
+    /// Bytes queued now.
+    #[must_use]
+    pub fn queued_bytes(&self) -> usize {
+        self.own.used()
+    }
+}
+
+impl QueueRx {
+    /// The next frame and its budget share (keep it until the frame is written).
+    pub async fn recv(&mut self) -> Option<(Bytes, Held)> {
+        self.rx.recv().await
+    }
+
+    /// The next frame if one is queued.
+    pub fn try_recv(&mut self) -> Option<(Bytes, Held)> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Whether every sender is gone.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.rx.is_closed()
+    }
+
+    /// Drop everything queued (stale frames after a reconnection).
+    pub fn clear(&mut self) {
+        while self.rx.try_recv().is_ok() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queue_refuses_frames_beyond_its_bytes_and_returns_them_on_drop() {
+        let hwm = Arc::new(AtomicUsize::new(0));
+        let shared = Budget::new(250, None);
+        let own = Budget::new(200, Some(hwm.clone()));
+        let (tx, mut rx) = queue(100, own.clone(), Some(shared.clone()));
+        assert!(tx.try_send(Bytes::from(vec![0u8; 150])));
+        assert!(!tx.try_send(Bytes::from(vec![0u8; 60])), "own budget full");
+        assert!(tx.try_send(Bytes::from(vec![0u8; 50])));
+        assert_eq!((own.used(), shared.used()), (200, 200));
+        let (f, held) = rx.try_recv().expect("frame");
+        assert_eq!(f.len(), 150);
+        assert_eq!(own.used(), 200, "held until written");
+        drop(held);
+        assert_eq!((own.used(), shared.used()), (50, 50));
+        // The shared budget limits too, and a refusal holds nothing.
+        let own2 = Budget::new(1000, None);
+        let (tx2, rx2) = queue(100, own2.clone(), Some(shared.clone()));
+        assert!(!tx2.try_send(Bytes::from(vec![0u8; 201])));
+        assert_eq!((own2.used(), shared.used()), (0, 50));
+        assert!(tx2.try_send(Bytes::from(vec![0u8; 200])));
+        drop(rx2);
+        assert_eq!(shared.used(), 50, "a dropped queue returns its bytes");
+        assert_eq!(hwm.load(Ordering::Relaxed), 200);
+        // The count bound holds too.
+        let (tx3, _rx3) = queue(2, Budget::new(1000, None), None);
+        assert!(tx3.try_send(Bytes::from_static(b"a")));
+        assert!(tx3.try_send(Bytes::from_static(b"b")));
+        assert!(!tx3.try_send(Bytes::from_static(b"c")));
+    }
+}

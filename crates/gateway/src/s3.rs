@@ -886,7 +886,10 @@ impl S3 for Gateway {
         let i = req.input;
         let bucket = i.bucket;
         if let Some(why) = crate::names::bucket_name_problem(&bucket) {
-            return Err(s3_error!(InvalidBucketName, "bucket name {bucket:?}: {why}"));
+            return Err(s3_error!(
+                InvalidBucketName,
+                "bucket name {bucket:?}: {why}"
+            ));
         }
         let constraint = i
             .create_bucket_configuration

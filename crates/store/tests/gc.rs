@@ -452,6 +452,13 @@ fn gc_gives_superseded_versions_the_grace_period() {
     });
 }
 
+/// Four empty in-memory clouds.
+fn memory_clouds() -> Vec<Arc<dyn ObjectStore>> {
+    (0..4)
+        .map(|_| Arc::new(InMemory::new()) as Arc<dyn ObjectStore>)
+        .collect()
+}
+
 /// Two configurations of one store: the same namespace secret, the second with its own
 /// signing key (as after a writer key rotation).
 fn rotated_secrets() -> (Secrets, Secrets, Secrets) {
@@ -471,9 +478,7 @@ fn gc_keeps_data_whose_metadata_does_not_verify() {
     rt().block_on(async {
         let (a, b, c) = rotated_secrets();
         let a_pub = a.signing_key.verifying_key();
-        let mem: Vec<Arc<dyn ObjectStore>> = (0..4)
-            .map(|_| Arc::new(InMemory::new()) as Arc<dyn ObjectStore>)
-            .collect();
+        let mem = memory_clouds();
         let writer_a = client_over(&mem, a, vec![]);
         put(&writer_a, "k", &data(5000, 1)).await.unwrap();
         put(&writer_a, "k", &data(5000, 2)).await.unwrap();
@@ -504,9 +509,7 @@ fn a_put_never_restarts_the_version_over_metadata_it_cannot_verify() {
     rt().block_on(async {
         let (a, b, c) = rotated_secrets();
         let a_pub = a.signing_key.verifying_key();
-        let mem: Vec<Arc<dyn ObjectStore>> = (0..4)
-            .map(|_| Arc::new(InMemory::new()) as Arc<dyn ObjectStore>)
-            .collect();
+        let mem = memory_clouds();
         let writer_a = client_over(&mem, a, vec![]);
         put(&writer_a, "k", &data(3000, 1)).await.unwrap();
         put(&writer_a, "k", &data(3000, 2)).await.unwrap();

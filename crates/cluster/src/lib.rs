@@ -12,7 +12,9 @@
 //! - [`replica`]: the replica runtime ([`replica::run_replica`]).
 //! - [`client`]: the client runtime ([`client::KvClient`]), batching many callers into one
 //!   signed request.
-//! - [`storage`]: [`storage::FileStorage`], the durable log and checkpoints.
+//! - [`storage`]: [`storage::FileStorage`], the durable log and checkpoints, on a
+//!   [`fs::Fs`]: the real disk ([`fs::OsFs`]) or [`simdisk::SimulatedDisk`], a simulated
+//!   disk that loses, tears, reorders and flips what it holds, for fault tests.
 //! - [`local`]: a whole cluster inside one process ([`local::LocalCluster`]).
 //!
 //! # Transport protocol
@@ -55,10 +57,12 @@ pub mod bench;
 pub mod client;
 pub mod config;
 pub mod frame;
+pub mod fs;
 pub mod listen;
 pub mod local;
 pub mod queue;
 pub mod replica;
+pub mod simdisk;
 pub mod storage;
 pub mod tls;
 

@@ -25,13 +25,26 @@
 //!
 //! # Crash safety
 //!
-//! On open, records are read until the first one that is short or fails its check; in the
-//! last segment that is a torn tail (a crash during a write) and the file is truncated
-//! there; anywhere else it is corruption and opening fails. A record is acknowledged only
-//! after its fsync, so a torn tail holds nothing the replica has acted on.
+//! On open, records are read until the first one that fails. In an older segment that is
+//! corruption and opening fails. In the last segment a crash may have torn the last write,
+//! and only what a tear can leave is cut as a torn tail: a record cut short by the end of
+//! the file, or an all-zero tail. A *complete* record that fails its check or does not
+//! decode, or a short one whose length field is one flipped bit away from a record that
+//! checks, is damage to data that may have been acknowledged, and opening fails with
+//! [`StorageError::Corrupt`] instead of silently dropping it and every record after it.
+//! A record is acknowledged only after its fsync, so a torn tail holds nothing the replica
+//! has acted on. [`Storage::recover`] re-reads the directory by the same rules.
+//!
+//! All file access goes through [`crate::fs::Fs`], so the same code runs on the real disk
+//! and on [`crate::simdisk::SimulatedDisk`], where `crates/cluster/tests/disk_faults.rs`
+//! crashes it after every disk operation of a replica's workload, with every surviving
+//! prefix and tear of the unsynced writes, and flips the bits of every durable file.
+//!
+//! The torn-tail rule assumes that a crash leaves a prefix of a file's unsynced appends
+//! (ext4 `data=ordered`, the default). A file system that can write back the later pages of
+//! an append before the earlier ones leaves a hole that looks like damage: opening then
+//! fails (the replica needs its state from its peers) but never returns wrong state.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 
 use rampart_bft::{
@@ -39,16 +52,20 @@ use rampart_bft::{
     RegencyRecord, SeqNo, Storage, StorageError, VoteRecord,
 };
 
+use crate::fs::{Fs, FsFile as _, OsFs};
+
 /// Bytes of a record header.
 const RECORD_HEADER_BYTES: usize = 4 + 16;
 
-/// A replica's durable storage in a directory.
-#[derive(Debug)]
-pub struct FileStorage {
+/// A replica's durable storage in a directory, on the file system `F` (the real disk by
+/// default; [`crate::simdisk::SimulatedDisk`] in fault tests). Generic rather than boxed:
+/// the runtime keeps naming it `FileStorage`, and a test keeps the concrete disk type.
+pub struct FileStorage<F: Fs = OsFs> {
+    fs: F,
     dir: PathBuf,
     config: Config,
-    _lock: File,
-    wal: File,
+    _lock: F::Lock,
+    wal: F::File,
     segment: u64,
     /// Highest decision in each live segment, oldest first: `(segment, max cid)`.
     segments: Vec<(u64, SeqNo)>,
@@ -63,6 +80,18 @@ pub struct FileStorage {
     truncate_through: Option<SeqNo>,
     /// fsyncs done (for tests and benchmarks).
     syncs: u64,
+}
+
+impl<F: Fs> std::fmt::Debug for FileStorage<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileStorage")
+            .field("dir", &self.dir)
+            .field("segment", &self.segment)
+            .field("segments", &self.segments)
+            .field("buffered", &self.buf.len())
+            .field("syncs", &self.syncs)
+            .finish_non_exhaustive()
+    }
 }
 
 fn corrupt(what: &'static str) -> StorageError {
@@ -86,84 +115,192 @@ fn checkpoint_path(dir: &Path, cid: SeqNo) -> PathBuf {
     dir.join(format!("checkpoint-{:020}.bin", cid.0))
 }
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-fn list(dir: &Path, prefix: &str, suffix: &str) -> std::io::Result<Vec<(u64, PathBuf)>> {
+fn list<F: Fs>(
+    fs: &F,
+    dir: &Path,
+    prefix: &str,
+    suffix: &str,
+) -> std::io::Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();
-    for e in std::fs::read_dir(dir)? {
-        let e = e?;
-        let name = e.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for name in fs.list(dir)? {
         if let Some(num) = name
             .strip_prefix(prefix)
             .and_then(|s| s.strip_suffix(suffix))
             && let Ok(n) = num.parse::<u64>()
         {
-            out.push((n, e.path()));
+            out.push((n, dir.join(&name)));
         }
     }
     out.sort();
     Ok(out)
 }
 
-impl FileStorage {
-    /// Open (or create) the storage in `dir`, recovering from a torn tail. Returns the
-    /// storage and the state to build the replica from.
+/// Largest record the log accepts.
+fn record_max(config: &Config) -> usize {
+    rampart_bft::message::checkpoint_blob_bytes_max(config).max(rampart_bft::BATCH_BYTES_MAX * 4)
+}
+
+/// The record at `pos` if it is complete and passes its check: `(payload, bytes used)`.
+fn record_at(bytes: &[u8], pos: usize, record_max: usize) -> Option<(&[u8], usize)> {
+    let header = bytes.get(pos..pos.checked_add(RECORD_HEADER_BYTES)?)?;
+    let len_bytes: [u8; 4] = header[..4].try_into().ok()?;
+    let len = u32::from_le_bytes(len_bytes) as usize;
+    if len > record_max {
+        return None;
+    }
+    let payload = bytes.get(pos + RECORD_HEADER_BYTES..pos + RECORD_HEADER_BYTES + len)?;
+    (check16(&len_bytes, payload)[..] == header[4..])
+        .then_some((payload, RECORD_HEADER_BYTES + len))
+}
+
+/// Decide what a bad record at `pos` of the last segment is. A crash tears a write at a
+/// byte, so a torn tail is a record cut short by the end of the file (or an all-zero tail,
+/// as a file system that extended the file before writing its data leaves it). A complete
+/// record that fails its check, or one whose length field is one flipped bit away from a
+/// record that passes it, is damage to written data, which may have been acknowledged:
+/// opening fails rather than silently dropping it and everything after it.
+///
+/// The rule does not look for valid records further on: log payloads hold client bytes,
+/// which may imitate records.
+fn classify_bad_tail(bytes: &[u8], pos: usize, record_max: usize) -> Result<(), StorageError> {
+    let rest = &bytes[pos..];
+    if rest.iter().all(|b| *b == 0) || rest.len() < RECORD_HEADER_BYTES {
+        return Ok(());
+    }
+    let len_bytes: [u8; 4] = rest[..4].try_into().map_err(|_| corrupt("record header"))?;
+    let len = u32::from_le_bytes(len_bytes) as usize;
+    if len <= record_max && RECORD_HEADER_BYTES + len <= rest.len() {
+        return Err(corrupt(
+            "a complete record of the last log segment fails its check or does not decode",
+        ));
+    }
+    let check = &rest[4..RECORD_HEADER_BYTES];
+    for bit in 0..32 {
+        let other = (u32::from_le_bytes(len_bytes) ^ (1 << bit)).to_le_bytes();
+        let other_len = u32::from_le_bytes(other) as usize;
+        if other_len <= record_max
+            && let Some(payload) = rest.get(RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + other_len)
+            && check16(&other, payload)[..] == *check
+        {
+            return Err(corrupt(
+                "the length field of a record of the last log segment is damaged",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Everything read from a storage directory.
+struct Loaded {
+    mem: MemStorage,
+    segments: Vec<(u64, SeqNo)>,
+    /// A torn tail to cut: the last segment and the length to cut it to.
+    torn: Option<(PathBuf, usize)>,
+}
+
+/// Read the checkpoints and the log (without changing anything).
+fn load<F: Fs>(fs: &F, dir: &Path, config: &Config) -> Result<Loaded, StorageError> {
+    let mut mem = MemStorage::default();
+    for (_, path) in list(fs, dir, "checkpoint-", ".bin")? {
+        let bytes = fs.read(&path)?;
+        if bytes.len() < 32 || blake3::hash(&bytes[32..]).as_bytes()[..] != bytes[..32] {
+            return Err(corrupt("checkpoint file fails its checksum"));
+        }
+        let entry =
+            PersistEntry::decode(&bytes[32..], config).map_err(|_| corrupt("checkpoint file"))?;
+        if !matches!(entry, PersistEntry::Checkpoint(_)) {
+            return Err(corrupt("checkpoint file holds another entry"));
+        }
+        mem.apply(&entry)?;
+    }
+    let segs = list(fs, dir, "wal-", ".log")?;
+    let mut segments = Vec::new();
+    let mut torn = None;
+    let last_index = segs.len().saturating_sub(1);
+    let record_max = record_max(config);
+    for (i, (n, path)) in segs.iter().enumerate() {
+        let bytes = fs.read(path)?;
+        let mut pos = 0usize;
+        let mut max = SeqNo(0);
+        while pos < bytes.len() {
+            let entry = record_at(&bytes, pos, record_max)
+                .and_then(|(p, used)| Some((PersistEntry::decode(p, config).ok()?, used)));
+            let Some((entry, used)) = entry else {
+                if i != last_index {
+                    return Err(corrupt("bad record inside an older log segment"));
+                }
+                classify_bad_tail(&bytes, pos, record_max)?;
+                tracing::warn!(path = %path.display(), offset = pos, dropped = bytes.len() - pos,
+                    "torn log tail");
+                torn = Some((path.clone(), pos));
+                break;
+            };
+            if let PersistEntry::Decision(d) = &entry {
+                max = max.max(d.cid());
+            }
+            mem.apply(&entry)?;
+            pos += used;
+        }
+        segments.push((*n, max));
+    }
+    Ok(Loaded {
+        mem,
+        segments,
+        torn,
+    })
+}
+
+impl FileStorage<OsFs> {
+    /// Open (or create) the storage in `dir` on the real disk, recovering from a torn
+    /// tail. Returns the storage and the state to build the replica from.
     pub fn open(
         dir: &Path,
         config: &Config,
     ) -> Result<(FileStorage, RecoveredState), StorageError> {
-        std::fs::create_dir_all(dir)?;
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(dir.join("LOCK"))?;
-        if lock.try_lock().is_err() {
+        FileStorage::open_on(OsFs, dir, config)
+    }
+}
+
+impl<F: Fs> FileStorage<F> {
+    /// Open (or create) the storage in `dir` on `fs`, recovering from a torn tail.
+    pub fn open_on(
+        fs: F,
+        dir: &Path,
+        config: &Config,
+    ) -> Result<(FileStorage<F>, RecoveredState), StorageError> {
+        fs.create_dir_all(dir)?;
+        let Some(lock) = fs.lock(&dir.join("LOCK"))? else {
             return Err(corrupt(
                 "data directory is in use by another replica process",
             ));
-        }
+        };
         // Leftovers of a checkpoint write interrupted before its rename.
-        for e in std::fs::read_dir(dir)? {
-            let e = e?;
-            if e.file_name().to_str().is_some_and(|n| n.ends_with(".tmp")) {
-                std::fs::remove_file(e.path())?;
+        for name in fs.list(dir)? {
+            if name.ends_with(".tmp") {
+                fs.remove(&dir.join(name))?;
             }
         }
-        let mut mem = MemStorage::default();
-        for (_, path) in list(dir, "checkpoint-", ".bin")? {
-            let bytes = std::fs::read(&path)?;
-            if bytes.len() < 32 || blake3::hash(&bytes[32..]).as_bytes()[..] != bytes[..32] {
-                return Err(corrupt("checkpoint file fails its checksum"));
-            }
-            let entry = PersistEntry::decode(&bytes[32..], config)
-                .map_err(|_| corrupt("checkpoint file"))?;
-            if !matches!(entry, PersistEntry::Checkpoint(_)) {
-                return Err(corrupt("checkpoint file holds another entry"));
-            }
-            mem.apply(&entry)?;
+        let Loaded {
+            mem,
+            mut segments,
+            torn,
+        } = load(&fs, dir, config)?;
+        if let Some((path, len)) = torn {
+            let mut f = fs.open_append(&path)?;
+            f.set_len(len as u64)?;
+            f.sync_all()?;
         }
-        let segs = list(dir, "wal-", ".log")?;
-        let mut segments = Vec::new();
-        let last_index = segs.len().saturating_sub(1);
-        for (i, (n, path)) in segs.iter().enumerate() {
-            let max = Self::replay(path, config, &mut mem, i == last_index)?;
-            segments.push((*n, max));
-        }
-        let segment = segs.last().map_or(1, |(n, _)| *n);
+        let segment = segments.last().map_or(1, |(n, _)| *n);
         let path = segment_path(dir, segment);
-        let fresh = !path.exists();
-        let mut wal = OpenOptions::new().create(true).append(true).open(&path)?;
+        let fresh = !fs.exists(&path);
+        let wal = fs.open_append(&path)?;
         if fresh {
             segments.push((segment, SeqNo(0)));
-            sync_dir(dir)?;
+            fs.sync_dir(dir)?;
         }
-        wal.seek(SeekFrom::End(0))?;
         let recovered = mem.recover()?;
         let s = FileStorage {
+            fs,
             dir: dir.to_owned(),
             config: config.clone(),
             _lock: lock,
@@ -180,60 +317,16 @@ impl FileStorage {
         Ok((s, recovered))
     }
 
-    /// Read one segment into `mem`; truncate a torn tail if `last`. Returns its highest
-    /// decision.
-    fn replay(
-        path: &Path,
-        config: &Config,
-        mem: &mut MemStorage,
-        last: bool,
-    ) -> Result<SeqNo, StorageError> {
-        let mut bytes = Vec::new();
-        File::open(path)?.read_to_end(&mut bytes)?;
-        let mut pos = 0usize;
-        let mut max = SeqNo(0);
-        let record_max = rampart_bft::message::checkpoint_blob_bytes_max(config)
-            .max(rampart_bft::BATCH_BYTES_MAX * 4);
-        while pos < bytes.len() {
-            let good = (|| {
-                let header = bytes.get(pos..pos + RECORD_HEADER_BYTES)?;
-                let len_bytes: [u8; 4] = header[..4].try_into().ok()?;
-                let len = u32::from_le_bytes(len_bytes) as usize;
-                if len > record_max {
-                    return None;
-                }
-                let payload =
-                    bytes.get(pos + RECORD_HEADER_BYTES..pos + RECORD_HEADER_BYTES + len)?;
-                if check16(&len_bytes, payload)[..] != header[4..] {
-                    return None;
-                }
-                let entry = PersistEntry::decode(payload, config).ok()?;
-                Some((entry, RECORD_HEADER_BYTES + len))
-            })();
-            let Some((entry, used)) = good else {
-                if !last {
-                    return Err(corrupt("bad record inside an older log segment"));
-                }
-                tracing::warn!(path = %path.display(), offset = pos, dropped = bytes.len() - pos,
-                    "torn log tail: truncating");
-                let f = OpenOptions::new().write(true).open(path)?;
-                f.set_len(pos as u64)?;
-                f.sync_all()?;
-                break;
-            };
-            if let PersistEntry::Decision(d) = &entry {
-                max = max.max(d.cid());
-            }
-            mem.apply(&entry)?;
-            pos += used;
-        }
-        Ok(max)
-    }
-
     /// fsyncs performed so far.
     #[must_use]
     pub fn syncs(&self) -> u64 {
         self.syncs
+    }
+
+    /// The file system this storage runs on.
+    #[must_use]
+    pub fn fs(&self) -> &F {
+        &self.fs
     }
 
     fn push_record(&mut self, entry: &PersistEntry) {
@@ -303,7 +396,7 @@ impl FileStorage {
     fn rotate(&mut self, through: SeqNo) -> Result<(), StorageError> {
         let next = self.segment + 1;
         let path = segment_path(&self.dir, next);
-        let mut wal = OpenOptions::new().create(true).append(true).open(&path)?;
+        let mut wal = self.fs.open_append(&path)?;
         self.push_record(&PersistEntry::Regency(self.regency));
         if let Some(v) = self.vote.clone() {
             self.push_record(&PersistEntry::Vote(v));
@@ -312,18 +405,18 @@ impl FileStorage {
         wal.write_all(&self.buf)?;
         wal.sync_all()?;
         self.buf.clear();
-        sync_dir(&self.dir)?;
+        self.fs.sync_dir(&self.dir)?;
         self.wal = wal;
         self.segment = next;
         self.segments.push((next, SeqNo(0)));
         let mut removed = false;
         while self.segments.len() > 1 && self.segments[0].1 <= through {
             let (n, _) = self.segments.remove(0);
-            std::fs::remove_file(segment_path(&self.dir, n))?;
+            self.fs.remove(&segment_path(&self.dir, n))?;
             removed = true;
         }
         if removed {
-            sync_dir(&self.dir)?;
+            self.fs.sync_dir(&self.dir)?;
         }
         Ok(())
     }
@@ -337,64 +430,34 @@ impl FileStorage {
         let path = checkpoint_path(&self.dir, c.cid);
         let tmp = path.with_extension("bin.tmp");
         {
-            let mut f = File::create(&tmp)?;
+            let mut f = self.fs.create(&tmp)?;
             f.write_all(blake3::hash(&payload).as_bytes())?;
             f.write_all(&payload)?;
             f.sync_all()?;
         }
-        std::fs::rename(&tmp, &path)?;
-        sync_dir(&self.dir)?;
+        self.fs.rename(&tmp, &path)?;
+        self.fs.sync_dir(&self.dir)?;
         self.syncs += 1;
-        let all = list(&self.dir, "checkpoint-", ".bin")?;
+        let all = list(&self.fs, &self.dir, "checkpoint-", ".bin")?;
         if all.len() > CHECKPOINTS_KEPT {
             for (_, p) in &all[..all.len() - CHECKPOINTS_KEPT] {
-                std::fs::remove_file(p)?;
+                self.fs.remove(p)?;
             }
         }
         Ok(())
     }
 }
 
-impl Storage for FileStorage {
+impl<F: Fs> Storage for FileStorage<F> {
     fn apply(&mut self, entry: &PersistEntry) -> Result<(), StorageError> {
         self.append(entry)?;
         self.sync()
     }
 
+    /// Re-read from disk, by the rules of [`FileStorage::open_on`] (a torn tail is left
+    /// out, not cut): what a restarted process would see.
     fn recover(&self) -> Result<RecoveredState, StorageError> {
-        // Re-read from disk: what a restarted process would see.
-        let mut mem = MemStorage::default();
-        for (_, path) in list(&self.dir, "checkpoint-", ".bin")? {
-            let bytes = std::fs::read(&path)?;
-            if bytes.len() < 32 || blake3::hash(&bytes[32..]).as_bytes()[..] != bytes[..32] {
-                return Err(corrupt("checkpoint file fails its checksum"));
-            }
-            mem.apply(
-                &PersistEntry::decode(&bytes[32..], &self.config)
-                    .map_err(|_| corrupt("checkpoint file"))?,
-            )?;
-        }
-        for (_, path) in list(&self.dir, "wal-", ".log")? {
-            let mut bytes = Vec::new();
-            File::open(&path)?.read_to_end(&mut bytes)?;
-            let mut pos = 0;
-            while pos + RECORD_HEADER_BYTES <= bytes.len() {
-                let len =
-                    u32::from_le_bytes(bytes[pos..pos + 4].try_into().map_err(|_| corrupt("len"))?)
-                        as usize;
-                let Some(payload) =
-                    bytes.get(pos + RECORD_HEADER_BYTES..pos + RECORD_HEADER_BYTES + len)
-                else {
-                    break;
-                };
-                let Ok(entry) = PersistEntry::decode(payload, &self.config) else {
-                    break;
-                };
-                mem.apply(&entry)?;
-                pos += RECORD_HEADER_BYTES + len;
-            }
-        }
-        mem.recover()
+        load(&self.fs, &self.dir, &self.config)?.mem.recover()
     }
 }
 
@@ -403,6 +466,7 @@ mod tests {
     use super::*;
     use rampart_bft::message::{Batch, Certificate, Decision, VoteKind};
     use rampart_bft::{Digest, Regency, Timestamp};
+    use std::fs::OpenOptions;
 
     /// An (unsigned) accept certificate for instance `cid`, as the fixtures need.
     fn accept_certificate(cid: u64) -> Certificate {
@@ -455,8 +519,8 @@ mod tests {
         let mut bytes = decision(4).encode();
         bytes.truncate(bytes.len() / 2);
         let mut f = OpenOptions::new().append(true).open(&seg).expect("open");
-        f.write_all(&(1000u32).to_le_bytes()).expect("write");
-        f.write_all(&bytes).expect("write");
+        std::io::Write::write_all(&mut f, &(1000u32).to_le_bytes()).expect("write");
+        std::io::Write::write_all(&mut f, &bytes).expect("write");
         drop(f);
         let (s, r) = FileStorage::open(dir.path(), &config).expect("reopen");
         assert_eq!(cids(&r), vec![1, 2, 3]);
@@ -577,9 +641,114 @@ mod tests {
         );
         assert_eq!(cids(&r), (31..=40).collect::<Vec<_>>());
         assert_eq!(
-            list(dir.path(), "checkpoint-", ".bin").expect("list").len(),
+            list(&OsFs, dir.path(), "checkpoint-", ".bin")
+                .expect("list")
+                .len(),
             2
         );
-        assert!(list(dir.path(), "wal-", ".log").expect("list").len() <= 3);
+        assert!(list(&OsFs, dir.path(), "wal-", ".log").expect("list").len() <= 3);
+    }
+
+    /// Three synced decisions on the real disk; returns the segment and its record sizes.
+    fn three_synced(dir: &Path, config: &Config) -> (PathBuf, usize) {
+        let (mut s, _) = FileStorage::open(dir, config).expect("open");
+        for cid in 1..=3 {
+            s.append(&decision(cid)).expect("append");
+        }
+        s.sync().expect("sync");
+        let seg = segment_path(dir, 1);
+        let record = RECORD_HEADER_BYTES + decision(1).encode().len();
+        assert_eq!(
+            std::fs::metadata(&seg).expect("meta").len() as usize,
+            3 * record
+        );
+        (seg, record)
+    }
+
+    fn flip(path: &Path, byte: usize, mask: u8) {
+        let mut bytes = std::fs::read(path).expect("read");
+        bytes[byte] ^= mask;
+        std::fs::write(path, bytes).expect("write");
+    }
+
+    /// A flipped bit in an acknowledged record of the last segment used to pass for a torn
+    /// tail: open cut the log there and silently dropped that record and every later one.
+    #[test]
+    fn a_flip_in_an_acknowledged_record_of_the_last_segment_is_an_error_not_a_torn_tail() {
+        let config = Config::new(4);
+        // In the payload of the middle record.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (seg, record) = three_synced(dir.path(), &config);
+        flip(&seg, record + RECORD_HEADER_BYTES + 3, 0x10);
+        assert!(matches!(
+            FileStorage::open(dir.path(), &config),
+            Err(StorageError::Corrupt { .. })
+        ));
+        assert_eq!(
+            std::fs::metadata(&seg).expect("meta").len() as usize,
+            3 * record,
+            "nothing cut"
+        );
+        // In the payload of the last record.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (seg, record) = three_synced(dir.path(), &config);
+        flip(&seg, 3 * record - 1, 0x01);
+        assert!(FileStorage::open(dir.path(), &config).is_err());
+        // In the length field of the last record, making it run past the end of the file
+        // (what a torn write looks like, but one flipped bit from a record that checks).
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (seg, record) = three_synced(dir.path(), &config);
+        flip(&seg, 2 * record + 2, 0x04);
+        assert!(FileStorage::open(dir.path(), &config).is_err());
+        // In the length field of the middle record.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (seg, record) = three_synced(dir.path(), &config);
+        flip(&seg, record + 3, 0x80);
+        assert!(FileStorage::open(dir.path(), &config).is_err());
+        // A real torn tail (a record cut short, or zeros) is still cut, not an error.
+        for tail in [&decision(4).encode()[..7], &[0u8; 30][..]] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (seg, record) = three_synced(dir.path(), &config);
+            let mut f = OpenOptions::new().append(true).open(&seg).expect("open");
+            let mut torn = Vec::new();
+            if tail[0] != 0 {
+                let len = (decision(4).encode().len() as u32).to_le_bytes();
+                torn.extend_from_slice(&len);
+                torn.extend_from_slice(&check16(&len, &decision(4).encode()));
+            }
+            torn.extend_from_slice(tail);
+            std::io::Write::write_all(&mut f, &torn).expect("write");
+            drop(f);
+            let (_, r) = FileStorage::open(dir.path(), &config).expect("torn tail");
+            assert_eq!(cids(&r), vec![1, 2, 3]);
+            assert_eq!(
+                std::fs::metadata(&seg).expect("meta").len() as usize,
+                3 * record
+            );
+        }
+    }
+
+    /// `recover()` used to re-read the log without checking records: a flipped bit that
+    /// still decoded came back as a different decision.
+    #[test]
+    fn recover_checks_every_record_as_open_does() {
+        let config = Config::new(4);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut s, _) = FileStorage::open(dir.path(), &config).expect("open");
+        for cid in 1..=3 {
+            s.append(&decision(cid)).expect("append");
+        }
+        s.sync().expect("sync");
+        assert_eq!(cids(&s.recover().expect("recover")), vec![1, 2, 3]);
+        let seg = segment_path(dir.path(), 1);
+        let record = RECORD_HEADER_BYTES + decision(1).encode().len();
+        // Flip a bit of the timestamp of decision 2 (it still decodes).
+        let payload = decision(2).encode();
+        let ts = payload
+            .windows(8)
+            .position(|w| w == 2u64.to_le_bytes())
+            .expect("timestamp bytes");
+        flip(&seg, record + RECORD_HEADER_BYTES + ts, 0x40);
+        assert!(matches!(s.recover(), Err(StorageError::Corrupt { .. })));
     }
 }

@@ -26,6 +26,7 @@
 #![forbid(unsafe_code)]
 
 pub mod byz;
+pub mod disk;
 pub mod kv;
 pub mod lin;
 

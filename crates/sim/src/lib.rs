@@ -29,6 +29,8 @@ pub mod byz;
 pub mod disk;
 pub mod kv;
 pub mod lin;
+pub mod search;
+pub mod twins;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};

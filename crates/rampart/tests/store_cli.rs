@@ -257,3 +257,101 @@ fn store_operations_are_audited_to_a_secure_log() {
         assert!(text.contains(needle), "audit log lacks {needle:?}");
     }
 }
+
+/// `put -r` and `get -r`: a tree goes up and comes back byte for byte; a rerun skips what is
+/// unchanged, yet sees a same-size edit on either side; a key that would escape the target
+/// directory is refused and nothing is written outside it.
+#[test]
+fn directory_trees_go_up_and_down_and_resume() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    ok(dir, &["init"]);
+    let src = dir.join("src");
+    std::fs::create_dir_all(src.join("sub/deep")).unwrap();
+    std::fs::write(src.join("a.txt"), "alpha").unwrap();
+    std::fs::write(src.join("empty"), "").unwrap();
+    std::fs::write(src.join("sub/b.bin"), vec![7u8; 70_000]).unwrap();
+    std::fs::write(src.join("sub/deep/c"), "gamma").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", src.join("link")).unwrap();
+
+    let out = rampart(dir, &["put", "-r", "src", "backup"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("stored 4 of 4 files"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("skipped") && stderr.contains("link"),
+        "{stderr}"
+    );
+    let ls = ok(dir, &["ls", "backup/"]);
+    for k in [
+        "backup/a.txt",
+        "backup/empty",
+        "backup/sub/b.bin",
+        "backup/sub/deep/c",
+    ] {
+        assert!(ls.contains(k), "{k} missing from {ls}");
+    }
+    assert!(!ls.contains("link"), "{ls}");
+
+    // A rerun stores nothing; a same-size edit is seen and stored alone.
+    let again = ok(dir, &["put", "-r", "src", "backup"]);
+    assert!(
+        again.contains("stored 0 of 4 files") && again.contains("skipped 4 unchanged"),
+        "{again}"
+    );
+    std::fs::write(src.join("sub/deep/c"), "GAMMA").unwrap();
+    let edited = ok(dir, &["put", "-r", "src", "backup/"]);
+    assert!(
+        edited.contains("stored 1 of 4 files") && edited.contains("skipped 3"),
+        "{edited}"
+    );
+    assert_eq!(ok(dir, &["get", "backup/sub/deep/c", "-"]), "GAMMA");
+
+    // Down: byte for byte, no temporary files left.
+    let down = ok(dir, &["get", "-r", "backup", "out", "--jobs", "3"]);
+    assert!(down.contains("fetched 4 of 4 keys"), "{down}");
+    let got: Vec<_> = files_under(&dir.join("out"));
+    assert_eq!(got.len(), 4, "{got:?}");
+    for rel in ["a.txt", "empty", "sub/b.bin", "sub/deep/c"] {
+        assert_eq!(
+            digest_file(&src.join(rel)),
+            digest_file(&dir.join("out").join(rel)),
+            "{rel}"
+        );
+    }
+    // A rerun fetches nothing; a same-size local edit is repaired.
+    let again = ok(dir, &["get", "-r", "backup", "out"]);
+    assert!(
+        again.contains("fetched 0 of 4 keys") && again.contains("skipped 4"),
+        "{again}"
+    );
+    std::fs::write(dir.join("out/a.txt"), "ALPHA").unwrap();
+    let fixed = ok(dir, &["get", "-r", "backup", "out"]);
+    assert!(fixed.contains("fetched 1 of 4 keys"), "{fixed}");
+    assert_eq!(std::fs::read(dir.join("out/a.txt")).unwrap(), b"alpha");
+
+    // A key another writer chose to climb out of the directory.
+    std::fs::write(dir.join("evil"), "pwned").unwrap();
+    ok(dir, &["put", "evil", "backup/../../escaped"]);
+    let out = rampart(dir, &["get", "-r", "backup", "out2"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refused") && stderr.contains("1 files failed"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.join("escaped").exists() && !tmp.path().parent().unwrap().join("escaped").exists()
+    );
+    assert_eq!(files_under(&dir.join("out2")).len(), 4);
+
+    // Bad input: one line, non-zero.
+    assert!(fails(dir, &["put", "-r", "a-missing-dir", "p"]).contains("a-missing-dir"));
+    assert!(fails(dir, &["put", "-r", "src/a.txt", "p"]).contains("not a directory"));
+    assert!(fails(dir, &["put", "-r", "src", "p", "--jobs", "0"]).contains("--jobs"));
+}

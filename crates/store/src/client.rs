@@ -182,6 +182,8 @@ pub struct ObjectInfo {
     pub content_digest: Digest,
     /// Opaque attributes stored with the version.
     pub attrs: Vec<u8>,
+    /// The version's random blob id (what `content_digest` is keyed over).
+    pub blob_id: [u8; 16],
 }
 
 /// One line of `list`.
@@ -1646,6 +1648,15 @@ impl CloudOfClouds {
         Digest::keyed(&self.inner.content_key, &m)
     }
 
+    /// True when a plaintext whose BLAKE3 is `plain` is the content of the version `info`
+    /// describes (the keyed comparison `get` makes after a full read; constant time).
+    /// `rampart put -r` and `get -r` use it to skip unchanged files without reading them
+    /// from the clouds.
+    #[must_use]
+    pub fn same_content(&self, info: &ObjectInfo, plain: &Digest) -> bool {
+        self.content_digest(&info.blob_id, plain) == info.content_digest
+    }
+
     fn info(&self, key: &str, e: &VersionEntry) -> Option<ObjectInfo> {
         let o = e.object.as_ref()?;
         Some(ObjectInfo {
@@ -1656,6 +1667,7 @@ impl CloudOfClouds {
             protocol: o.protocol,
             content_digest: o.content_digest,
             attrs: self.open_attrs(key, &o.attrs),
+            blob_id: o.blob_id,
         })
     }
 

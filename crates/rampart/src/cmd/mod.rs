@@ -6,3 +6,4 @@ pub mod gateway;
 pub mod log;
 pub mod sim;
 pub mod store;
+pub mod tree;

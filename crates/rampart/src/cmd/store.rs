@@ -28,19 +28,36 @@ pub enum StoreCommand {
         #[arg(long, default_value_t = 4)]
         clouds: usize,
     },
-    /// Store a local file (or stdin with "-") under KEY as a new version.
+    /// Store a local file (or stdin with "-") under KEY as a new version; with -r, every
+    /// file under a directory under KEY/ (skipping files stored unchanged).
     Put {
-        /// File to read, or "-" for stdin.
+        /// File to read, or "-" for stdin (with -r: the directory).
         local_file: PathBuf,
-        /// Key to store it under.
+        /// Key to store it under (with -r: the key prefix).
         key: String,
+        /// Upload the directory tree LOCAL_FILE under the prefix KEY/, in parallel;
+        /// resumable (files whose stored content is the same are skipped).
+        #[arg(short, long)]
+        recursive: bool,
+        /// Objects in flight with -r.
+        #[arg(long, default_value_t = 32)]
+        jobs: usize,
     },
-    /// Fetch the newest version of KEY into a local file (or stdout with "-").
+    /// Fetch the newest version of KEY into a local file (or stdout with "-"); with -r,
+    /// every key under KEY/ into a directory (skipping files already the same).
     Get {
-        /// Key to read.
+        /// Key to read (with -r: the key prefix).
         key: String,
-        /// File to write (atomically, via a temporary file), or "-" for stdout.
+        /// File to write (atomically, via a temporary file), or "-" for stdout (with -r:
+        /// the directory).
         local_file: PathBuf,
+        /// Download every key under the prefix KEY/ into the directory LOCAL_FILE, in
+        /// parallel; resumable (files already holding the stored content are skipped).
+        #[arg(short, long)]
+        recursive: bool,
+        /// Objects in flight with -r.
+        #[arg(long, default_value_t = 32)]
+        jobs: usize,
     },
     /// List stored keys (names come from verified, signed metadata).
     Ls {
@@ -87,8 +104,24 @@ pub fn run(cmd: StoreCommand, config: &Path) -> Result<()> {
         let store = CloudOfClouds::open(cfg)?;
         match cmd {
             StoreCommand::Init { .. } => unreachable!("handled above"),
-            StoreCommand::Put { local_file, key } => put(&store, &local_file, &key).await,
-            StoreCommand::Get { key, local_file } => get(&store, &key, &local_file).await,
+            StoreCommand::Put {
+                local_file,
+                key,
+                recursive: true,
+                jobs,
+            } => super::tree::put_tree(&store, &local_file, &key, jobs).await,
+            StoreCommand::Put {
+                local_file, key, ..
+            } => put(&store, &local_file, &key).await,
+            StoreCommand::Get {
+                key,
+                local_file,
+                recursive: true,
+                jobs,
+            } => super::tree::get_tree(&store, &key, &local_file, jobs).await,
+            StoreCommand::Get {
+                key, local_file, ..
+            } => get(&store, &key, &local_file).await,
             StoreCommand::Ls { prefix } => ls(&store, &prefix).await,
             StoreCommand::Rm { key } => {
                 let v = store.delete(&key).await?;

@@ -11,6 +11,7 @@
 //! one fsync; they arrive together.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::message::{Batch, Certificate, Decision};
 use crate::types::{Digest, Regency, SeqNo};
@@ -46,7 +47,10 @@ pub struct CheckpointRecord {
     /// BLAKE3 digest of `blob` (what replicas compare in state transfer).
     pub digest: Digest,
     /// Encoded application snapshot and client sessions (identical at correct replicas).
-    pub blob: Vec<u8>,
+    /// Shared, never copied: the core's checkpoint list, the [`PersistEntry`] and a
+    /// storage's queue hold one buffer (issue 10, finding 5: a clone of the record used to
+    /// copy the whole state each time).
+    pub blob: Arc<Vec<u8>>,
     /// The accept certificate of instance `cid`. Not part of `blob` (vote sets differ
     /// between replicas); kept so that a replica that installed or restarted from this
     /// checkpoint can still prove its last decided instance in STOPDATA (ADR 0101).

@@ -73,7 +73,8 @@ pub struct FileStorage<F: Fs = OsFs> {
     /// Checkpoints appended since the last sync, each with the length `buf` had when it
     /// was appended: `sync` writes them in the order the core emitted them (issue 10,
     /// finding 2: a checkpoint never reaches disk ahead of earlier entries).
-    checkpoints_queued: Vec<(usize, CheckpointRecord, PersistEntry)>,
+    /// The record shares its blob with the core (no copy).
+    checkpoints_queued: Vec<(usize, CheckpointRecord)>,
     regency: RegencyRecord,
     vote: Option<VoteRecord>,
     /// Set by a `TruncateLog`: rotate and delete covered segments at the next sync.
@@ -206,12 +207,10 @@ fn load<F: Fs>(fs: &F, dir: &Path, config: &Config) -> Result<Loaded, StorageErr
         if bytes.len() < 32 || blake3::hash(&bytes[32..]).as_bytes()[..] != bytes[..32] {
             return Err(corrupt("checkpoint file fails its checksum"));
         }
-        let entry =
-            PersistEntry::decode(&bytes[32..], config).map_err(|_| corrupt("checkpoint file"))?;
-        if !matches!(entry, PersistEntry::Checkpoint(_)) {
-            return Err(corrupt("checkpoint file holds another entry"));
-        }
-        mem.apply(&entry)?;
+        // Decoded in place: the file's buffer becomes the record's blob (no copy).
+        let record = PersistEntry::decode_checkpoint_in(bytes, 32, config)
+            .map_err(|_| corrupt("checkpoint file"))?;
+        mem.apply(&PersistEntry::Checkpoint(record))?;
     }
     let segs = list(fs, dir, "wal-", ".log")?;
     let mut segments = Vec::new();
@@ -344,8 +343,7 @@ impl<F: Fs> FileStorage<F> {
     pub fn append(&mut self, entry: &PersistEntry) -> Result<(), StorageError> {
         match entry {
             PersistEntry::Checkpoint(c) => {
-                self.checkpoints_queued
-                    .push((self.buf.len(), c.clone(), entry.clone()));
+                self.checkpoints_queued.push((self.buf.len(), c.clone()));
                 return Ok(());
             }
             PersistEntry::Decision(d) => {
@@ -370,14 +368,14 @@ impl<F: Fs> FileStorage<F> {
     /// checkpoint are synced before its file is written.
     pub fn sync(&mut self) -> Result<(), StorageError> {
         let mut written = 0;
-        for (at, c, entry) in std::mem::take(&mut self.checkpoints_queued) {
+        for (at, c) in std::mem::take(&mut self.checkpoints_queued) {
             if at > written {
                 self.wal.write_all(&self.buf[written..at])?;
                 self.wal.sync_data()?;
                 self.syncs += 1;
                 written = at;
             }
-            self.write_checkpoint(&c, &entry)?;
+            self.write_checkpoint(&c)?;
         }
         if self.buf.len() > written {
             self.wal.write_all(&self.buf[written..])?;
@@ -421,18 +419,23 @@ impl<F: Fs> FileStorage<F> {
         Ok(())
     }
 
-    fn write_checkpoint(
-        &mut self,
-        c: &CheckpointRecord,
-        entry: &PersistEntry,
-    ) -> Result<(), StorageError> {
-        let payload = entry.encode();
+    /// Write the checkpoint file. The payload (`PersistEntry::Checkpoint(c)` encoded) is
+    /// hashed and written in three parts, the blob from where it is, so no second copy of
+    /// the state is built (issue 10, finding 5); the file's bytes are the same.
+    fn write_checkpoint(&mut self, c: &CheckpointRecord) -> Result<(), StorageError> {
+        let (head, tail) = PersistEntry::checkpoint_encoding(c);
+        let mut check = blake3::Hasher::new();
+        check.update(&head);
+        check.update(&c.blob);
+        check.update(&tail);
         let path = checkpoint_path(&self.dir, c.cid);
         let tmp = path.with_extension("bin.tmp");
         {
             let mut f = self.fs.create(&tmp)?;
-            f.write_all(blake3::hash(&payload).as_bytes())?;
-            f.write_all(&payload)?;
+            f.write_all(check.finalize().as_bytes())?;
+            f.write_all(&head)?;
+            f.write_all(&c.blob)?;
+            f.write_all(&tail)?;
             f.sync_all()?;
         }
         self.fs.rename(&tmp, &path)?;
@@ -569,7 +572,7 @@ mod tests {
             PersistEntry::Checkpoint(CheckpointRecord {
                 cid: SeqNo(cid),
                 digest: Digest([cid as u8; 32]),
-                blob: vec![cid as u8; 10],
+                blob: vec![cid as u8; 10].into(),
                 proof: accept_certificate(cid),
             })
         };
@@ -617,7 +620,7 @@ mod tests {
                 let cp = CheckpointRecord {
                     cid: SeqNo(round * 10),
                     digest: Digest([round as u8; 32]),
-                    blob: vec![round as u8; 100],
+                    blob: vec![round as u8; 100].into(),
                     proof: Certificate {
                         kind: VoteKind::Accept,
                         regency: Regency(0),

@@ -72,7 +72,7 @@ fn checkpoint(regency: u64, cid: u64) -> PersistEntry {
     PersistEntry::Checkpoint(CheckpointRecord {
         cid: SeqNo(cid),
         digest: digest(cid, 2),
-        blob: (0..40 + cid).map(|i| (i * 7 + cid) as u8).collect(),
+        blob: std::sync::Arc::new((0..40 + cid).map(|i| (i * 7 + cid) as u8).collect()),
         proof: certificate(VoteKind::Accept, regency, cid),
     })
 }

@@ -686,15 +686,24 @@ impl Application for KvApp {
     }
 
     fn snapshot(&self) -> Vec<u8> {
-        let bytes: usize = self.map.iter().map(|(k, v)| 6 + k.len() + v.len()).sum();
-        let mut w = Vec::with_capacity(9 + bytes);
+        let mut w = Vec::with_capacity(self.snapshot_bytes);
+        self.snapshot_into(&mut w);
+        w
+    }
+
+    fn snapshot_len(&self) -> Option<usize> {
+        Some(self.snapshot_bytes)
+    }
+
+    /// Written in place into the checkpoint buffer (no snapshot `Vec` of its own).
+    fn snapshot_into(&self, w: &mut Vec<u8>) {
+        w.reserve_exact(self.snapshot_bytes);
         w.push(KV_VERSION);
         w.extend_from_slice(&(self.map.len() as u64).to_le_bytes());
         for (k, v) in &self.map {
-            put_key(&mut w, k);
-            put_value(&mut w, v);
+            put_key(w, k);
+            put_value(w, v);
         }
-        w
     }
 
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {

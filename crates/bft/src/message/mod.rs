@@ -836,8 +836,12 @@ impl<'a> Reader<'a> {
         Ok(len)
     }
     fn bytes(&mut self, field: &'static str, max: usize) -> Result<Vec<u8>, DecodeError> {
+        Ok(self.slice(field, max)?.to_vec())
+    }
+    /// Like [`Reader::bytes`], but borrowed from the input (no copy).
+    fn slice(&mut self, field: &'static str, max: usize) -> Result<&[u8], DecodeError> {
         let len = self.len(field, max, 1)?;
-        Ok(self.take(len)?.to_vec())
+        self.take(len)
     }
     fn digest(&mut self) -> Result<Digest, DecodeError> {
         let mut a = [0u8; 32];
@@ -1103,82 +1107,6 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The contents of a checkpoint: everything a replica needs to continue from instance
-/// `cid`, and nothing replica-specific, so correct replicas produce identical bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckpointState {
-    /// Last instance included.
-    pub cid: SeqNo,
-    /// Timestamp of that instance's batch.
-    pub timestamp: Timestamp,
-    /// [`crate::Application::snapshot`] output.
-    pub app: Vec<u8>,
-    /// Client sessions: last executed sequence number and its cached result.
-    pub sessions: Vec<(ClientId, RequestSeq, Vec<u8>)>,
-}
-
-impl CheckpointState {
-    /// Canonical encoding.
-    #[must_use]
-    pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::default();
-        w.u8(WIRE_VERSION);
-        w.u64(self.cid.0);
-        w.u64(self.timestamp.0);
-        w.bytes(&self.app);
-        w.len(self.sessions.len());
-        for (c, s, r) in &self.sessions {
-            w.u64(c.0);
-            w.u64(s.0);
-            w.bytes(r);
-        }
-        w.0
-    }
-
-    /// Strict decoding with the limits of `config`.
-    pub fn decode(bytes: &[u8], config: &Config) -> Result<CheckpointState, DecodeError> {
-        let limits = WireLimits::from_config(config);
-        let mut r = Reader::versioned(bytes, &limits)?;
-        let cid = SeqNo(r.u64()?);
-        let timestamp = Timestamp(r.u64()?);
-        let app = r.bytes("snapshot", config.state_bytes_max)?;
-        let count = r.len("sessions", config.clients_max, 20)?;
-        let mut sessions = Vec::with_capacity(count);
-        for _ in 0..count {
-            sessions.push((
-                ClientId(r.u64()?),
-                RequestSeq(r.u64()?),
-                r.bytes("cached reply", config.reply_bytes_max)?,
-            ));
-        }
-        let extra = bytes.len() - r.pos;
-        if extra != 0 {
-            return Err(DecodeError::Trailing { extra });
-        }
-        Ok(CheckpointState {
-            cid,
-            timestamp,
-            app,
-            sessions,
-        })
-    }
-}
-
-/// Bound on an encoded checkpoint blob implied by `config` (snapshot, sessions, header).
-#[must_use]
-pub fn checkpoint_blob_bytes_max(config: &Config) -> usize {
-    let sessions = config
-        .clients_max
-        .saturating_mul(8 + 8 + 4 + config.reply_bytes_max);
-    1 + 8
-        + 8
-        + 4
-        + config
-            .state_bytes_max
-            .saturating_add(4)
-            .saturating_add(sessions)
-}
-
 impl PersistEntry {
     /// Canonical durable encoding (for a disk [`crate::Storage`]; the core never writes it).
     #[must_use]
@@ -1219,11 +1147,10 @@ impl PersistEntry {
                 w.u64(r.stop_target.0);
             }
             PersistEntry::Checkpoint(c) => {
-                w.u8(3);
-                w.u64(c.cid.0);
-                w.digest(&c.digest);
-                w.bytes(&c.blob);
-                w.cert(&c.proof);
+                let (head, tail) = PersistEntry::checkpoint_encoding(c);
+                w.bytes_raw(&head[1..]);
+                w.bytes_raw(&c.blob);
+                w.bytes_raw(&tail);
             }
             PersistEntry::TruncateLog { through } => {
                 w.u8(4);
@@ -1274,7 +1201,9 @@ impl PersistEntry {
             3 => PersistEntry::Checkpoint(CheckpointRecord {
                 cid: SeqNo(r.u64()?),
                 digest: r.digest()?,
-                blob: r.bytes("checkpoint", checkpoint_blob_bytes_max(config))?,
+                blob: std::sync::Arc::new(
+                    r.bytes("checkpoint", checkpoint_blob_bytes_max(config))?,
+                ),
                 proof: r.cert()?,
             }),
             4 => PersistEntry::TruncateLog {
@@ -1294,6 +1223,9 @@ impl PersistEntry {
         Ok(entry)
     }
 }
+
+mod checkpoint;
+pub use checkpoint::{CheckpointState, CheckpointView, checkpoint_blob_bytes_max};
 
 #[cfg(test)]
 mod tests;

@@ -254,7 +254,7 @@ fn arb_persist() -> impl Strategy<Value = PersistEntry> {
                 |(cid, d, blob, proof)| PersistEntry::Checkpoint(CheckpointRecord {
                     cid: SeqNo(cid),
                     digest: Digest(d),
-                    blob,
+                    blob: blob.into(),
                     proof,
                 })
             ),
@@ -270,6 +270,49 @@ proptest! {
         prop_assert_eq!(PersistEntry::decode(&bytes, &config()), Ok(e));
         let i = cut.index(bytes.len());
         prop_assert!(PersistEntry::decode(&bytes[..i], &config()).is_err());
+    }
+
+    /// The in-place checkpoint decoding (a disk storage's, which reuses the file buffer
+    /// for the blob) agrees with `decode` behind any prefix, rejects what `decode`
+    /// rejects, and the split encoding `head ++ blob ++ tail` is `encode`.
+    #[test]
+    fn checkpoint_entry_decodes_in_place(e in arb_persist(), junk in proptest::collection::vec(any::<u8>(), 0..40),
+                                         cut in any::<prop::sample::Index>()) {
+        let bytes = e.encode();
+        let mut file = junk.clone();
+        file.extend_from_slice(&bytes);
+        let in_place = PersistEntry::decode_checkpoint_in(file, junk.len(), &config());
+        match &e {
+            PersistEntry::Checkpoint(c) => {
+                let (head, tail) = PersistEntry::checkpoint_encoding(c);
+                prop_assert_eq!([&head[..], &c.blob[..], &tail[..]].concat(), bytes.clone());
+                prop_assert_eq!(in_place, Ok(c.clone()));
+            }
+            _ => prop_assert!(in_place.is_err()),
+        }
+        let i = cut.index(bytes.len());
+        let mut torn = junk.clone();
+        torn.extend_from_slice(&bytes[..i]);
+        prop_assert!(PersistEntry::decode_checkpoint_in(torn, junk.len(), &config()).is_err());
+    }
+
+    /// A checkpoint encoded with its snapshot written in place is the canonical encoding,
+    /// whether or not the snapshot length is known up front.
+    #[test]
+    fn checkpoint_encoded_in_place_is_canonical(app in proptest::collection::vec(any::<u8>(), 0..200),
+                                                known in any::<bool>()) {
+        let s = CheckpointState {
+            cid: SeqNo(7),
+            timestamp: Timestamp(9),
+            app: app.clone(),
+            sessions: vec![(ClientId(1), RequestSeq(2), vec![3, 4])],
+        };
+        let sessions = [(ClientId(1), RequestSeq(2), &[3u8, 4][..])];
+        let streamed = CheckpointState::encode_with(
+            SeqNo(7), Timestamp(9), known.then_some(app.len()), |out| out.extend_from_slice(&app), &sessions);
+        prop_assert_eq!(&streamed, &s.encode());
+        let v = CheckpointState::decode_view(&streamed, &config()).expect("decodes");
+        prop_assert_eq!(v.app, &app[..]);
     }
 }
 

@@ -366,7 +366,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
                 }
                 .into());
             }
-            let state = CheckpointState::decode(&cp.blob, &self.config).map_err(|_| {
+            let state = CheckpointState::decode_view(&cp.blob, &self.config).map_err(|_| {
                 crate::storage::StorageError::Corrupt {
                     what: "checkpoint encoding",
                 }

@@ -234,7 +234,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             self.retry_state_transfer();
             return Err(PeerFault::InvalidState);
         }
-        let Ok(state) = CheckpointState::decode(&blob, &self.config) else {
+        let Ok(state) = CheckpointState::decode_view(&blob, &self.config) else {
             self.retry_state_transfer();
             return Err(PeerFault::InvalidState);
         };
@@ -242,6 +242,8 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         if state.cid <= self.last_decided || state.cid != cid {
             return Ok(());
         }
+        // Restored from the assembled bytes in place (no copy of the snapshot), which then
+        // become the shared blob of the record.
         if self.install_checkpoint_state(state, proof.clone()).is_err() {
             // f+1 replicas vouched for this digest, so the bytes are what a correct replica
             // checkpointed; a restore failure is a local application fault. Retry later.
@@ -251,7 +253,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         let rec = CheckpointRecord {
             cid,
             digest,
-            blob,
+            blob: std::sync::Arc::new(blob),
             proof,
         };
         self.persist(PersistEntry::Checkpoint(rec.clone()));

@@ -23,7 +23,8 @@ use std::time::Duration;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use object_store::path::Path;
 
-use super::{CloudOfClouds, MetaAnswer, ROOT, Wait, blobs_prefix, now_ms, one_line, parse_hex};
+use super::metadata::{MetaAnswer, Wait};
+use super::{CloudOfClouds, ROOT, blobs_prefix, now_ms, one_line, parse_hex};
 use crate::StoreError;
 use crate::meta::{Metadata, VERSIONS_MAX};
 

@@ -62,6 +62,8 @@ pub struct Cloud {
     cas: CasMode,
     latency_ewma_us: AtomicU64,
     strikes: AtomicU32,
+    /// Whether listings come in ascending order of path (see [`Cloud::lists_in_order`]).
+    ordered_listing: bool,
 }
 
 impl fmt::Debug for Cloud {
@@ -74,7 +76,9 @@ impl fmt::Debug for Cloud {
 const LATENCY_PRIOR_US: u64 = 20_000;
 
 impl Cloud {
-    /// Wraps an already-built store.
+    /// Wraps an already-built store. A cloud with [`CasMode::Native`] is taken to list in
+    /// ascending order of path (S3, Azure, GCS and the in-memory store do), one with
+    /// [`CasMode::LocalLock`] not (a local directory does not).
     pub fn new(
         name: impl Into<String>,
         index: usize,
@@ -85,10 +89,27 @@ impl Cloud {
             name: name.into(),
             index,
             store,
+            ordered_listing: matches!(cas, CasMode::Native),
             cas,
             latency_ewma_us: AtomicU64::new(LATENCY_PRIOR_US),
             strikes: AtomicU32::new(0),
         }
+    }
+
+    /// Marks the cloud's listings as coming in no particular order: the client then sorts
+    /// them in memory, up to [`Tuning::unordered_listing_names_max`](crate::Tuning) names.
+    pub fn with_unordered_listing(mut self) -> Self {
+        self.ordered_listing = false;
+        self
+    }
+
+    /// Whether the backend lists objects in ascending order of their paths, as S3, Azure
+    /// Blob Storage, GCS and the in-memory store do (`object_store` itself does not promise
+    /// an order; a local directory and a plain HTTP store list in no particular order).
+    /// The client merges ordered listings name by name, holding one name per cloud, and
+    /// treats one that goes backwards as a failed listing.
+    pub fn lists_in_order(&self) -> bool {
+        self.ordered_listing
     }
 
     /// Builds a cloud from its config entry. `file://` URLs use a local lock for CAS.
@@ -120,7 +141,22 @@ impl Cloud {
         } else {
             CasMode::Native
         };
-        Ok(Self::new(cfg.name.clone(), index, store, cas))
+        let cloud = Self::new(cfg.name.clone(), index, store, cas);
+        let ordered = matches!(
+            object_store::ObjectStoreScheme::parse(&url),
+            Ok((
+                object_store::ObjectStoreScheme::AmazonS3
+                    | object_store::ObjectStoreScheme::GoogleCloudStorage
+                    | object_store::ObjectStoreScheme::MicrosoftAzure
+                    | object_store::ObjectStoreScheme::Memory,
+                _
+            ))
+        );
+        Ok(if ordered {
+            cloud
+        } else {
+            cloud.with_unordered_listing()
+        })
     }
 
     /// Replaces the store with a wrapper around it (e.g. a fault injector), keeping the

@@ -53,7 +53,7 @@ pub enum Fault {
     RollbackMetadata,
     /// Metadata reads return a newer-looking version whose signature is forged.
     ForgeMetadata,
-    /// Listings hide every other entry and invent a fake one.
+    /// Listings hide every other entry and invent a fake one (listed first, in order).
     LieInListings,
     /// Writes are acknowledged but silently discarded.
     DropWrites,
@@ -64,8 +64,12 @@ pub enum Fault {
     RefuseMetadataWrites,
     /// Reads of metadata that does not exist return invented garbage.
     InventMetadata,
-    /// Listings add this many invented names (each listed twice).
+    /// Listings add this many invented names (each listed twice), in order before the
+    /// real ones, so that the listing still comes in ascending order.
     InventNames(u32),
+    /// Listings come in descending order (as from a backend that lists in no particular
+    /// order).
+    ReverseListings,
 }
 
 /// The first, the previous and the latest bytes written to one metadata path.
@@ -397,7 +401,13 @@ impl ObjectStore for FaultyStore {
         match fault {
             Fault::Down => stream::once(async { Err(injected("cloud down")) }).boxed(),
             Fault::LieInListings => lie(inner, prefix.cloned()),
-            Fault::InventNames(k) => inner.chain(invented_names(k, prefix.cloned())).boxed(),
+            Fault::InventNames(k) => invented_names(k, prefix.cloned()).chain(inner).boxed(),
+            Fault::ReverseListings => stream::once(inner.collect::<Vec<_>>())
+                .flat_map(|mut v| {
+                    v.reverse();
+                    stream::iter(v)
+                })
+                .boxed(),
             _ => inner,
         }
     }
@@ -483,7 +493,8 @@ fn lie(
         e_tag: None,
         version: None,
     };
-    hidden.chain(stream::once(async move { Ok(fake) })).boxed()
+    // First, so that the listing still comes in ascending order.
+    stream::once(async move { Ok(fake) }).chain(hidden).boxed()
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use object_store::path::Path;
@@ -92,6 +93,11 @@ pub struct Tuning {
     pub upload_concurrency: usize,
     /// Keys whose metadata is read concurrently by `list`, `scrub` and `gc`.
     pub list_concurrency: usize,
+    /// Most names a listing that comes in no particular order (a local directory, see
+    /// [`Cloud::lists_in_order`]) may hold: such a listing is sorted in memory (32 bytes
+    /// per name), and one that lists more fails as that cloud's listing. Ordered listings
+    /// are merged holding one name per cloud, whatever their length.
+    pub unordered_listing_names_max: usize,
 }
 
 impl Default for Tuning {
@@ -108,6 +114,7 @@ impl Default for Tuning {
             upload_part_bytes: 8 * 1024 * 1024,
             upload_concurrency: 2,
             list_concurrency: 16,
+            unordered_listing_names_max: 1 << 20,
         }
     }
 }
@@ -144,6 +151,9 @@ struct Inner {
     seen: std::sync::Mutex<HashMap<[u8; 32], Version>>,
     tuning: Tuning,
     audit: Option<Arc<dyn AuditSink>>,
+    /// Most name ids any listing of this client held at once (see
+    /// [`CloudOfClouds::listing_names_held_max`]).
+    listing_held_max: AtomicUsize,
 }
 
 impl fmt::Debug for CloudOfClouds {
@@ -399,6 +409,7 @@ impl CloudOfClouds {
                 seen: Default::default(),
                 tuning,
                 audit: None,
+                listing_held_max: AtomicUsize::new(0),
             }),
         })
     }
@@ -416,6 +427,14 @@ impl CloudOfClouds {
     /// The clouds, in shard order.
     pub fn clouds(&self) -> &[Arc<Cloud>] {
         &self.inner.clouds
+    }
+
+    /// The most name ids that any listing merge of this client (`list`, `scrub`, `gc`) held
+    /// in memory at once: the names that `f + 1` clouds list, plus one name per ordered
+    /// listing and the sorted names of unordered ones (not counting the page a backend is
+    /// reading). A diagnostic: it shows that names a single cloud invents cost no memory.
+    pub fn listing_names_held_max(&self) -> usize {
+        self.inner.listing_held_max.load(Ordering::Relaxed)
     }
 
     fn quorum(&self) -> usize {

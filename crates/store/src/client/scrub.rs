@@ -307,13 +307,13 @@ impl CloudOfClouds {
         repair: bool,
         progress: Option<Progress>,
     ) -> Result<ScrubReport, StoreError> {
-        let mut names = self.listed_names().await?;
-        let mut rep = ScrubReport::default();
-        let listed = names.len();
-        names.retain(|_, by| by.len() > self.f());
-        rep.unbacked = listed - names.len();
+        let listed = self.listed_names(false).await?;
+        let mut rep = ScrubReport {
+            unbacked: listed.unbacked,
+            ..ScrubReport::default()
+        };
         let mut done = 0u64;
-        for (id, listed_by) in names {
+        for (id, listed_by) in listed.names {
             done += 1;
             if let Some(p) = &progress {
                 p(done);

@@ -2,21 +2,25 @@
 //! from it: a compare-and-swap on metadata, and a running latency estimate for ranking.
 
 use std::fmt;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{
-    GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion,
+    GetOptions, GetResult, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    UpdateVersion,
 };
 use rampart_crypto::hash::Digest;
 
 use crate::StoreError;
 use crate::config::CloudConfig;
+use crate::meta::META_BYTES_MAX;
 
 /// How a cloud serialises concurrent metadata writers.
 #[derive(Clone, Debug)]
@@ -218,12 +222,8 @@ impl Cloud {
             e_tag: res.meta.e_tag.clone(),
             version: res.meta.version.clone(),
         };
-        let bytes = res.bytes().await.map_err(CloudError::Backend)?;
-        if bytes.len() > max_len {
-            return Err(CloudError::TooLarge {
-                len: bytes.len() as u64,
-            });
-        }
+        // The size the cloud reported is a claim: the body is read with the same cap.
+        let bytes = body_capped(res, max_len).await?;
         let token = match self.cas {
             CasMode::Native => CasToken::Native(token),
             CasMode::LocalLock { .. } => CasToken::Content(Digest::of(&bytes)),
@@ -267,7 +267,7 @@ impl Cloud {
                 // Under the lock: re-read, compare, write. `object_store`'s local put is an
                 // atomic rename, so readers never see a torn metadata object.
                 let current = match self.store.get(path).await {
-                    Ok(r) => Some(r.bytes().await.map_err(CloudError::Backend)?),
+                    Ok(r) => Some(body_capped(r, META_BYTES_MAX).await?),
                     Err(object_store::Error::NotFound { .. }) => None,
                     Err(e) => return Err(CloudError::Backend(e)),
                 };
@@ -290,6 +290,62 @@ impl Cloud {
             }
         }
     }
+}
+
+impl Cloud {
+    /// Reads `range` of the object at `path`. A body longer than the range is refused
+    /// with [`CloudError::TooLarge`] as soon as it runs over, without reading the rest:
+    /// a cloud cannot make the client buffer more than it asked for. A shorter body is
+    /// returned as it is (the caller checks the length).
+    pub async fn get_range_capped(
+        &self,
+        path: &Path,
+        range: Range<u64>,
+    ) -> Result<Bytes, CloudError> {
+        let len = usize::try_from(range.end.saturating_sub(range.start)).unwrap_or(usize::MAX);
+        let opts = GetOptions {
+            range: Some(range.into()),
+            ..Default::default()
+        };
+        let res = self
+            .store
+            .get_opts(path, opts)
+            .await
+            .map_err(CloudError::Backend)?;
+        body_capped(res, len).await
+    }
+}
+
+/// The body of `res`, or [`CloudError::TooLarge`] as soon as it exceeds `max_len` bytes
+/// (whatever size the cloud claimed). A body that arrives in one piece is not copied.
+async fn body_capped(res: GetResult, max_len: usize) -> Result<Bytes, CloudError> {
+    let mut body = res.into_stream();
+    let mut first: Option<Bytes> = None;
+    let mut rest: Vec<u8> = Vec::new();
+    let mut len = 0usize;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(CloudError::Backend)?;
+        len = len.saturating_add(chunk.len());
+        if len > max_len {
+            return Err(CloudError::TooLarge { len: len as u64 });
+        }
+        match &first {
+            None => first = Some(chunk),
+            Some(f) => {
+                if rest.is_empty() {
+                    rest.reserve(len);
+                    rest.extend_from_slice(f);
+                }
+                rest.extend_from_slice(&chunk);
+            }
+        }
+    }
+    assert!(len <= max_len, "body cap");
+    Ok(if rest.is_empty() {
+        first.unwrap_or_default()
+    } else {
+        Bytes::from(rest)
+    })
 }
 
 /// Takes an exclusive OS lock on a file named after `path` (released on drop).

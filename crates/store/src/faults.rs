@@ -67,10 +67,20 @@ pub enum Fault {
     /// Listings add this many invented names (each listed twice), in order before the
     /// real ones, so that the listing still comes in ascending order.
     InventNames(u32),
+    /// Reads of data objects (not metadata) send the stored bytes followed by
+    /// [`OVERSIZE_BYTES`] more, produced only as the reader pulls them (see
+    /// [`FaultControl::oversize_bytes_pulled`]).
+    OversizeReads,
     /// Listings come in descending order (as from a backend that lists in no particular
     /// order).
     ReverseListings,
 }
+
+/// Extra bytes a cloud with [`Fault::OversizeReads`] sends after a data object's bytes.
+pub const OVERSIZE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Size of each extra chunk of [`Fault::OversizeReads`].
+const OVERSIZE_CHUNK: usize = 64 * 1024;
 
 /// The first, the previous and the latest bytes written to one metadata path.
 struct History {
@@ -86,6 +96,8 @@ struct State {
     history: HashMap<Path, History>,
     /// Metadata reads served so far.
     metadata_reads: u64,
+    /// Extra bytes of [`Fault::OversizeReads`] the readers pulled.
+    oversize_pulled: u64,
 }
 
 /// Handle that switches a [`FaultyStore`]'s behaviour.
@@ -101,6 +113,11 @@ impl FaultControl {
     /// The current fault.
     pub fn get(&self) -> Fault {
         self.0.lock().expect("fault state lock").fault.clone()
+    }
+
+    /// How many of the extra bytes of [`Fault::OversizeReads`] readers pulled so far.
+    pub fn oversize_bytes_pulled(&self) -> u64 {
+        self.0.lock().expect("fault state lock").oversize_pulled
     }
 
     /// How many metadata reads this cloud has been asked for.
@@ -327,6 +344,36 @@ impl ObjectStore for FaultyStore {
                     | Fault::RollbackMetadata
                     | Fault::ForgeMetadata
             );
+        if fault == Fault::OversizeReads && !Self::is_metadata(location) {
+            let ctl = self.ctl.clone();
+            let chunks = OVERSIZE_BYTES.div_ceil(OVERSIZE_CHUNK as u64);
+            let extra = stream::iter(0..chunks).map(move |_| {
+                ctl.0.lock().expect("fault state lock").oversize_pulled += OVERSIZE_CHUNK as u64;
+                Ok(Bytes::from(vec![0u8; OVERSIZE_CHUNK]))
+            });
+            let GetResult {
+                meta,
+                range,
+                attributes,
+                extensions,
+                payload,
+            } = res;
+            let body = GetResult {
+                meta: meta.clone(),
+                range: range.clone(),
+                attributes: attributes.clone(),
+                extensions: extensions.clone(),
+                payload,
+            }
+            .into_stream();
+            return Ok(GetResult {
+                payload: GetResultPayload::Stream(body.chain(extra).boxed()),
+                meta,
+                range,
+                attributes,
+                extensions,
+            });
+        }
         if !tamper || res.range.is_empty() {
             return Ok(res);
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{SEG, data, get, memory_store, put, rt};
 use proptest::prelude::*;
-use rampart_store::faults::Fault;
+use rampart_store::faults::{Fault, OVERSIZE_BYTES};
 use rampart_store::{Protocol, StoreError};
 
 const SIZES: [usize; 7] = [
@@ -675,5 +675,37 @@ fn attrs_are_sealed_and_versions_checked() {
         let big = vec![0u8; rampart_store::meta::ATTRS_PLAIN_BYTES_MAX + 1];
         assert!(store.put("b", &b"x"[..], big, None).await.is_err());
         assert!(store.head("b").await.is_err());
+    });
+}
+
+/// A cloud that sends more bytes than a read asked for is cut off as soon as the body runs
+/// over, instead of being buffered whole (issue 11, finding 10): `get` still returns the
+/// exact bytes from the other clouds, and `scrub` reports the cloud's shards as corrupt.
+#[test]
+fn a_cloud_that_sends_more_than_it_was_asked_for_is_cut_off() {
+    rt().block_on(async {
+        let (store, ctl) = memory_store(4, Protocol::Confidential);
+        let bytes = data(3 * SEG as usize + 5, 9);
+        put(&store, "k", &bytes).await.unwrap();
+        ctl[0].set(Fault::OversizeReads);
+        // Cloud 0 looks fastest, so it is asked first.
+        for _ in 0..64 {
+            store.clouds()[0].observe(Duration::ZERO);
+        }
+        assert_eq!(get(&store, "k").await.unwrap(), bytes);
+        let rep = store.scrub(false, None).await.unwrap();
+        assert!(
+            rep.problems
+                .iter()
+                .any(|(c, _, p)| c == "mem-0" && p.starts_with("shards corrupt")),
+            "{rep:?}"
+        );
+        // Each refused read pulled at most one extra chunk; reading one body whole would
+        // have pulled all of OVERSIZE_BYTES.
+        let pulled = ctl[0].oversize_bytes_pulled();
+        assert!(
+            pulled > 0 && pulled < OVERSIZE_BYTES,
+            "pulled {pulled} extra bytes"
+        );
     });
 }

@@ -22,7 +22,6 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use futures::stream::{self, FuturesUnordered, StreamExt};
-use object_store::ObjectStoreExt;
 use rampart_crypto::aead::SegmentKey;
 use rampart_crypto::hash::{Digest, Hasher};
 use rampart_crypto::shamir::{self, Share};
@@ -557,8 +556,12 @@ impl Fetch {
         name_id: &[u8; 32],
         blob_id: &[u8; 16],
     ) -> Result<Bytes, FetchFailure> {
-        let backend = |e: object_store::Error| match e {
-            object_store::Error::NotFound { .. } => FetchFailure::Other("missing".into()),
+        let backend = |e: CloudError| match e {
+            CloudError::Backend(object_store::Error::NotFound { .. }) => {
+                FetchFailure::Other("missing".into())
+            }
+            // More bytes than asked for: cut off unread, and counted against the cloud.
+            e @ CloudError::TooLarge { .. } => FetchFailure::Bad(one_line(&e)),
             e => FetchFailure::Other(one_line(&e)),
         };
         match self {
@@ -566,8 +569,7 @@ impl Fetch {
             Fetch::Range(r) => {
                 let path = shard_path(name_id, blob_id, c.index);
                 let bytes = c
-                    .store()
-                    .get_range(&path, r.clone())
+                    .get_range_capped(&path, r.clone())
                     .await
                     .map_err(backend)?;
                 if bytes.len() as u64 != r.end - r.start {

@@ -32,7 +32,7 @@ use super::{
     CloudOfClouds, Progress, join_failures, manifest_path, meta_path, one_line, shard_path,
 };
 use crate::StoreError;
-use crate::cloud::{CasOutcome, Cloud};
+use crate::cloud::{CasOutcome, Cloud, CloudError};
 use crate::meta::{MANIFEST_BYTES_MAX, META_BYTES_MAX, Manifest, Metadata, Protocol, Version};
 use crate::pipeline::{Codec, SegmentContext};
 
@@ -244,14 +244,13 @@ impl CloudOfClouds {
             Ok(Ok(_)) => {}
         }
         if m.header_len() > 0 {
-            match tokio::time::timeout(
-                timeout,
-                c.store().get_range(&path, 0..m.header_len() as u64),
-            )
-            .await
+            match tokio::time::timeout(timeout, c.get_range_capped(&path, 0..m.header_len() as u64))
+                .await
             {
                 Ok(Ok(b)) if Digest::of(&b) == m.share_digests[i] => {}
-                Ok(Ok(_)) => return ShardHealth::Corrupt { segment: None },
+                Ok(Ok(_) | Err(CloudError::TooLarge { .. })) => {
+                    return ShardHealth::Corrupt { segment: None };
+                }
                 Ok(Err(e)) => {
                     return ShardHealth::Unreachable {
                         reason: one_line(&e),
@@ -274,7 +273,7 @@ impl CloudOfClouds {
                     }
                     let off = m.shard_offset(s);
                     let r =
-                        tokio::time::timeout(timeout, c.store().get_range(&path, off..off + len))
+                        tokio::time::timeout(timeout, c.get_range_capped(&path, off..off + len))
                             .await;
                     (
                         s,
@@ -282,6 +281,7 @@ impl CloudOfClouds {
                             Ok(Ok(b)) => Ok(
                                 b.len() as u64 == len && Digest::of(&b) == *m.shard_digest(s, i)
                             ),
+                            Ok(Err(CloudError::TooLarge { .. })) => Ok(false),
                             Ok(Err(e)) => Err(one_line(&e)),
                             Err(_) => Err("timed out".to_string()),
                         },

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::{SEG, data, get, memory_store, put, rt};
 use proptest::prelude::*;
 use rampart_store::faults::{Fault, OVERSIZE_BYTES};
-use rampart_store::{Protocol, StoreError};
+use rampart_store::{Protocol, StoreError, Tuning};
 
 const SIZES: [usize; 7] = [
     0,
@@ -707,5 +707,42 @@ fn a_cloud_that_sends_more_than_it_was_asked_for_is_cut_off() {
             pulled > 0 && pulled < OVERSIZE_BYTES,
             "pulled {pulled} extra bytes"
         );
+    });
+}
+
+/// Uploads that keep running after their write returned (stragglers) are bounded across
+/// the client (issue 11, finding 10): with one cloud hanging, each put leaves its upload
+/// to that cloud behind, and beyond `straggler_uploads_max` of them a put drops that
+/// cloud's upload when it returns, interrupting even the hanging request.
+#[test]
+fn stragglers_of_a_hanging_cloud_are_bounded() {
+    rt().block_on(async {
+        let t = Tuning {
+            straggler_uploads_max: 2,
+            ..common::tuning()
+        };
+        let (store, ctl) = common::memory_store_tuned(4, Protocol::Confidential, t);
+        ctl[3].set(Fault::Slow(Duration::from_secs(3600)));
+        for i in 0..6 {
+            let r = store
+                .put(&format!("k{i}"), &b"v"[..], Vec::new(), None)
+                .await
+                .unwrap();
+            drop(r.background);
+        }
+        // Dropped uploads end as soon as they are woken; wait for that (bounded).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while store.uploads_running() > 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} uploads still running after 6 puts",
+                store.uploads_running()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        ctl[3].set(Fault::None);
+        for i in 0..6 {
+            assert_eq!(get(&store, &format!("k{i}")).await.unwrap(), b"v");
+        }
     });
 }

@@ -98,6 +98,11 @@ pub struct Tuning {
     /// per name), and one that lists more fails as that cloud's listing. Ordered listings
     /// are merged holding one name per cloud, whatever their length.
     pub unordered_listing_names_max: usize,
+    /// Most data uploads that keep running after their write returned (stragglers), across
+    /// the client; each holds up to `write_queue_segments` shards and
+    /// `upload_part_bytes × (upload_concurrency + 1)` bytes. A write whose slower clouds
+    /// would exceed it drops them when it returns (`scrub` repairs them later).
+    pub straggler_uploads_max: usize,
 }
 
 impl Default for Tuning {
@@ -115,6 +120,7 @@ impl Default for Tuning {
             upload_concurrency: 2,
             list_concurrency: 16,
             unordered_listing_names_max: 1 << 20,
+            straggler_uploads_max: 8,
         }
     }
 }
@@ -154,6 +160,9 @@ struct Inner {
     /// Most name ids any listing of this client held at once (see
     /// [`CloudOfClouds::listing_names_held_max`]).
     listing_held_max: AtomicUsize,
+    /// Data uploads running now, stragglers included (see
+    /// [`CloudOfClouds::uploads_running`]).
+    uploads_running: Arc<AtomicUsize>,
 }
 
 impl fmt::Debug for CloudOfClouds {
@@ -410,6 +419,7 @@ impl CloudOfClouds {
                 tuning,
                 audit: None,
                 listing_held_max: AtomicUsize::new(0),
+                uploads_running: Arc::default(),
             }),
         })
     }
@@ -427,6 +437,13 @@ impl CloudOfClouds {
     /// The clouds, in shard order.
     pub fn clouds(&self) -> &[Arc<Cloud>] {
         &self.inner.clouds
+    }
+
+    /// Data uploads of this client running now, across writes: those of writes in
+    /// progress and the stragglers of writes that returned (see
+    /// [`Tuning::straggler_uploads_max`]).
+    pub fn uploads_running(&self) -> usize {
+        self.inner.uploads_running.load(Ordering::SeqCst)
     }
 
     /// The most name ids that any listing merge of this client (`list`, `scrub`, `gc`) held

@@ -14,10 +14,14 @@
 //!   visible (multipart uploads are discarded).
 //! - [`Uploads::finish`] returns only once `need` uploads completed; fewer is
 //!   [`StoreError::QuorumUnavailable`] with every cloud's failure.
+//! - At most `Tuning::straggler_uploads_max` uploads keep running after their write
+//!   returned, across the client: beyond it, a write drops its slower clouds' uploads when
+//!   it returns. Dropping a cloud interrupts its upload even inside a request that hangs,
+//!   so a hanging cloud cannot keep one more upload (and its buffers) alive per write.
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,6 +29,7 @@ use object_store::buffered::BufWriter;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::SendTimeoutError;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::{CloudOfClouds, join_failures, one_line, shard_path};
@@ -147,6 +152,10 @@ impl<T: Send + 'static> Quorum<T> {
         Some(r)
     }
 
+    fn is_running(&self, i: usize) -> bool {
+        self.handles[i].is_some()
+    }
+
     pub(super) fn into_background(self) -> Background {
         let mut bg = Background::default();
         for (cloud, what, h) in self.handles.into_iter().flatten() {
@@ -160,7 +169,12 @@ impl<T: Send + 'static> Quorum<T> {
 pub(super) struct Uploads {
     clouds: Vec<Arc<Cloud>>,
     senders: Vec<Option<mpsc::Sender<Bytes>>>,
-    aborts: Vec<Arc<AtomicBool>>,
+    /// Set to drop a cloud from the write; wakes its upload even inside a hanging request.
+    aborts: Vec<watch::Sender<bool>>,
+    /// Uploads of this client running now, across writes (shared).
+    running: Arc<AtomicUsize>,
+    /// Most uploads that may keep running after their write returned.
+    stragglers_max: usize,
     tasks: Quorum<()>,
     pub(super) failures: Vec<(String, String)>,
 }
@@ -178,35 +192,47 @@ impl Uploads {
         let mut up = Self {
             clouds: client.inner.clouds.clone(),
             senders: (0..n).map(|_| None).collect(),
-            aborts: (0..n).map(|_| Arc::new(AtomicBool::new(false))).collect(),
+            aborts: (0..n).map(|_| watch::Sender::new(false)).collect(),
+            running: client.inner.uploads_running.clone(),
+            stragglers_max: tuning.straggler_uploads_max,
             tasks: Quorum::new(n),
             failures: Vec::new(),
         };
         for &i in which {
             let cloud = client.inner.clouds[i].clone();
             let (tx, mut rx) = mpsc::channel::<Bytes>(tuning.write_queue_segments.max(1));
-            let abort = up.aborts[i].clone();
+            let mut abort = up.aborts[i].subscribe();
+            let running = Running::start(&up.running);
             let store = cloud.store().clone();
             let path = shard_path(name_id, blob_id, i);
             let (cap, conc) = (tuning.upload_part_bytes, tuning.upload_concurrency.max(1));
+            let op_timeout = tuning.op_timeout;
             let task = async move {
+                let _running = running;
                 let mut w = BufWriter::with_capacity(store, path, cap).with_max_concurrency(conc);
-                let mut res: Result<(), String> = Ok(());
-                while let Some(b) = rx.recv().await {
-                    if let Err(e) = w.put(b).await {
-                        res = Err(one_line(&e));
-                        break;
-                    }
+                let dropped = || Err::<(), String>("dropped from the write".into());
+                // Dropping the cloud interrupts the upload, even a request that hangs.
+                let mut res = tokio::select! {
+                    r = async {
+                        while let Some(b) = rx.recv().await {
+                            w.put(b).await.map_err(|e| one_line(&e))?;
+                        }
+                        Ok::<(), String>(())
+                    } => r,
+                    () = dropped_from_write(&mut abort) => dropped(),
+                };
+                if res.is_ok() && *abort.borrow() {
+                    res = dropped();
                 }
-                if res.is_ok() && abort.load(Ordering::SeqCst) {
-                    res = Err("dropped from the write".into());
+                if res.is_ok() {
+                    res = tokio::select! {
+                        r = w.shutdown() => return r.map_err(|e| one_line(&e)),
+                        () = dropped_from_write(&mut abort) => dropped(),
+                    };
                 }
-                if res.is_err() {
-                    // Abort leaves nothing visible: multipart uploads are discarded.
-                    let _ = w.abort().await;
-                    return res;
-                }
-                w.shutdown().await.map_err(|e| one_line(&e))
+                // Abort leaves nothing visible: multipart uploads are discarded.
+                let _ = tokio::time::timeout(op_timeout, w.abort()).await;
+                res
             };
             up.tasks.spawn(i, &cloud.name, "data upload", task);
             up.senders[i] = Some(tx);
@@ -224,7 +250,7 @@ impl Uploads {
             self.failures
                 .push((self.clouds[i].name.clone(), why.to_owned()));
         }
-        self.aborts[i].store(true, Ordering::SeqCst);
+        self.aborts[i].send_replace(true);
     }
 
     pub(super) fn cancel_all(&mut self, why: &str) {
@@ -287,6 +313,21 @@ impl Uploads {
                 None => break,
             }
         }
+        // Uploads still running become stragglers only while at most `stragglers_max` run
+        // across the client; the rest are dropped now (scrub repairs those clouds), so a
+        // hanging cloud does not keep one more upload alive per write.
+        let over = self
+            .running
+            .load(Ordering::SeqCst)
+            .saturating_sub(self.stragglers_max);
+        let late: Vec<usize> = (0..self.senders.len())
+            .filter(|&j| self.tasks.is_running(j))
+            .take(over)
+            .collect();
+        for j in late {
+            tracing::warn!(cloud = %self.clouds[j].name, "dropping straggler upload: too many run");
+            self.aborts[j].send_replace(true);
+        }
         if ok < need {
             self.failures.dedup();
             return Err(StoreError::QuorumUnavailable {
@@ -298,5 +339,29 @@ impl Uploads {
             });
         }
         Ok(self.tasks.into_background())
+    }
+}
+
+/// Resolves once the upload is dropped from its write; never if the write ended (and
+/// closed the channel) without dropping it.
+async fn dropped_from_write(abort: &mut watch::Receiver<bool>) {
+    if abort.wait_for(|a| *a).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Counts one running upload in a shared gauge while it lives.
+struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    fn start(gauge: &Arc<AtomicUsize>) -> Self {
+        gauge.fetch_add(1, Ordering::SeqCst);
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }

@@ -2,21 +2,25 @@
 //! from it: a compare-and-swap on metadata, and a running latency estimate for ranking.
 
 use std::fmt;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{
-    GetOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, UpdateVersion,
+    GetOptions, GetResult, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+    UpdateVersion,
 };
 use rampart_crypto::hash::Digest;
 
 use crate::StoreError;
 use crate::config::CloudConfig;
+use crate::meta::META_BYTES_MAX;
 
 /// How a cloud serialises concurrent metadata writers.
 #[derive(Clone, Debug)]
@@ -62,6 +66,8 @@ pub struct Cloud {
     cas: CasMode,
     latency_ewma_us: AtomicU64,
     strikes: AtomicU32,
+    /// Whether listings come in ascending order of path (see [`Cloud::lists_in_order`]).
+    ordered_listing: bool,
 }
 
 impl fmt::Debug for Cloud {
@@ -74,7 +80,9 @@ impl fmt::Debug for Cloud {
 const LATENCY_PRIOR_US: u64 = 20_000;
 
 impl Cloud {
-    /// Wraps an already-built store.
+    /// Wraps an already-built store. A cloud with [`CasMode::Native`] is taken to list in
+    /// ascending order of path (S3, Azure, GCS and the in-memory store do), one with
+    /// [`CasMode::LocalLock`] not (a local directory does not).
     pub fn new(
         name: impl Into<String>,
         index: usize,
@@ -85,10 +93,27 @@ impl Cloud {
             name: name.into(),
             index,
             store,
+            ordered_listing: matches!(cas, CasMode::Native),
             cas,
             latency_ewma_us: AtomicU64::new(LATENCY_PRIOR_US),
             strikes: AtomicU32::new(0),
         }
+    }
+
+    /// Marks the cloud's listings as coming in no particular order: the client then sorts
+    /// them in memory, up to [`Tuning::unordered_listing_names_max`](crate::Tuning) names.
+    pub fn with_unordered_listing(mut self) -> Self {
+        self.ordered_listing = false;
+        self
+    }
+
+    /// Whether the backend lists objects in ascending order of their paths, as S3, Azure
+    /// Blob Storage, GCS and the in-memory store do (`object_store` itself does not promise
+    /// an order; a local directory and a plain HTTP store list in no particular order).
+    /// The client merges ordered listings name by name, holding one name per cloud, and
+    /// treats one that goes backwards as a failed listing.
+    pub fn lists_in_order(&self) -> bool {
+        self.ordered_listing
     }
 
     /// Builds a cloud from its config entry. `file://` URLs use a local lock for CAS.
@@ -120,7 +145,22 @@ impl Cloud {
         } else {
             CasMode::Native
         };
-        Ok(Self::new(cfg.name.clone(), index, store, cas))
+        let cloud = Self::new(cfg.name.clone(), index, store, cas);
+        let ordered = matches!(
+            object_store::ObjectStoreScheme::parse(&url),
+            Ok((
+                object_store::ObjectStoreScheme::AmazonS3
+                    | object_store::ObjectStoreScheme::GoogleCloudStorage
+                    | object_store::ObjectStoreScheme::MicrosoftAzure
+                    | object_store::ObjectStoreScheme::Memory,
+                _
+            ))
+        );
+        Ok(if ordered {
+            cloud
+        } else {
+            cloud.with_unordered_listing()
+        })
     }
 
     /// Replaces the store with a wrapper around it (e.g. a fault injector), keeping the
@@ -182,12 +222,8 @@ impl Cloud {
             e_tag: res.meta.e_tag.clone(),
             version: res.meta.version.clone(),
         };
-        let bytes = res.bytes().await.map_err(CloudError::Backend)?;
-        if bytes.len() > max_len {
-            return Err(CloudError::TooLarge {
-                len: bytes.len() as u64,
-            });
-        }
+        // The size the cloud reported is a claim: the body is read with the same cap.
+        let bytes = body_capped(res, max_len).await?;
         let token = match self.cas {
             CasMode::Native => CasToken::Native(token),
             CasMode::LocalLock { .. } => CasToken::Content(Digest::of(&bytes)),
@@ -231,7 +267,7 @@ impl Cloud {
                 // Under the lock: re-read, compare, write. `object_store`'s local put is an
                 // atomic rename, so readers never see a torn metadata object.
                 let current = match self.store.get(path).await {
-                    Ok(r) => Some(r.bytes().await.map_err(CloudError::Backend)?),
+                    Ok(r) => Some(body_capped(r, META_BYTES_MAX).await?),
                     Err(object_store::Error::NotFound { .. }) => None,
                     Err(e) => return Err(CloudError::Backend(e)),
                 };
@@ -254,6 +290,62 @@ impl Cloud {
             }
         }
     }
+}
+
+impl Cloud {
+    /// Reads `range` of the object at `path`. A body longer than the range is refused
+    /// with [`CloudError::TooLarge`] as soon as it runs over, without reading the rest:
+    /// a cloud cannot make the client buffer more than it asked for. A shorter body is
+    /// returned as it is (the caller checks the length).
+    pub async fn get_range_capped(
+        &self,
+        path: &Path,
+        range: Range<u64>,
+    ) -> Result<Bytes, CloudError> {
+        let len = usize::try_from(range.end.saturating_sub(range.start)).unwrap_or(usize::MAX);
+        let opts = GetOptions {
+            range: Some(range.into()),
+            ..Default::default()
+        };
+        let res = self
+            .store
+            .get_opts(path, opts)
+            .await
+            .map_err(CloudError::Backend)?;
+        body_capped(res, len).await
+    }
+}
+
+/// The body of `res`, or [`CloudError::TooLarge`] as soon as it exceeds `max_len` bytes
+/// (whatever size the cloud claimed). A body that arrives in one piece is not copied.
+async fn body_capped(res: GetResult, max_len: usize) -> Result<Bytes, CloudError> {
+    let mut body = res.into_stream();
+    let mut first: Option<Bytes> = None;
+    let mut rest: Vec<u8> = Vec::new();
+    let mut len = 0usize;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(CloudError::Backend)?;
+        len = len.saturating_add(chunk.len());
+        if len > max_len {
+            return Err(CloudError::TooLarge { len: len as u64 });
+        }
+        match &first {
+            None => first = Some(chunk),
+            Some(f) => {
+                if rest.is_empty() {
+                    rest.reserve(len);
+                    rest.extend_from_slice(f);
+                }
+                rest.extend_from_slice(&chunk);
+            }
+        }
+    }
+    assert!(len <= max_len, "body cap");
+    Ok(if rest.is_empty() {
+        first.unwrap_or_default()
+    } else {
+        Bytes::from(rest)
+    })
 }
 
 /// Takes an exclusive OS lock on a file named after `path` (released on drop).

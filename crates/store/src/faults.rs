@@ -53,7 +53,7 @@ pub enum Fault {
     RollbackMetadata,
     /// Metadata reads return a newer-looking version whose signature is forged.
     ForgeMetadata,
-    /// Listings hide every other entry and invent a fake one.
+    /// Listings hide every other entry and invent a fake one (listed first, in order).
     LieInListings,
     /// Writes are acknowledged but silently discarded.
     DropWrites,
@@ -64,9 +64,23 @@ pub enum Fault {
     RefuseMetadataWrites,
     /// Reads of metadata that does not exist return invented garbage.
     InventMetadata,
-    /// Listings add this many invented names (each listed twice).
+    /// Listings add this many invented names (each listed twice), in order before the
+    /// real ones, so that the listing still comes in ascending order.
     InventNames(u32),
+    /// Reads of data objects (not metadata) send the stored bytes followed by
+    /// [`OVERSIZE_BYTES`] more, produced only as the reader pulls them (see
+    /// [`FaultControl::oversize_bytes_pulled`]).
+    OversizeReads,
+    /// Listings come in descending order (as from a backend that lists in no particular
+    /// order).
+    ReverseListings,
 }
+
+/// Extra bytes a cloud with [`Fault::OversizeReads`] sends after a data object's bytes.
+pub const OVERSIZE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Size of each extra chunk of [`Fault::OversizeReads`].
+const OVERSIZE_CHUNK: usize = 64 * 1024;
 
 /// The first, the previous and the latest bytes written to one metadata path.
 struct History {
@@ -82,6 +96,8 @@ struct State {
     history: HashMap<Path, History>,
     /// Metadata reads served so far.
     metadata_reads: u64,
+    /// Extra bytes of [`Fault::OversizeReads`] the readers pulled.
+    oversize_pulled: u64,
 }
 
 /// Handle that switches a [`FaultyStore`]'s behaviour.
@@ -97,6 +113,11 @@ impl FaultControl {
     /// The current fault.
     pub fn get(&self) -> Fault {
         self.0.lock().expect("fault state lock").fault.clone()
+    }
+
+    /// How many of the extra bytes of [`Fault::OversizeReads`] readers pulled so far.
+    pub fn oversize_bytes_pulled(&self) -> u64 {
+        self.0.lock().expect("fault state lock").oversize_pulled
     }
 
     /// How many metadata reads this cloud has been asked for.
@@ -323,6 +344,36 @@ impl ObjectStore for FaultyStore {
                     | Fault::RollbackMetadata
                     | Fault::ForgeMetadata
             );
+        if fault == Fault::OversizeReads && !Self::is_metadata(location) {
+            let ctl = self.ctl.clone();
+            let chunks = OVERSIZE_BYTES.div_ceil(OVERSIZE_CHUNK as u64);
+            let extra = stream::iter(0..chunks).map(move |_| {
+                ctl.0.lock().expect("fault state lock").oversize_pulled += OVERSIZE_CHUNK as u64;
+                Ok(Bytes::from(vec![0u8; OVERSIZE_CHUNK]))
+            });
+            let GetResult {
+                meta,
+                range,
+                attributes,
+                extensions,
+                payload,
+            } = res;
+            let body = GetResult {
+                meta: meta.clone(),
+                range: range.clone(),
+                attributes: attributes.clone(),
+                extensions: extensions.clone(),
+                payload,
+            }
+            .into_stream();
+            return Ok(GetResult {
+                payload: GetResultPayload::Stream(body.chain(extra).boxed()),
+                meta,
+                range,
+                attributes,
+                extensions,
+            });
+        }
         if !tamper || res.range.is_empty() {
             return Ok(res);
         }
@@ -397,7 +448,13 @@ impl ObjectStore for FaultyStore {
         match fault {
             Fault::Down => stream::once(async { Err(injected("cloud down")) }).boxed(),
             Fault::LieInListings => lie(inner, prefix.cloned()),
-            Fault::InventNames(k) => inner.chain(invented_names(k, prefix.cloned())).boxed(),
+            Fault::InventNames(k) => invented_names(k, prefix.cloned()).chain(inner).boxed(),
+            Fault::ReverseListings => stream::once(inner.collect::<Vec<_>>())
+                .flat_map(|mut v| {
+                    v.reverse();
+                    stream::iter(v)
+                })
+                .boxed(),
             _ => inner,
         }
     }
@@ -483,7 +540,8 @@ fn lie(
         e_tag: None,
         version: None,
     };
-    hidden.chain(stream::once(async move { Ok(fake) })).boxed()
+    // First, so that the listing still comes in ascending order.
+    stream::once(async move { Ok(fake) }).chain(hidden).boxed()
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::{SEG, data, get, memory_store, put, rt};
 use proptest::prelude::*;
-use rampart_store::faults::Fault;
-use rampart_store::{Protocol, StoreError};
+use rampart_store::faults::{Fault, OVERSIZE_BYTES};
+use rampart_store::{Protocol, StoreError, Tuning};
 
 const SIZES: [usize; 7] = [
     0,
@@ -675,5 +675,74 @@ fn attrs_are_sealed_and_versions_checked() {
         let big = vec![0u8; rampart_store::meta::ATTRS_PLAIN_BYTES_MAX + 1];
         assert!(store.put("b", &b"x"[..], big, None).await.is_err());
         assert!(store.head("b").await.is_err());
+    });
+}
+
+/// A cloud that sends more bytes than a read asked for is cut off as soon as the body runs
+/// over, instead of being buffered whole (issue 11, finding 10): `get` still returns the
+/// exact bytes from the other clouds, and `scrub` reports the cloud's shards as corrupt.
+#[test]
+fn a_cloud_that_sends_more_than_it_was_asked_for_is_cut_off() {
+    rt().block_on(async {
+        let (store, ctl) = memory_store(4, Protocol::Confidential);
+        let bytes = data(3 * SEG as usize + 5, 9);
+        put(&store, "k", &bytes).await.unwrap();
+        ctl[0].set(Fault::OversizeReads);
+        // Cloud 0 looks fastest, so it is asked first.
+        for _ in 0..64 {
+            store.clouds()[0].observe(Duration::ZERO);
+        }
+        assert_eq!(get(&store, "k").await.unwrap(), bytes);
+        let rep = store.scrub(false, None).await.unwrap();
+        assert!(
+            rep.problems
+                .iter()
+                .any(|(c, _, p)| c == "mem-0" && p.starts_with("shards corrupt")),
+            "{rep:?}"
+        );
+        // Each refused read pulled at most one extra chunk; reading one body whole would
+        // have pulled all of OVERSIZE_BYTES.
+        let pulled = ctl[0].oversize_bytes_pulled();
+        assert!(
+            pulled > 0 && pulled < OVERSIZE_BYTES,
+            "pulled {pulled} extra bytes"
+        );
+    });
+}
+
+/// Uploads that keep running after their write returned (stragglers) are bounded across
+/// the client (issue 11, finding 10): with one cloud hanging, each put leaves its upload
+/// to that cloud behind, and beyond `straggler_uploads_max` of them a put drops that
+/// cloud's upload when it returns, interrupting even the hanging request.
+#[test]
+fn stragglers_of_a_hanging_cloud_are_bounded() {
+    rt().block_on(async {
+        let t = Tuning {
+            straggler_uploads_max: 2,
+            ..common::tuning()
+        };
+        let (store, ctl) = common::memory_store_tuned(4, Protocol::Confidential, t);
+        ctl[3].set(Fault::Slow(Duration::from_secs(3600)));
+        for i in 0..6 {
+            let r = store
+                .put(&format!("k{i}"), &b"v"[..], Vec::new(), None)
+                .await
+                .unwrap();
+            drop(r.background);
+        }
+        // Dropped uploads end as soon as they are woken; wait for that (bounded).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while store.uploads_running() > 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} uploads still running after 6 puts",
+                store.uploads_running()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        ctl[3].set(Fault::None);
+        for i in 0..6 {
+            assert_eq!(get(&store, &format!("k{i}")).await.unwrap(), b"v");
+        }
     });
 }

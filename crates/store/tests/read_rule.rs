@@ -1,7 +1,8 @@
 //! Version identity and availability under f faulty clouds (issue 11, findings 5, 6, 7
 //! and 9; ADR 0006): writers sharing a key that race to one counter never mix two writes,
 //! and `stat` and `scrub` report the divergence; a cloud that merely lacks metadata is not
-//! a fault; a swap reaches every cloud; a hanging cloud does not stall a manifest read.
+//! a fault; a swap reaches every cloud; a hanging cloud does not stall a manifest read; names
+//! that one cloud invents cost neither metadata reads nor listing memory (finding 8).
 
 mod common;
 
@@ -373,5 +374,140 @@ fn names_that_one_cloud_lists_cost_gc_and_scrub_no_metadata_reads() {
         let spent = reads() - before;
         assert_eq!((rep.keys, rep.unbacked), (2, 30_000), "{rep:?}");
         assert!(spent <= 8, "{spent} metadata reads to scrub two keys");
+    });
+}
+
+/// Listing memory does not grow with names that one cloud invents (finding 8): the
+/// listings are merged in order, one name per listing at a time, so `ls`, `scrub` and
+/// `gc` hold the two real names and a name per listing, not the 30,000 invented ones.
+#[test]
+fn names_that_one_cloud_lists_cost_no_listing_memory() {
+    rt().block_on(async {
+        let (store, ctl) = memory_store(4, Protocol::Confidential);
+        put(&store, "a", b"1").await.unwrap();
+        put(&store, "b", b"2").await.unwrap();
+        ctl[1].set(Fault::InventNames(30_000));
+        assert_eq!(store.list("").await.unwrap().len(), 2);
+        let rep = store.scrub(false, None).await.unwrap();
+        assert_eq!((rep.keys, rep.unbacked), (2, 30_000), "{rep:?}");
+        let rep = store.gc(1, Duration::from_secs(3600)).await.unwrap();
+        assert_eq!((rep.keys, rep.unbacked), (2, 30_000), "{rep:?}");
+        // gc merges 2 listings per cloud (metadata and blobs): at most one name each,
+        // plus the two names f + 1 clouds list.
+        let held = store.listing_names_held_max();
+        assert!(held <= 2 * 4 + 2, "a listing held {held} names at once");
+    });
+}
+
+/// Four clouds whose listings come in no particular order (here: descending), marked so,
+/// over shared in-memory stores.
+fn unordered_store(inner: &[Arc<InMemory>], tuning: Tuning) -> (CloudOfClouds, Vec<FaultControl>) {
+    let mut ctls = Vec::new();
+    let clouds = inner
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let (faulty, ctl) = FaultyStore::new(s.clone());
+            ctl.set(Fault::ReverseListings);
+            ctls.push(ctl);
+            Cloud::new(format!("mem-{i}"), i, faulty, CasMode::Native).with_unordered_listing()
+        })
+        .collect();
+    let store = CloudOfClouds::from_parts(
+        [7; 16],
+        Protocol::Confidential,
+        SEG,
+        Secrets::generate(),
+        vec![],
+        clouds,
+        tuning,
+    )
+    .unwrap();
+    (store, ctls)
+}
+
+/// Unordered listings (local directories) are sorted in memory, at most
+/// `unordered_listing_names_max` names each: a cloud that lists more fails as that
+/// cloud's listing, and more than f such clouds fail the listing with a clear error.
+#[test]
+fn unordered_listings_are_sorted_within_a_bound() {
+    rt().block_on(async {
+        let inner: Vec<Arc<InMemory>> = (0..4).map(|_| Arc::new(InMemory::new())).collect();
+        let t = Tuning {
+            unordered_listing_names_max: 1_000,
+            ..tuning()
+        };
+        let (store, ctl) = unordered_store(&inner, t);
+        let keys = ["e", "b", "d", "a", "c"];
+        for k in keys {
+            put(&store, k, k.as_bytes()).await.unwrap();
+        }
+        let listed = |store: CloudOfClouds| async move {
+            let l = store.list("").await?;
+            Ok::<_, StoreError>(l.into_iter().map(|e| e.key).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            listed(store.clone()).await.unwrap(),
+            ["a", "b", "c", "d", "e"]
+        );
+
+        // One cloud lists 30,000 names: its listing fails at the bound, the others list.
+        ctl[1].set(Fault::InventNames(30_000));
+        assert_eq!(
+            listed(store.clone()).await.unwrap(),
+            ["a", "b", "c", "d", "e"]
+        );
+        let rep = store.gc(1, Duration::from_secs(3600)).await.unwrap();
+        assert_eq!(rep.keys, 5, "{rep:?}");
+        assert!(
+            rep.warnings
+                .iter()
+                .any(|w| w.starts_with("mem-1: listing blobs: lists more than 1000")),
+            "{rep:?}"
+        );
+        let held = store.listing_names_held_max();
+        assert!(
+            held <= 2 * 1_000 + 5 * 8,
+            "a listing held {held} names at once"
+        );
+
+        // Two such clouds are more than f: the listing fails and says why.
+        ctl[2].set(Fault::InventNames(30_000));
+        let e = listed(store.clone()).await.unwrap_err();
+        assert!(
+            matches!(&e, StoreError::QuorumUnavailable { .. })
+                && e.to_string()
+                    .contains("Tuning::unordered_listing_names_max"),
+            "{e}"
+        );
+    });
+}
+
+/// A listing taken to be ordered that goes backwards fails as that cloud's listing: with
+/// two such clouds of four the listing fails loudly instead of listing keys twice (a merge
+/// that trusted their order would emit every key once per pass).
+#[test]
+fn a_listing_that_goes_backwards_fails_rather_than_list_keys_twice() {
+    rt().block_on(async {
+        let (store, ctl) = memory_store(4, Protocol::Confidential);
+        for k in ["a", "b", "c"] {
+            put(&store, k, k.as_bytes()).await.unwrap();
+        }
+        ctl[0].set(Fault::ReverseListings);
+        let keys: Vec<String> = store
+            .list("")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        assert_eq!(keys, ["a", "b", "c"]);
+        ctl[1].set(Fault::ReverseListings);
+        match store.list("").await {
+            Err(e @ StoreError::QuorumUnavailable { .. }) => {
+                assert!(e.to_string().contains("not in ascending order"), "{e}");
+            }
+            other => panic!("expected a failed listing, got {other:?}"),
+        }
     });
 }

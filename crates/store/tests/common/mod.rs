@@ -28,6 +28,15 @@ pub fn tuning() -> Tuning {
 
 /// `n` in-memory clouds, each behind a fault injector.
 pub fn memory_store(n: usize, protocol: Protocol) -> (CloudOfClouds, Vec<FaultControl>) {
+    memory_store_tuned(n, protocol, tuning())
+}
+
+/// Like [`memory_store`], with `tuning`.
+pub fn memory_store_tuned(
+    n: usize,
+    protocol: Protocol,
+    tuning: Tuning,
+) -> (CloudOfClouds, Vec<FaultControl>) {
     let mut ctls = Vec::new();
     let clouds = (0..n)
         .map(|i| {
@@ -43,7 +52,7 @@ pub fn memory_store(n: usize, protocol: Protocol) -> (CloudOfClouds, Vec<FaultCo
         Secrets::generate(),
         vec![],
         clouds,
-        tuning(),
+        tuning,
     )
     .unwrap();
     (store, ctls)

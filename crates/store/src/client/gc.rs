@@ -23,7 +23,8 @@ use std::time::Duration;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use object_store::path::Path;
 
-use super::{CloudOfClouds, MetaAnswer, ROOT, Wait, blobs_prefix, now_ms, one_line, parse_hex};
+use super::metadata::{MetaAnswer, Wait};
+use super::{CloudOfClouds, blobs_prefix, now_ms, one_line, parse_hex};
 use crate::StoreError;
 use crate::meta::{Metadata, VERSIONS_MAX};
 
@@ -78,49 +79,18 @@ impl CloudOfClouds {
     pub async fn gc(&self, keep: usize, grace: Duration) -> Result<GcReport, StoreError> {
         let keep = keep.clamp(1, VERSIONS_MAX);
         let mut rep = GcReport::default();
-        let (ids, unbacked) = self.gc_candidates().await?;
-        rep.unbacked = unbacked;
+        // Name ids with metadata, and blob directories without (writes that crashed
+        // before their metadata), that at least f + 1 clouds list.
+        let listed = self.listed_names(true).await?;
+        rep.unbacked = listed.unbacked;
+        rep.warnings = listed.warnings;
         // Inclusive: with a zero grace period everything written up to now qualifies.
         let cutoff_ms = now_ms().saturating_sub(grace.as_millis() as u64);
-        for id in ids {
+        for (id, _) in listed.names {
             rep.keys += 1;
             self.gc_key(&id, keep, cutoff_ms, &mut rep).await;
         }
         Ok(rep)
-    }
-
-    /// Name ids with metadata, and blob directories without (writes that crashed before
-    /// their metadata), that at least f + 1 clouds list; and how many names fewer list.
-    async fn gc_candidates(&self) -> Result<(Vec<[u8; 32]>, usize), StoreError> {
-        let mut backers = self.listed_names().await?;
-        for c in &self.inner.clouds {
-            let prefix = Path::from(format!("{ROOT}/b"));
-            if let Ok(Ok(l)) = tokio::time::timeout(
-                self.inner.tuning.op_timeout,
-                c.store().list_with_delimiter(Some(&prefix)),
-            )
-            .await
-            {
-                for id in l
-                    .common_prefixes
-                    .iter()
-                    .filter_map(|p| p.filename().and_then(parse_hex::<32>))
-                {
-                    let by = backers.entry(id).or_default();
-                    if !by.contains(&c.index) {
-                        by.push(c.index);
-                    }
-                }
-            }
-        }
-        let total = backers.len();
-        let ids: Vec<[u8; 32]> = backers
-            .into_iter()
-            .filter(|(_, by)| by.len() > self.f())
-            .map(|(id, _)| id)
-            .collect();
-        let unbacked = total - ids.len();
-        Ok((ids, unbacked))
     }
 
     async fn gc_key(&self, id: &[u8; 32], keep: usize, cutoff_ms: u64, rep: &mut GcReport) {

@@ -8,12 +8,20 @@
 //! connection may sit idle between frames and how long one frame may take once its first
 //! byte arrived (a base plus the declared length at a minimum rate), so a slow-loris sender
 //! cannot keep a connection and a half-read buffer forever.
+//!
+//! [`FrameReader::read_reserved`] also takes every growth of the buffer from a byte
+//! [`Budget`] before allocating it, so frames still being read count against the same
+//! budget as frames already queued; when the budget is short, the frame's remaining bytes
+//! are read and discarded without being kept.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt as _};
 use tokio::time::Instant;
+
+use crate::queue::{Budget, Held};
 
 /// Bytes of the length prefix.
 pub const FRAME_HEADER_BYTES: usize = 4;
@@ -97,12 +105,27 @@ pub struct FrameStats {
     pub bytes_read: AtomicU64,
     /// Payload bytes of frames being read now (not complete yet), all connections.
     pub partial_bytes: AtomicUsize,
+    /// Payload bytes read and discarded because the frame's budget was full
+    /// ([`FrameReader::read_reserved`]).
+    pub discarded_bytes: AtomicU64,
     /// Frames refused for their declared length.
     pub too_large: AtomicU64,
     /// Connections closed because a frame did not complete in time.
     pub slow: AtomicU64,
     /// Connections closed for idleness.
     pub idle: AtomicU64,
+}
+
+/// A frame read by [`FrameReader::read_reserved`].
+#[derive(Debug)]
+pub enum Reserved {
+    /// The whole frame, with its bytes held from the budget.
+    Frame(Vec<u8>, Held),
+    /// The budget could not hold the frame: its bytes were read and discarded.
+    Discarded {
+        /// Declared length.
+        len: usize,
+    },
 }
 
 /// Reads frames of at most `max` bytes with `timing`'s deadlines.
@@ -135,6 +158,32 @@ impl<'s> FrameReader<'s> {
         &self,
         r: &mut R,
     ) -> Result<Option<Vec<u8>>, FrameError> {
+        Ok(match self.read_inner(r, None).await? {
+            Some(Reserved::Frame(f, _)) => Some(f),
+            // Without a budget nothing is discarded.
+            Some(Reserved::Discarded { .. }) | None => None,
+        })
+    }
+
+    /// The next frame, its buffer taken from `budget` as it grows (before each allocation,
+    /// never from the declared length): the bytes of a frame still being read count
+    /// against `budget` from the moment they may arrive, and the completed frame keeps
+    /// exactly its length. If `budget` is short, everything held for the frame is given
+    /// back and its remaining bytes are read and discarded (the connection stays usable).
+    /// A failed or cancelled read gives its bytes back too.
+    pub async fn read_reserved<R: AsyncRead + Unpin>(
+        &self,
+        r: &mut R,
+        budget: &Arc<Budget>,
+    ) -> Result<Option<Reserved>, FrameError> {
+        self.read_inner(r, Some(budget)).await
+    }
+
+    async fn read_inner<R: AsyncRead + Unpin>(
+        &self,
+        r: &mut R,
+        budget: Option<&Arc<Budget>>,
+    ) -> Result<Option<Reserved>, FrameError> {
         let mut header = [0u8; FRAME_HEADER_BYTES];
         let idle = self.timing.idle.map(|d| Instant::now() + d);
         let first = match within(idle, r.read(&mut header)).await {
@@ -175,9 +224,34 @@ impl<'s> FrameReader<'s> {
             stats: self.stats,
             bytes: 0,
         };
+        // Bytes held from `budget` for this frame: always the buffer's target size.
+        let mut held: Option<Held> = None;
+        let mut reserved = 0;
         while buf.len() < len {
             // Grow with what arrived, never with what was declared.
             let target = len.min(FRAME_READ_STEP.max(buf.len().saturating_mul(2)));
+            if let Some(b) = budget
+                && reserved < target
+            {
+                match b.try_take(target - reserved) {
+                    Some(h) => {
+                        reserved = target;
+                        held = Some(match held {
+                            Some(mut all) => {
+                                all.merge(h);
+                                all
+                            }
+                            None => h,
+                        });
+                    }
+                    None => {
+                        let received = buf.len();
+                        drop((buf, held, partial));
+                        self.discard(r, len, received, deadline).await?;
+                        return Ok(Some(Reserved::Discarded { len }));
+                    }
+                }
+            }
             if buf.capacity() < target {
                 buf.reserve_exact(target - buf.len());
                 if let Some(s) = self.stats {
@@ -203,7 +277,43 @@ impl<'s> FrameReader<'s> {
                 }
             }
         }
-        Ok(Some(buf))
+        // An empty frame holds nothing.
+        Ok(Some(Reserved::Frame(buf, held.unwrap_or_default())))
+    }
+
+    /// Read and drop the rest of a frame of `len` bytes of which `received` arrived.
+    async fn discard<R: AsyncRead + Unpin>(
+        &self,
+        r: &mut R,
+        len: usize,
+        received: usize,
+        deadline: Option<Instant>,
+    ) -> Result<(), FrameError> {
+        let mut scratch = [0u8; 4096];
+        let mut got = received;
+        if let Some(s) = self.stats {
+            s.discarded_bytes
+                .fetch_add(received as u64, Ordering::Relaxed);
+        }
+        while got < len {
+            let want = (len - got).min(scratch.len());
+            match within(deadline, r.read(&mut scratch[..want])).await {
+                None => {
+                    self.count(|s| &s.slow);
+                    return Err(FrameError::Slow { len, received: got });
+                }
+                Some(Ok(0)) => return Err(FrameError::Truncated),
+                Some(n) => {
+                    let n = n?;
+                    got += n;
+                    self.add_read(n);
+                    if let Some(s) = self.stats {
+                        s.discarded_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn count(&self, f: impl Fn(&FrameStats) -> &AtomicU64) {
@@ -344,6 +454,36 @@ mod tests {
             4 + (100 << 10),
             "every byte sent was read"
         );
+    }
+
+    /// With a budget: a frame larger than the free budget is read and discarded holding
+    /// nothing, the next one is read whole and keeps exactly its length from the budget.
+    #[tokio::test]
+    async fn a_frame_beyond_its_budget_is_discarded_and_the_next_one_read() {
+        let mut wire = Vec::new();
+        put_frame(&mut wire, &vec![3u8; 150_000]);
+        put_frame(&mut wire, b"next");
+        let budget = Budget::new(100_000, None);
+        let stats = FrameStats::default();
+        let reader = FrameReader::new(1 << 20, FrameTiming::NONE, Some(&stats));
+        let mut r = wire.as_slice();
+        let first = reader.read_reserved(&mut r, &budget).await.expect("read");
+        assert!(
+            matches!(first, Some(Reserved::Discarded { len: 150_000 })),
+            "{first:?}"
+        );
+        assert_eq!(budget.used(), 0);
+        assert_eq!(stats.discarded_bytes.load(Ordering::Relaxed), 150_000);
+        let Some(Reserved::Frame(next, held)) =
+            reader.read_reserved(&mut r, &budget).await.expect("read")
+        else {
+            panic!("the next frame");
+        };
+        assert_eq!(next, b"next");
+        assert_eq!(budget.used(), 4, "the frame holds its length");
+        drop(held);
+        assert_eq!(budget.used(), 0);
+        assert_eq!(stats.partial_bytes.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]

@@ -19,8 +19,10 @@
 //! - Inbound queues: each replica connection may have one maximal message's worth of
 //!   bytes waiting for the core (its reader then waits: TCP back-pressure on that replica
 //!   only). Each client connection may have two maximal requests' worth, and all clients
-//!   together `client_inbound_bytes_max`; beyond either, the client's frames are dropped
-//!   (it retransmits). Clients and replicas use separate channels into the core, so a
+//!   together `client_inbound_bytes_max`, which also holds the frame buffers of client
+//!   frames still being read (taken as the buffer grows, [`FrameReader::read_reserved`]);
+//!   beyond either, the client's frames are dropped (it retransmits); a frame whose
+//!   buffer finds the all-clients budget full is read to its end and discarded. Clients and replicas use separate channels into the core, so a
 //!   client flood never makes a replica's reader wait.
 
 use std::collections::HashMap;
@@ -37,7 +39,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::ClusterError;
 use crate::config::TransportSettings;
-use crate::frame::{FrameReader, FrameStats, FrameTiming};
+use crate::frame::{FrameReader, FrameStats, FrameTiming, Reserved};
 use crate::queue::{Budget, Held, QueueTx, queue};
 use crate::tls::{Directory, peer_of};
 
@@ -500,8 +502,18 @@ async fn read_client<R: AsyncRead + Unpin>(mut rd: R, peer: Peer, shared: &Share
         Some(shared.stats.client_inbound_bytes_hwm.clone()),
     );
     loop {
-        let frame = match reader.read(&mut rd).await {
-            Ok(Some(f)) => f,
+        // The frame's bytes count against the all-clients budget while they arrive, and
+        // it keeps them while it waits for the core (issue 10: many half-sent frames must
+        // not hold memory beyond the budget).
+        let (frame, reserved) = match reader.read_reserved(&mut rd, &shared.client_inbound).await {
+            Ok(Some(Reserved::Frame(f, held))) => (f, held),
+            Ok(Some(Reserved::Discarded { .. })) => {
+                shared
+                    .stats
+                    .client_frames_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             Ok(None) => return,
             Err(e) => {
                 tracing::debug!(?peer, error = %e, "client connection closed");
@@ -509,13 +521,12 @@ async fn read_client<R: AsyncRead + Unpin>(mut rd: R, peer: Peer, shared: &Share
             }
         };
         // Never waits: a client over its share loses the frame (it retransmits).
-        let sent = Budget::try_take_both(&own, Some(&shared.client_inbound), frame.len())
-            .is_some_and(|held| {
-                shared
-                    .client_events
-                    .try_send(Event::Frame(peer, frame, held))
-                    .is_ok()
-            });
+        let sent = own.try_take(frame.len()).is_some_and(|held| {
+            shared
+                .client_events
+                .try_send(Event::Frame(peer, frame, held.with_shared(reserved)))
+                .is_ok()
+        });
         if !sent {
             shared
                 .stats
@@ -531,9 +542,17 @@ mod tests {
     use rampart_bft::ReplicaId;
     use tokio::io::AsyncWriteExt as _;
 
-    fn shared() -> (Arc<Shared>, mpsc::Receiver<Event>, mpsc::Receiver<Event>) {
+    type Channels = (Arc<Shared>, mpsc::Receiver<Event>, mpsc::Receiver<Event>);
+
+    fn shared() -> Channels {
+        shared_with(|_| {})
+    }
+
+    fn shared_with(f: impl FnOnce(&mut TransportLimits)) -> Channels {
         let wire = WireLimits::from_config(&rampart_bft::Config::new(4));
-        let limits = TransportLimits::new(&wire, &TransportSettings::default()).expect("limits");
+        let mut limits =
+            TransportLimits::new(&wire, &TransportSettings::default()).expect("limits");
+        f(&mut limits);
         let (rtx, rrx) = mpsc::channel(INBOUND_QUEUE_MAX);
         let (ctx, crx) = mpsc::channel(INBOUND_QUEUE_MAX);
         let stats = Arc::new(TransportStats::default());
@@ -585,6 +604,82 @@ mod tests {
             replica_rx.try_recv(),
             Ok(Event::Frame(Peer::Replica(ReplicaId(1)), ref f, _)) if f == b"abc"
         ));
+    }
+
+    /// Frames still being read count against the all-clients budget (issue 10, finding 6
+    /// follow-up). The budget is two maximal requests; four clients each declare a maximal
+    /// request and send seven eighths of it, then stall. Every byte is read, but the bytes
+    /// held in partial frames stay within the budget, which covers them; the clients that
+    /// found it full have their bytes discarded. Before the fix partial frames were outside
+    /// the budget: 3.5 maximal requests held against a budget of 2, and the budget showed 0.
+    #[tokio::test]
+    async fn partial_client_frames_count_against_the_all_clients_budget() {
+        let (shared, _r, mut client_rx) =
+            shared_with(|l| l.client_inbound_total_max = 2 * l.client_frame_max);
+        let max = shared.limits.client_frame_max;
+        let sent = max - max / 8;
+        let mut attackers = Vec::new();
+        let mut readers = tokio::task::JoinSet::new();
+        for i in 0..4 {
+            let (mut a, rd) = tokio::io::duplex(1 << 20);
+            let len = u32::try_from(max).expect("u32").to_le_bytes();
+            a.write_all(&len).await.expect("hdr");
+            a.write_all(&vec![1u8; sent]).await.expect("partial frame");
+            attackers.push(a);
+            let s = shared.clone();
+            readers.spawn(async move { read_client(rd, Peer::Client(ClientId(i)), &s).await });
+        }
+        let f = &shared.stats.frames;
+        let received = || {
+            f.partial_bytes.load(Ordering::Relaxed)
+                + usize::try_from(f.discarded_bytes.load(Ordering::Relaxed)).expect("usize")
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while received() < 4 * sent {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} of {} bytes read ({} partial, {} read, budget {} used)",
+                received(),
+                4 * sent,
+                f.partial_bytes.load(Ordering::Relaxed),
+                f.bytes_read.load(Ordering::Relaxed),
+                shared.client_inbound.used()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let partial = f.partial_bytes.load(Ordering::Relaxed);
+        let budget = &shared.client_inbound;
+        assert!(
+            partial <= budget.max(),
+            "{partial} bytes held in partial client frames, all-clients budget {}",
+            budget.max()
+        );
+        assert!(
+            budget.used() >= partial,
+            "the budget counts {} bytes, partial frames hold {partial}",
+            budget.used()
+        );
+        assert!(f.discarded_bytes.load(Ordering::Relaxed) > 0);
+
+        // The attackers leave: everything held for them is given back, and a client's
+        // frame gets through again.
+        drop(attackers);
+        while readers.join_next().await.is_some() {}
+        assert_eq!(budget.used(), 0, "released on disconnect");
+        assert_eq!(f.partial_bytes.load(Ordering::Relaxed), 0);
+        let (mut honest, rd) = tokio::io::duplex(1 << 16);
+        honest.write_all(&3u32.to_le_bytes()).await.expect("hdr");
+        honest.write_all(b"abc").await.expect("frame");
+        drop(honest);
+        read_client(rd, Peer::Client(ClientId(9)), &shared).await;
+        let queued = client_rx.try_recv();
+        assert!(matches!(
+            queued,
+            Ok(Event::Frame(Peer::Client(ClientId(9)), ref f, _)) if f == b"abc"
+        ));
+        assert_eq!(budget.used(), 3, "the queued frame keeps its bytes");
+        drop(queued);
+        assert_eq!(budget.used(), 0);
     }
 
     /// One connection per identity (the newer replaces the older), and at most

@@ -24,10 +24,33 @@ pub struct Budget {
 }
 
 /// Bytes held from one or two budgets; returned on drop.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Held {
     _own: Option<OwnedSemaphorePermit>,
     _shared: Option<OwnedSemaphorePermit>,
+}
+
+impl Held {
+    /// Add `other`'s bytes to these (both taken from the same budget or budgets).
+    pub fn merge(&mut self, other: Held) {
+        fn one(a: &mut Option<OwnedSemaphorePermit>, b: Option<OwnedSemaphorePermit>) {
+            match (a.as_mut(), b) {
+                (Some(a), Some(b)) => a.merge(b),
+                (None, b) => *a = b,
+                (Some(_), None) => {}
+            }
+        }
+        one(&mut self._own, other._own);
+        one(&mut self._shared, other._shared);
+    }
+
+    /// `self`, taken from a connection's own budget, together with `shared`, taken from
+    /// a budget shared by connections: one share of both.
+    #[must_use]
+    pub fn with_shared(mut self, shared: Held) -> Held {
+        self._shared = shared._own;
+        self
+    }
 }
 
 impl Budget {

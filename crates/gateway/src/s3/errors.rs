@@ -75,6 +75,12 @@ pub(super) fn input_error(io: &io::Error) -> S3Error {
                 }
             };
         }
+        if let Some(slow) = inner.downcast_ref::<crate::rate::TooSlow>() {
+            return s3_error!(
+                RequestTimeout,
+                "Your socket connection to the server was not read from or written to within the timeout period: {slow}"
+            );
+        }
         if let Some(e) = inner.downcast_ref::<S3Error>() {
             return S3Error::with_message(
                 e.code().clone(),

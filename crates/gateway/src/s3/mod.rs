@@ -26,6 +26,8 @@ use s3s::dto::*;
 use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::body::blob_reader;
+use crate::rate::{MinRate, RateLimited};
 use crate::record::{ObjectAttrs, Record};
 
 /// Store key prefix of bucket entries: `b/<bucket>`.
@@ -60,6 +62,7 @@ pub struct Gateway {
     store: CloudOfClouds,
     upload_bytes_max: u64,
     transfers: Arc<Semaphore>,
+    min_rate: MinRate,
 }
 
 impl Gateway {
@@ -71,7 +74,23 @@ impl Gateway {
             store,
             upload_bytes_max,
             transfers: Arc::new(Semaphore::new(transfers_max)),
+            min_rate: MinRate::OFF,
         }
+    }
+
+    /// Aborts object transfers whose client sends or reads slower than `rate`
+    /// ([`crate::rate`]); off unless set.
+    pub fn with_min_body_rate(mut self, rate: MinRate) -> Self {
+        self.min_rate = rate;
+        self
+    }
+
+    /// A client's request body, held to the minimum body rate.
+    fn client_body(
+        &self,
+        body: Option<StreamingBlob>,
+    ) -> RateLimited<impl tokio::io::AsyncRead + Unpin + Send> {
+        RateLimited::new(blob_reader(body), self.min_rate)
     }
 
     /// A slot for one object transfer: bounds the memory of concurrent store pipelines.

@@ -26,7 +26,7 @@ use s3s::dto::*;
 use s3s::{S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use tokio::io::AsyncWriteExt;
 
-use crate::body::{Checked, PIPE_BYTES, blob_reader};
+use crate::body::{Checked, PIPE_BYTES};
 use crate::checksum::{self, Algorithm, Check, StoredChecksum};
 use crate::record::{ObjectAttrs, Record, UploadChecksum};
 
@@ -189,7 +189,7 @@ impl Gateway {
             (Some(u), None) => Some(Check::compute(u.algorithm)),
             (_, c) => c,
         };
-        let input = Checked::new(blob_reader(i.body), self.upload_bytes_max)
+        let input = Checked::new(self.client_body(i.body), self.upload_bytes_max)
             .expect_len(len)
             .expect_md5(md5)
             .with_checksum(check);

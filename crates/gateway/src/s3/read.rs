@@ -25,6 +25,8 @@ use crate::checksum::{self, StoredChecksum};
 use crate::record::ObjectAttrs;
 
 use super::errors::*;
+use crate::rate::RateLimited;
+
 use super::*;
 
 impl Gateway {
@@ -59,8 +61,12 @@ impl Gateway {
         let (rx, mut tx) = tokio::io::duplex(PIPE_BYTES);
         let store = self.store.clone();
         let (skey, version, r) = (info.key.clone(), info.version, range.clone());
+        // The store writes towards the client only as fast as it reads: a client slower
+        // than the minimum body rate fails the read, which frees the transfer slot.
+        let rate = self.min_rate;
         let task = tokio::spawn(async move {
             let _transfer = transfer;
+            let mut tx = RateLimited::new(&mut tx, rate);
             let res = store.get_version(&skey, version, &mut tx, r, None).await;
             let _ = tx.shutdown().await;
             res

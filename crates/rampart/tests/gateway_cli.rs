@@ -630,6 +630,8 @@ fn gateway_issue_12_closes_idle_connections_and_caps_them_per_address() {
 /// 64 KiB/s over 2 s, an authenticated client that trickles an upload (10 KiB/s), or reads
 /// a download that slowly, loses its transfer and frees the slot: other requests are
 /// served, the trickled upload stores nothing, and a full-speed download is unaffected.
+/// (Revert-checked for the upload half only: without the download check the download
+/// half still passes, only slower; see ADR 0403.)
 #[test]
 fn gateway_issue_12_minimum_body_rate_frees_the_transfer_slot() {
     let (_tmp, dir, _work) = scratch();

@@ -25,6 +25,12 @@ pub const HEADER_TIMEOUT_SECS_DEFAULT: u64 = 10;
 pub const IDLE_TIMEOUT_SECS_DEFAULT: u64 = 60;
 /// Default most connections from one client address.
 pub const CONNECTIONS_PER_ADDRESS_MAX_DEFAULT: usize = 64;
+/// Default slowest body transfer with a client, in bytes per second (4 KiB/s, 32 kbit/s),
+/// averaged over [`BODY_RATE_WINDOW_SECS_DEFAULT`]: far below any working link, so only a
+/// stalled or hostile client falls under it. See [`crate::rate`].
+pub const BODY_RATE_MIN_BYTES_PER_SEC_DEFAULT: u64 = 4096;
+/// Default window of the minimum body rate, in seconds.
+pub const BODY_RATE_WINDOW_SECS_DEFAULT: u64 = 30;
 /// Most access keys in one config.
 pub const ACCESS_KEYS_MAX: usize = 64;
 
@@ -87,6 +93,15 @@ pub struct GatewayConfig {
     /// Most connections from one client address at once; more get `503 SlowDown`.
     #[serde(default = "connections_per_address_max_default")]
     pub connections_per_address_max: usize,
+    /// Slowest a client may send a request body or read a response body of an object
+    /// transfer, in bytes per second over `body_rate_window_secs` of waiting for it;
+    /// slower transfers are aborted (`400 RequestTimeout` where a response can still be
+    /// sent) and free their transfer slot. 0 disables the check.
+    #[serde(default = "body_rate_min_bytes_per_sec_default")]
+    pub body_rate_min_bytes_per_sec: u64,
+    /// The window of `body_rate_min_bytes_per_sec`, in seconds.
+    #[serde(default = "body_rate_window_secs_default")]
+    pub body_rate_window_secs: u64,
     /// PEM certificate chain for HTTPS. With `tls_key_file`, the gateway serves only
     /// HTTPS (TLS 1.2 and 1.3); without both, plain HTTP. Relative paths are relative to
     /// the directory of `rampart.toml`.
@@ -120,6 +135,12 @@ fn idle_timeout_secs_default() -> u64 {
 fn connections_per_address_max_default() -> usize {
     CONNECTIONS_PER_ADDRESS_MAX_DEFAULT
 }
+fn body_rate_min_bytes_per_sec_default() -> u64 {
+    BODY_RATE_MIN_BYTES_PER_SEC_DEFAULT
+}
+fn body_rate_window_secs_default() -> u64 {
+    BODY_RATE_WINDOW_SECS_DEFAULT
+}
 
 impl GatewayConfig {
     /// The connection limits for [`crate::serve`].
@@ -128,6 +149,14 @@ impl GatewayConfig {
             header_timeout: std::time::Duration::from_secs(self.header_timeout_secs),
             idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs),
             per_address_max: self.connections_per_address_max,
+        }
+    }
+
+    /// The minimum body rate of object transfers ([`crate::rate`]).
+    pub fn min_body_rate(&self) -> crate::rate::MinRate {
+        crate::rate::MinRate {
+            bytes_per_sec: self.body_rate_min_bytes_per_sec,
+            window: std::time::Duration::from_secs(self.body_rate_window_secs),
         }
     }
 
@@ -141,6 +170,8 @@ impl GatewayConfig {
             header_timeout_secs: HEADER_TIMEOUT_SECS_DEFAULT,
             idle_timeout_secs: IDLE_TIMEOUT_SECS_DEFAULT,
             connections_per_address_max: CONNECTIONS_PER_ADDRESS_MAX_DEFAULT,
+            body_rate_min_bytes_per_sec: BODY_RATE_MIN_BYTES_PER_SEC_DEFAULT,
+            body_rate_window_secs: BODY_RATE_WINDOW_SECS_DEFAULT,
             tls_cert_file: None,
             tls_key_file: None,
             access_keys: vec![AccessKey::generate()],
@@ -199,6 +230,9 @@ impl GatewayConfig {
         }
         if cfg.connections_per_address_max == 0 {
             return bad("connections_per_address_max must be positive");
+        }
+        if !(1..=3600).contains(&cfg.body_rate_window_secs) {
+            return bad("body_rate_window_secs must be 1 to 3600");
         }
         if cfg.tls_cert_file.is_some() != cfg.tls_key_file.is_some() {
             return bad("set both tls_cert_file and tls_key_file for HTTPS, or neither");

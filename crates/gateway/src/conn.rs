@@ -3,8 +3,8 @@
 //! (issue 12, security 3). A client that stalls mid-body moves no byte, so the watchdog
 //! drops its connection and with it the request and its transfer slot.
 //!
-//! Not done: a minimum body rate. A client that trickles a byte now and then, just often
-//! enough to keep the watchdog quiet, can still hold a connection and a transfer slot.
+//! A client that trickles a byte now and then, just often enough to keep the watchdog
+//! quiet, is caught by the minimum body rate of object transfers ([`crate::rate`]).
 
 use std::collections::HashMap;
 use std::io;

@@ -38,7 +38,8 @@
 //! - **Memory is bounded** per transfer by the store's segment pipeline plus a
 //!   [`body::PIPE_BYTES`] pipe, whatever the object size; at most
 //!   [`GatewayConfig::transfers_max`] transfers run at once (a copy or a multipart
-//!   completion counts as one), connections are capped by
+//!   completion counts as one), a client slower than [`GatewayConfig::body_rate_min_bytes_per_sec`]
+//!   loses its transfer ([`rate`]), connections are capped by
 //!   [`GatewayConfig::connections_max`] and XML bodies by [`server::XML_BODY_BYTES_MAX`].
 //!
 //! # Authentication
@@ -74,6 +75,7 @@ pub mod config;
 pub mod conn;
 pub mod guard;
 pub mod names;
+pub mod rate;
 pub mod record;
 pub mod s3;
 pub mod server;

@@ -49,7 +49,9 @@ pub fn service(store: CloudOfClouds, cfg: &GatewayConfig) -> S3Service {
     let mut s3_cfg = S3Config::default();
     s3_cfg.xml_max_body_size = XML_BODY_BYTES_MAX;
     s3_cfg.post_object_max_file_size = 0;
-    let mut b = S3ServiceBuilder::new(Gateway::new(store, cfg.upload_bytes_max, cfg.transfers_max));
+    let gateway = Gateway::new(store, cfg.upload_bytes_max, cfg.transfers_max)
+        .with_min_body_rate(cfg.min_body_rate());
+    let mut b = S3ServiceBuilder::new(gateway);
     b.set_auth(auth);
     b.set_config(Arc::new(StaticConfigProvider::new(Arc::new(s3_cfg))));
     b.build()

@@ -12,6 +12,7 @@ import hashlib
 import http.client
 import os
 import sys
+import time
 import urllib.parse
 import zlib
 
@@ -463,6 +464,176 @@ def aws_chunked(data, trailer=None):
     return body + b"\r\n"
 
 
+def signed_headers(method, path, headers, payload_hash, query=""):
+    """SigV4 headers for a request whose body is sent separately (no Content-Length)."""
+    url = f"{ENDPOINT}{path}" + (f"?{query}" if query else "")
+    creds = Credentials(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
+    req = AWSRequest(method=method, url=url, headers=dict(headers))
+    req.headers["x-amz-content-sha256"] = payload_hash
+    SigV4Auth(creds, "s3", REGION).add_auth(req)
+    return {k: v for k, v in req.headers.items() if k.lower() != "content-length"}
+
+
+def put_transfer_chunked(path, pieces, headers, payload_hash):
+    """A PUT with `Transfer-Encoding: chunked` and no Content-Length, one HTTP chunk per
+    piece, sent only after `100 Continue` (a refusal comes before): (status, body text)."""
+    import socket
+    u = urllib.parse.urlsplit(ENDPOINT)
+    sock = socket.create_connection((u.hostname, u.port), timeout=30)
+    head = f"PUT {path} HTTP/1.1\r\nHost: {u.netloc}\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in signed_headers("PUT", path, headers, payload_hash).items())
+    sock.sendall((head + "\r\n").encode())
+    buf = b""
+
+    def response_head():
+        nonlocal buf
+        while b"\r\n\r\n" not in buf:
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed after {buf!r}"
+            buf += chunk
+        h, buf = buf.split(b"\r\n\r\n", 1)
+        return int(h.split(b" ")[1]), h.decode()
+
+    status, h = response_head()
+    if status == 100:
+        for p in pieces:
+            sock.sendall(b"%x\r\n" % len(p) + p + b"\r\n")
+        sock.sendall(b"0\r\n\r\n")
+        status, h = response_head()
+    length = next((int(line.split(":", 1)[1]) for line in h.split("\r\n") if line.lower().startswith("content-length:")), 0)
+    while len(buf) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    sock.close()
+    return status, buf[:length].decode("utf-8", "replace")
+
+
+def chunked_transfer():
+    """Issue 12: `Transfer-Encoding: chunked` PUTs. Without aws-chunked framing the length
+    is unknown until the end, which S3's PutObject refuses (411 MissingContentLength) and
+    so does the gateway, storing nothing; aws-chunked framing (x-amz-decoded-content-length,
+    what SDKs send with trailing checksums) streams without a Content-Length."""
+    s3 = client()
+    s3.create_bucket(Bucket="te-chunked")
+    body = b"chunked transfer bytes\n" * 500
+    pieces = [body[i : i + 4000] for i in range(0, len(body), 4000)]
+    for payload_hash in [hashlib.sha256(body).hexdigest(), "UNSIGNED-PAYLOAD"]:
+        status, text = put_transfer_chunked("/te-chunked/plain", pieces, {}, payload_hash)
+        assert status == 411 and "<Code>MissingContentLength</Code>" in text, (payload_hash, status, text)
+        assert "<RequestId>" in text, text
+        expect_error("404", s3.head_object, Bucket="te-chunked", Key="plain")
+    sha = b64(hashlib.sha256(body).digest())
+    framed = aws_chunked(body, {"x-amz-checksum-sha256": sha})
+    headers = {"Content-Encoding": "aws-chunked", "x-amz-trailer": "x-amz-checksum-sha256",
+               "x-amz-decoded-content-length": str(len(body))}
+    status, text = put_transfer_chunked("/te-chunked/framed", [framed[i : i + 3000] for i in range(0, len(framed), 3000)],
+                                        headers, "STREAMING-UNSIGNED-PAYLOAD-TRAILER")
+    assert status == 200, (status, text)
+    g = s3.get_object(Bucket="te-chunked", Key="framed", ChecksumMode="ENABLED")
+    assert g["Body"].read() == body and g["ChecksumSHA256"] == sha, g
+    s3.delete_object(Bucket="te-chunked", Key="framed")
+    s3.delete_bucket(Bucket="te-chunked")
+    print("chunked transfer ok")
+
+
+def slow_clients():
+    """Issue 12, security 3, with transfers_max = 1 and a minimum body rate of 64 KiB/s over
+    2 s: an authenticated client that trickles an upload, or reads a download slowly, loses
+    its transfer and frees the one slot, so other requests are served (each within boto3's
+    30 s read timeout, which they would not be while the slow client held the slot)."""
+    import socket
+    import threading
+    u = urllib.parse.urlsplit(ENDPOINT)
+    s3 = boto3.client("s3", endpoint_url=ENDPOINT, region_name=REGION,
+                      config=Config(retries={"max_attempts": 1}, read_timeout=30, connect_timeout=10,
+                                    s3={"addressing_style": "path"}))
+    s3.create_bucket(Bucket="slow")
+    big = os.urandom(16 * 1024 * 1024)
+    s3.put_object(Bucket="slow", Key="big", Body=big)
+    s3.put_object(Bucket="slow", Key="small", Body=b"small")
+    outcome = {}
+    stop = threading.Event()
+
+    def trickle_upload():
+        """Announces 4 MiB, then sends 1 KiB every 100 ms (10 KiB/s) until told to stop
+        (at most 60 s)."""
+        headers = signed_headers("PUT", "/slow/trickled", {"Content-Length": str(4 << 20)}, "UNSIGNED-PAYLOAD")
+        sock = socket.create_connection((u.hostname, u.port), timeout=60)
+        head = f"PUT /slow/trickled HTTP/1.1\r\nHost: {u.netloc}\r\nContent-Length: {4 << 20}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+        sock.sendall(head.encode())
+        sent = 0
+        try:
+            for _ in range(600):
+                if stop.is_set():
+                    break
+                sock.sendall(b"u" * 1024)
+                sent += 1024
+                time.sleep(0.1)
+        except OSError:
+            pass
+        try:
+            sock.settimeout(5)
+            outcome["upload"] = sock.recv(65536)
+        except OSError as e:
+            outcome["upload"] = repr(e).encode()
+        outcome["upload_sent"] = sent
+        sock.close()
+
+    def trickle_download():
+        """GETs 16 MiB through a small receive buffer, 1 KiB every 100 ms, until told to
+        stop (at most 60 s)."""
+        headers = signed_headers("GET", "/slow/big", {}, hashlib.sha256(b"").hexdigest())
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(60)
+        sock.connect((u.hostname, u.port))
+        head = f"GET /slow/big HTTP/1.1\r\nHost: {u.netloc}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+        sock.sendall(head.encode())
+        got = 0
+        first = b""
+        try:
+            for _ in range(600):
+                if stop.is_set():
+                    break
+                chunk = sock.recv(1024)
+                first = first or chunk
+                if not chunk:
+                    break
+                got += len(chunk)
+                time.sleep(0.1)
+        except OSError:
+            pass
+        outcome["download_got"] = got
+        outcome["download_start"] = first
+        sock.close()
+
+    for name, fn in [("upload", trickle_upload), ("download", trickle_download)]:
+        stop.clear()
+        t = threading.Thread(target=fn)
+        t.start()
+        time.sleep(1)  # the slow client has the slot by now
+        assert s3.get_object(Bucket="slow", Key="small")["Body"].read() == b"small", name
+        s3.put_object(Bucket="slow", Key=f"after-{name}", Body=b"served")
+        stop.set()
+        t.join(90)
+        assert not t.is_alive(), f"the slow {name} client did not stop"
+    # The trickled upload was refused and stored nothing; the slow download was cut short.
+    assert outcome["upload_sent"] < 4 << 20, outcome["upload_sent"]
+    assert b"RequestTimeout" in outcome["upload"], outcome["upload"]
+    expect_error("404", s3.head_object, Bucket="slow", Key="trickled")
+    assert outcome["download_start"].startswith(b"HTTP/1.1 200"), outcome["download_start"][:200]
+    assert outcome["download_got"] < len(big), outcome["download_got"]
+    # A client at full speed is unaffected.
+    assert s3.get_object(Bucket="slow", Key="big")["Body"].read() == big
+    for k in ["big", "small", "after-upload", "after-download"]:
+        s3.delete_object(Bucket="slow", Key=k)
+    s3.delete_bucket(Bucket="slow")
+    print("slow clients ok")
+
+
 def checksums():
     """Issue 12: x-amz-checksum-* verified on PUT and UploadPart (header or aws-chunked
     trailer), kept in the sealed record, returned with x-amz-checksum-mode: ENABLED and by
@@ -678,4 +849,4 @@ def conformance():
 
 {"paginate": paginate, "signatures": signatures, "idle_clients": idle_clients, "metadata": metadata, "bad_input": bad_input,
  "multipart_uploads": multipart_uploads, "checksums": checksums,
- "conformance": conformance}[STEP]()
+ "conformance": conformance, "chunked_transfer": chunked_transfer, "slow_clients": slow_clients}[STEP]()

@@ -1,9 +1,13 @@
-//! Seeded simulation runs with every fault class on (network, crashes, Byzantine).
+//! Seeded simulation runs with everything on: named attacks by colluding Byzantine
+//! replicas, the adversarial, random or quiet network, Byzantine clients, crashes, the
+//! throughput floor.
 //!
-//! 4,000 seeds with n = 4 plus 200 with n = 7. A failing seed prints its summary line and is
-//! reproduced exactly by `rampart sim --seed S` (add `--replicas 7` for the n = 7 tests).
+//! 4,000 seeds with n = 4 plus 200 with n = 7. A failing seed prints its summary line and is reproduced exactly by
+//! `rampart sim --seed S --replicas N`. More seeds by hand: `rampart sim --seeds 10000
+//! --replicas 10`.
 
-use rampart_sim::{SimConfig, run};
+use rampart_sim::adversary::Attack;
+use rampart_sim::{Faults, SimConfig, run};
 
 fn run_range(seeds: std::ops::Range<u64>, replicas: usize) {
     let mut failed = Vec::new();
@@ -59,14 +63,18 @@ fn a_seed_replays_exactly() {
     }
 }
 
-/// The fault machinery is actually exercised across the suite's seeds (a simulator that
-/// silently injected nothing would pass everything).
+/// The random fault machinery (the original simulator, `--mode random`) is actually
+/// exercised across seeds (a simulator that silently injected nothing would pass
+/// everything).
 #[test]
 fn faults_are_exercised() {
     let mut total = rampart_sim::Summary::default();
     let mut byzantine_runs = 0;
     for seed in 0..100 {
-        let r = run(SimConfig::new(seed));
+        let mut cfg = SimConfig::new(seed);
+        cfg.faults = Faults::RANDOM;
+        let r = run(cfg);
+        assert!(r.passed(), "{}", r.line());
         let s = r.summary;
         total.crashes += s.crashes;
         total.partitions += s.partitions;
@@ -85,6 +93,59 @@ fn faults_are_exercised() {
     assert!(total.rejected > 0, "{total:?}");
     assert!(total.regencies > 100, "{total:?}");
     assert!(byzantine_runs > 50, "{byzantine_runs}");
+}
+
+/// The strategic adversary is exercised: across the suite's first seeds every named
+/// attack is played, makes moves (crafted messages, held packets), and every network mode
+/// and Byzantine client kind occurs; throughput-floor runs are compared to a baseline.
+#[test]
+fn adversary_is_exercised() {
+    let mut attacks = std::collections::BTreeMap::<&str, (u64, u64)>::new();
+    let mut nets = std::collections::BTreeSet::new();
+    let mut clients = std::collections::BTreeSet::new();
+    let mut floor_runs = 0;
+    for seed in 0..150 {
+        let r = run(SimConfig::new(seed));
+        assert!(r.passed(), "{}", r.line());
+        let s = r.summary;
+        let e = attacks.entry(s.attack).or_default();
+        e.0 += 1;
+        e.1 += s.adversary_moves + s.held;
+        nets.insert(s.net);
+        clients.extend(s.byz_clients.iter().copied());
+        floor_runs += u64::from(s.baseline_milli.is_some());
+    }
+    for a in Attack::ALL {
+        let (runs, moves) = attacks.get(a.name()).copied().unwrap_or_default();
+        assert!(runs > 0, "{} never played: {attacks:?}", a.name());
+        if !matches!(a, Attack::Random | Attack::RestartLeaderAfterSync) {
+            assert!(moves > 0, "{} made no move: {attacks:?}", a.name());
+        }
+    }
+    assert_eq!(nets.len(), 3, "{nets:?}");
+    assert_eq!(clients.len(), 4, "{clients:?}");
+    assert!(floor_runs > 10, "{floor_runs}");
+}
+
+/// Every named attack, forced, passes a few seeds with the fixes in (n = 4 and n = 7).
+#[test]
+fn every_named_attack_passes() {
+    for a in Attack::ALL {
+        for (replicas, seeds) in [(4, 0..12), (7, 0..3)] {
+            for seed in seeds {
+                let mut cfg = SimConfig::new(seed);
+                cfg.replicas = replicas;
+                cfg.attack = Some(a);
+                let r = run(cfg);
+                assert!(
+                    r.passed(),
+                    "reproduce: rampart sim --seed {seed} --replicas {replicas} --attack {}\n{}",
+                    a.name(),
+                    r.line()
+                );
+            }
+        }
+    }
 }
 
 #[test]

@@ -188,12 +188,17 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
     /// replica writes for c only once it has decided c−1, and the certificate holds f+1
     /// correct signers), so it counts towards h as well: no certificate in the proofs is
     /// ever above the chosen instance.
-    pub(super) fn choose(proofs: &[SignedMessage]) -> (SeqNo, Option<Digest>, Option<Batch>) {
+    pub(super) fn choose(
+        proofs: &[SignedMessage],
+        mutation: Option<DangerTestMutation>,
+    ) -> (SeqNo, Option<Digest>, Option<Batch>) {
         let mut h = SeqNo(0);
         for p in proofs {
             if let ReplicaBody::StopData(sd) = &p.body {
                 h = h.max(sd.last_cid());
-                if let Some((c, _)) = &sd.written {
+                if let Some((c, _)) = &sd.written
+                    && mutation != Some(DangerTestMutation::ForgetCheckpointProof)
+                {
                     h = h.max(SeqNo(c.cid.0.saturating_sub(1)));
                 }
             }
@@ -221,7 +226,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             .take(self.quorum())
             .cloned()
             .collect();
-        let (h, _, mut forced) = Self::choose(&proofs);
+        let (h, _, mut forced) = Self::choose(&proofs, self.config.danger_test_mutation);
         if self.config.danger_test_mutation == Some(DangerTestMutation::SkipSyncCheck) {
             forced = None;
         }
@@ -300,7 +305,9 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             });
         }
         if s.cid == self.open.cid {
-            let check_time = Self::choose(&s.proofs).1.is_none();
+            let check_time = Self::choose(&s.proofs, self.config.danger_test_mutation)
+                .1
+                .is_none();
             if check_time && !self.timestamp_acceptable(s.batch.timestamp) {
                 return Err(PeerFault::InvalidSync);
             }
@@ -339,7 +346,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
                 return Err(PeerFault::InvalidSync);
             }
         }
-        let (h, forced, _) = Self::choose(&s.proofs);
+        let (h, forced, _) = Self::choose(&s.proofs, self.config.danger_test_mutation);
         if s.cid != h.next() {
             return Err(PeerFault::InvalidSync);
         }

@@ -361,7 +361,7 @@ fn a_write_certificate_above_h_raises_the_choice() {
         stopdata(1, 1, None),
         stopdata(3, 1, None),
     ];
-    let (h, forced, batch) = R::choose(&proofs);
+    let (h, forced, batch) = R::choose(&proofs, None);
     assert_eq!(h, SeqNo(2));
     assert_eq!(forced, Some(b.digest()));
     assert_eq!(batch, Some(b));

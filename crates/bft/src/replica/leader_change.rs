@@ -30,7 +30,9 @@ use super::{Output, Replica, STOP_WINDOW_MAX};
 use crate::app::Application;
 use crate::auth::Authenticator;
 use crate::error::PeerFault;
-use crate::message::{Batch, Message, ReplicaBody, SignedMessage, StopData, Sync, VoteKind};
+use crate::message::{
+    Batch, Decision, Message, ReplicaBody, SignedMessage, StopData, Sync, VoteKind,
+};
 use crate::storage::{PersistEntry, RegencyRecord};
 use crate::types::{DangerTestMutation, Digest, Regency, ReplicaId, SeqNo};
 
@@ -304,6 +306,16 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
                 leader: self.config.leader(self.regency),
             });
         }
+        if s.cid > self.open.cid
+            && let Some(d) = self.certified_open_decision(&s.proofs)
+        {
+            // The SYNC's proofs prove the open instance decided, and this replica holds the
+            // batch: decide it here rather than wait for a peer to serve it. The lone holder
+            // of the decision may be a Byzantine replica that completed the accept quorum
+            // with its own ACCEPT and never shares it, while its STOPDATA keeps every SYNC
+            // one instance above what the correct replicas decided.
+            self.decide(d, true);
+        }
         if s.cid == self.open.cid {
             let check_time = Self::choose(&s.proofs, self.config.danger_test_mutation)
                 .1
@@ -328,6 +340,27 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         }
         self.try_propose();
         Ok(())
+    }
+
+    /// The decision of the open instance, when a STOPDATA in `proofs` (already validated)
+    /// carries its accept certificate and this replica knows the batch. Every correct signer
+    /// of an accept certificate holds the batch in its vote record until it decides, so at
+    /// least f+1 correct replicas can decide this way.
+    pub(super) fn certified_open_decision(&self, proofs: &[SignedMessage]) -> Option<Decision> {
+        proofs.iter().find_map(|p| {
+            let ReplicaBody::StopData(sd) = &p.body else {
+                return None;
+            };
+            let proof = sd.last_decided.as_ref()?;
+            if proof.cid != self.open.cid || proof.kind != VoteKind::Accept {
+                return None;
+            }
+            let batch = self.known_batch(proof.digest)?.clone();
+            Some(Decision {
+                batch,
+                proof: proof.clone(),
+            })
+        })
     }
 
     pub(super) fn validate_sync(&self, s: &Sync) -> Result<(), PeerFault> {

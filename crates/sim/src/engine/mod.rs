@@ -979,6 +979,7 @@ fn trace_packet(now: u64, from: Node, to: Node, bytes: &[u8], cfg: &Config) {
             regency_proof.is_some()
         ),
         B::StateRequest => "STATEREQUEST".to_string(),
+        B::Fetch { from_cid } => format!("FETCH from={}", from_cid.0),
         B::StateDigests { checkpoints } => format!(
             "STATEDIGESTS {:?}",
             checkpoints.iter().map(|c| c.0.0).collect::<Vec<_>>()

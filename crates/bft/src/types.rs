@@ -91,6 +91,18 @@ pub enum DangerTestMutation {
     /// The new leader ignores the write certificates in STOPDATA when it chooses the SYNC
     /// value, and followers accept any SYNC value without checking it against them.
     SkipSyncCheck,
+    /// Issue 10, finding 1 before its fix: installing a checkpoint (by state transfer or on
+    /// restart) forgets the checkpoint's accept certificate, and the SYNC choice takes h
+    /// from the reported last-decided instances only (a write certificate for a later
+    /// instance no longer raises h).
+    ForgetCheckpointProof,
+    /// Issue 10, finding 3 before its fix: one peer's DECISIONS naming a checkpoint above
+    /// the log puts a replica into state transfer at once (it stops proposing and
+    /// answering reads), before f+1 replicas vouched for any checkpoint.
+    TrustOneCheckpointClaim,
+    /// Issue 10, finding 8 before its fix: followers never forward a request to the leader
+    /// and suspect it on the request timer's first expiry.
+    NoForward,
 }
 
 /// Replica configuration. Every limit is named `*_max` and bounds memory; the doc of each

@@ -369,7 +369,7 @@ impl Byzantine {
 
 /// A second, different batch for equivocation (re-using the client-signed requests, since a
 /// replica cannot forge new ones).
-fn other_batch(b: &Batch) -> Batch {
+pub(crate) fn other_batch(b: &Batch) -> Batch {
     let mut b2 = b.clone();
     if b2.requests.len() >= 2 {
         b2.requests.pop();

@@ -19,7 +19,7 @@ use crate::auth::Authenticator;
 use crate::error::Error;
 use crate::message::{Certificate, CheckpointState, CheckpointView};
 use crate::storage::{CheckpointRecord, PersistEntry};
-use crate::types::Digest;
+use crate::types::{DangerTestMutation, Digest};
 
 impl<A: Application, Au: Authenticator> Replica<A, Au> {
     /// Checkpoint the state after the instance that `proof` decided.
@@ -83,6 +83,9 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         self.last_decided = state.cid;
         self.last_timestamp = state.timestamp;
         self.last_proof = Some(proof);
+        if self.config.danger_test_mutation == Some(DangerTestMutation::ForgetCheckpointProof) {
+            self.last_proof = None;
+        }
         self.open = Open {
             cid: state.cid.next(),
             ..Open::default()

@@ -30,7 +30,9 @@ use super::{Output, Replica, STOP_WINDOW_MAX};
 use crate::app::Application;
 use crate::auth::Authenticator;
 use crate::error::PeerFault;
-use crate::message::{Batch, Message, ReplicaBody, SignedMessage, StopData, Sync, VoteKind};
+use crate::message::{
+    Batch, Decision, Message, ReplicaBody, SignedMessage, StopData, Sync, VoteKind,
+};
 use crate::storage::{PersistEntry, RegencyRecord};
 use crate::types::{DangerTestMutation, Digest, Regency, ReplicaId, SeqNo};
 
@@ -188,12 +190,17 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
     /// replica writes for c only once it has decided c−1, and the certificate holds f+1
     /// correct signers), so it counts towards h as well: no certificate in the proofs is
     /// ever above the chosen instance.
-    pub(super) fn choose(proofs: &[SignedMessage]) -> (SeqNo, Option<Digest>, Option<Batch>) {
+    pub(super) fn choose(
+        proofs: &[SignedMessage],
+        mutation: Option<DangerTestMutation>,
+    ) -> (SeqNo, Option<Digest>, Option<Batch>) {
         let mut h = SeqNo(0);
         for p in proofs {
             if let ReplicaBody::StopData(sd) = &p.body {
                 h = h.max(sd.last_cid());
-                if let Some((c, _)) = &sd.written {
+                if let Some((c, _)) = &sd.written
+                    && mutation != Some(DangerTestMutation::ForgetCheckpointProof)
+                {
                     h = h.max(SeqNo(c.cid.0.saturating_sub(1)));
                 }
             }
@@ -221,7 +228,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
             .take(self.quorum())
             .cloned()
             .collect();
-        let (h, _, mut forced) = Self::choose(&proofs);
+        let (h, _, mut forced) = Self::choose(&proofs, self.config.danger_test_mutation);
         if self.config.danger_test_mutation == Some(DangerTestMutation::SkipSyncCheck) {
             forced = None;
         }
@@ -299,8 +306,20 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
                 leader: self.config.leader(self.regency),
             });
         }
+        if s.cid > self.open.cid
+            && let Some(d) = self.certified_open_decision(&s.proofs)
+        {
+            // The SYNC's proofs prove the open instance decided, and this replica holds the
+            // batch: decide it here rather than wait for a peer to serve it. The lone holder
+            // of the decision may be a Byzantine replica that completed the accept quorum
+            // with its own ACCEPT and never shares it, while its STOPDATA keeps every SYNC
+            // one instance above what the correct replicas decided.
+            self.decide(d, true);
+        }
         if s.cid == self.open.cid {
-            let check_time = Self::choose(&s.proofs).1.is_none();
+            let check_time = Self::choose(&s.proofs, self.config.danger_test_mutation)
+                .1
+                .is_none();
             if check_time && !self.timestamp_acceptable(s.batch.timestamp) {
                 return Err(PeerFault::InvalidSync);
             }
@@ -323,6 +342,27 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         Ok(())
     }
 
+    /// The decision of the open instance, when a STOPDATA in `proofs` (already validated)
+    /// carries its accept certificate and this replica knows the batch. Every correct signer
+    /// of an accept certificate holds the batch in its vote record until it decides, so at
+    /// least f+1 correct replicas can decide this way.
+    pub(super) fn certified_open_decision(&self, proofs: &[SignedMessage]) -> Option<Decision> {
+        proofs.iter().find_map(|p| {
+            let ReplicaBody::StopData(sd) = &p.body else {
+                return None;
+            };
+            let proof = sd.last_decided.as_ref()?;
+            if proof.cid != self.open.cid || proof.kind != VoteKind::Accept {
+                return None;
+            }
+            let batch = self.known_batch(proof.digest)?.clone();
+            Some(Decision {
+                batch,
+                proof: proof.clone(),
+            })
+        })
+    }
+
     pub(super) fn validate_sync(&self, s: &Sync) -> Result<(), PeerFault> {
         if s.proofs.len() < self.quorum() {
             return Err(PeerFault::InvalidSync);
@@ -339,7 +379,7 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
                 return Err(PeerFault::InvalidSync);
             }
         }
-        let (h, forced, _) = Self::choose(&s.proofs);
+        let (h, forced, _) = Self::choose(&s.proofs, self.config.danger_test_mutation);
         if s.cid != h.next() {
             return Err(PeerFault::InvalidSync);
         }

@@ -36,7 +36,8 @@ use crate::message::{
 };
 use crate::storage::{CheckpointRecord, PersistEntry, RecoveredState, VoteRecord};
 use crate::types::{
-    ClientId, Config, ConfigError, Digest, Regency, ReplicaId, RequestSeq, SeqNo, Timestamp,
+    ClientId, Config, ConfigError, DangerTestMutation, Digest, Regency, ReplicaId, RequestSeq,
+    SeqNo, Timestamp,
 };
 
 mod catch_up;
@@ -581,16 +582,16 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
         let now = self.now;
         if self.stop_target == self.regency && !self.syncing {
             let leader = self.config.leader(self.regency) == self.id;
-            if !leader {
+            let no_forward =
+                self.config.danger_test_mutation == Some(DangerTestMutation::NoForward);
+            if !leader && !no_forward {
                 self.forward_expired();
             }
             let timeout = self.current_timeout();
             // A follower suspects the leader only on a forwarded request's second expiry.
-            if self
-                .pending
-                .values()
-                .any(|(_, t, fwd)| (leader || *fwd) && t.saturating_add(timeout) <= now)
-            {
+            if self.pending.values().any(|(_, t, fwd)| {
+                (leader || *fwd || no_forward) && t.saturating_add(timeout) <= now
+            }) {
                 self.start_stop(self.regency.next());
             }
         } else if self.stop_deadline.is_some_and(|d| d <= now) {

@@ -352,6 +352,71 @@ fn batching_is_fair_across_clients() {
 /// Issue 10, finding 1: a write certificate for instance 3 proves that 2 was decided,
 /// even when its STOPDATA reports no last decided instance, so the choice is instance 3
 /// with that certificate's batch (not instance 1 with a free batch).
+/// A Byzantine replica completes an accept quorum with its own ACCEPT, keeps the decision
+/// to itself, and reports it in its STOPDATA: every SYNC then starts one instance above
+/// what the correct replicas decided, and none of them can fetch the missing decision from
+/// a correct peer. A correct replica that signed the certificate holds the batch, so the
+/// certificate in the SYNC's proofs lets it decide the instance itself and vote on the SYNC
+/// (found by the simulator: `f9a-restart-leader-after-sync`, seeds 74 and 106).
+#[test]
+fn a_certificate_in_the_sync_decides_the_open_instance() {
+    let now = Timestamp(1);
+    let from = |i| Peer::Replica(ReplicaId(i));
+    let a = batch(1, b"a");
+    let mut r = replica(2, Config::new(4));
+    let propose = ReplicaBody::Propose {
+        regency: Regency(0),
+        cid: SeqNo(1),
+        batch: a.clone(),
+    };
+    r.handle_message(now, from(0), signed(0, propose))
+        .expect("valid proposal");
+    for i in [0, 1] {
+        let w = ReplicaBody::Write {
+            regency: Regency(0),
+            cid: SeqNo(1),
+            digest: a.digest(),
+        };
+        r.handle_message(now, from(i), signed(i, w))
+            .expect("valid write");
+    }
+    drain(&mut r);
+    assert_eq!(r.status().vote.accepted, Some((Regency(0), a.digest())));
+    assert_eq!(r.last_decided(), SeqNo(0), "only its own and 1's ACCEPT");
+    // Replica 0 holds ACCEPTs from 0, 1 and 2: a valid certificate nobody else has.
+    let decided_a = cert(VoteKind::Accept, 0, 1, a.digest(), &[0, 1, 2]);
+    let written_a = cert(VoteKind::Write, 0, 1, a.digest(), &[0, 1, 2]);
+    let sd0 = SignedMessage::new(
+        &auth(0),
+        ReplicaId(0),
+        ReplicaBody::StopData(StopData {
+            regency: Regency(1),
+            last_decided: Some(decided_a),
+            written: None,
+        }),
+    );
+    let b = batch(2, b"b");
+    let s = Sync {
+        regency: Regency(1),
+        cid: SeqNo(2),
+        batch: b.clone(),
+        proofs: vec![
+            sd0,
+            stopdata(1, 1, Some((written_a, a.clone()))),
+            stopdata(3, 1, None),
+        ],
+    };
+    r.handle_message(now, from(1), signed(1, ReplicaBody::Sync(s)))
+        .expect("valid sync");
+    assert_eq!(r.regency(), Regency(1));
+    assert_eq!(r.last_decided(), SeqNo(1), "decided from the SYNC's proofs");
+    let outs = drain(&mut r);
+    assert!(outs.iter().any(
+        |o| matches!(o, Output::Decided { cid: SeqNo(1), digest, .. } if *digest == a.digest())
+    ));
+    assert!(broadcasts_write(&outs, b.digest()), "votes for the SYNC");
+}
+
 #[test]
 fn a_write_certificate_above_h_raises_the_choice() {
     let b = batch(1, b"C");
@@ -361,7 +426,7 @@ fn a_write_certificate_above_h_raises_the_choice() {
         stopdata(1, 1, None),
         stopdata(3, 1, None),
     ];
-    let (h, forced, batch) = R::choose(&proofs);
+    let (h, forced, batch) = R::choose(&proofs, None);
     assert_eq!(h, SeqNo(2));
     assert_eq!(forced, Some(b.digest()));
     assert_eq!(batch, Some(b));

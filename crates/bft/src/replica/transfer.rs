@@ -21,7 +21,7 @@ use crate::auth::Authenticator;
 use crate::error::PeerFault;
 use crate::message::{Certificate, CheckpointState, ReplicaBody, VoteKind};
 use crate::storage::{CheckpointRecord, PersistEntry};
-use crate::types::{Digest, ReplicaId, SeqNo, Timestamp};
+use crate::types::{DangerTestMutation, Digest, ReplicaId, SeqNo, Timestamp};
 
 /// A state transfer. Until `chosen` is set it is only a *probe*: the replica asked for
 /// checkpoint digests (one peer claimed a checkpoint beyond its log) but has no evidence
@@ -60,7 +60,11 @@ impl<A: Application, Au: Authenticator> Replica<A, Au> {
     /// The replica is downloading a checkpoint (f+1 replicas vouched for one above its
     /// last decided instance): it neither proposes nor answers reads meanwhile.
     pub(super) fn in_transfer(&self) -> bool {
-        self.st.as_ref().is_some_and(|st| st.chosen.is_some())
+        let trust_one =
+            self.config.danger_test_mutation == Some(DangerTestMutation::TrustOneCheckpointClaim);
+        self.st
+            .as_ref()
+            .is_some_and(|st| st.chosen.is_some() || trust_one)
     }
 
     /// Start a state transfer with a probe: ask every replica for its checkpoint digests.

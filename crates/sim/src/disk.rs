@@ -123,6 +123,53 @@ impl SimulatedDiskStorage {
     }
 }
 
+impl SimulatedDiskStorage {
+    /// On a crashed replica's disk (call right after [`SimulatedDiskStorage::crash`]):
+    /// flip one random bit of one random durable file (not the lock file), check that
+    /// reopening refuses it as [`StorageError::Corrupt`], flip the bit back and reopen.
+    /// Returns `Ok(None)` if the flip was detected (or the disk holds no file), `Ok(Some(
+    /// what))` naming the flip that went undetected, or the error of the final reopen.
+    pub fn flip_is_detected<R: rand::RngCore>(
+        &mut self,
+        rng: &mut R,
+    ) -> Result<Option<String>, StorageError> {
+        self.storage = None;
+        let files: Vec<_> = self
+            .disk
+            .durable_files()
+            .into_iter()
+            .filter(|(p, len)| !p.ends_with("LOCK") && *len > 0)
+            .collect();
+        let mut undetected = None;
+        if !files.is_empty() {
+            let (path, len) = &files[(rng.next_u64() % files.len() as u64) as usize];
+            let bit = (rng.next_u64() % (*len as u64 * 8)) as usize;
+            self.disk.flip_bit(path, bit);
+            match FileStorage::open_on(self.disk.clone(), Path::new(DIR), &self.config) {
+                Err(StorageError::Corrupt { .. }) => {}
+                Err(e) => {
+                    undetected = Some(format!(
+                        "bit {bit} of {} ({len} bytes) flipped: reopen failed with {e}, not as corruption",
+                        path.display()
+                    ));
+                }
+                Ok(_) => {
+                    undetected = Some(format!(
+                        "bit {bit} of {} ({len} bytes) flipped: reopened without noticing",
+                        path.display()
+                    ));
+                }
+            }
+            // The reopen may have taken the lock: release it as a crash would.
+            self.disk.crash_with(&CrashPlan::default());
+            self.disk.flip_bit(path, bit);
+        }
+        let (storage, _) = FileStorage::open_on(self.disk.clone(), Path::new(DIR), &self.config)?;
+        self.storage = Some(storage);
+        Ok(undetected)
+    }
+}
+
 impl Storage for SimulatedDiskStorage {
     fn apply(&mut self, entry: &PersistEntry) -> Result<(), StorageError> {
         self.storage.as_mut().ok_or_else(gone)?.apply(entry)

@@ -110,6 +110,11 @@ pub struct Faults {
     pub adversarial_network: bool,
     /// Byzantine clients with valid keys ([`clients`]).
     pub byzantine_clients: bool,
+    /// Correct replicas persist through the real `FileStorage` on a **simulated** disk
+    /// ([`disk`]): a crash keeps any prefix of the unsynced writes, the last one possibly
+    /// torn, and loses unsynced directory entries; at half the crashes a bit of a durable
+    /// file is flipped, the reopen must report corruption, and the bit is flipped back.
+    pub disk: bool,
 }
 
 impl Faults {
@@ -121,6 +126,7 @@ impl Faults {
         strategic: true,
         adversarial_network: true,
         byzantine_clients: true,
+        disk: true,
     };
 
     /// The original simulator: random network, crashes, random Byzantine behaviours; no
@@ -133,6 +139,7 @@ impl Faults {
         strategic: false,
         adversarial_network: false,
         byzantine_clients: false,
+        disk: false,
     };
 
     /// No faults at all (the throughput baseline).
@@ -143,6 +150,7 @@ impl Faults {
         strategic: false,
         adversarial_network: false,
         byzantine_clients: false,
+        disk: false,
     };
 }
 
@@ -275,6 +283,15 @@ pub enum Failure {
         /// Half the fault-free rate, same unit.
         floor_milli: u64,
     },
+    /// The simulated disk lost or changed what `FileStorage` acknowledged, or a flipped bit
+    /// went undetected.
+    #[error("replica {replica} disk: {error}")]
+    Disk {
+        /// Replica.
+        replica: u8,
+        /// What went wrong.
+        error: String,
+    },
     /// A core could not be built (e.g. recovery failed).
     #[error("replica {replica} failed to start: {error}")]
     Start {
@@ -304,6 +321,10 @@ pub struct Summary {
     pub crashes: u64,
     /// Partitions injected.
     pub partitions: u64,
+    /// Crashes of a replica on the simulated disk (`FileStorage` reopened after each).
+    pub disk_crashes: u64,
+    /// Bit flips injected into a crashed replica's durable files and detected on reopen.
+    pub bit_flips_detected: u64,
     /// Packets sent.
     pub packets: u64,
     /// Messages rejected by correct replicas as peer faults or undecodable.
@@ -374,8 +395,8 @@ impl SimReport {
         };
         format!(
             "seed={} {status} attack={} net={} decided={} ops={} ro_fast={} ro_fallback={} \
-             regencies={} state_transfers={} crashes={} partitions={} held={} moves={} \
-             rejected={} packets={} byz=[{}]{clients} vt={}ms",
+             regencies={} state_transfers={} crashes={} disk_crashes={} flips_detected={} \
+             partitions={} held={} moves={} rejected={} packets={} byz=[{}]{clients} vt={}ms",
             self.seed,
             s.attack,
             s.net,
@@ -386,6 +407,8 @@ impl SimReport {
             s.regencies,
             s.state_transfers,
             s.crashes,
+            s.disk_crashes,
+            s.bit_flips_detected,
             s.partitions,
             s.held,
             s.adversary_moves,

@@ -59,6 +59,11 @@ pub struct SimArgs {
     /// network, no crashes, against the fault-free rate (`--seeds` seeds each).
     #[arg(long)]
     attack_rates: bool,
+    /// Instead of seeds: bounded exhaustive search over the real cores (n = 4, the plain
+    /// world and every Twins scenario), every path up to this many choices; prints the
+    /// states explored per configuration and fails on the first violation.
+    #[arg(long, value_name = "DEPTH")]
+    search: Option<usize>,
 }
 
 /// Which adversary runs.
@@ -137,6 +142,9 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
     let mutation = args.danger_mutation.map(Mutation::core);
     if args.attack_rates {
         return attack_rates(&args, mutation);
+    }
+    if let Some(depth) = args.search {
+        return search(depth, mutation);
     }
     let faults = match args.mode {
         Mode::All => Faults::ALL,
@@ -240,6 +248,25 @@ pub fn run(args: SimArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--search DEPTH`: the bounded exhaustive search of `rampart_sim::search`.
+fn search(depth: usize, mutation: Option<DangerTestMutation>) -> anyhow::Result<()> {
+    if !(1..=64).contains(&depth) {
+        bail!("--search {depth} is out of range: 1 to 64 choices");
+    }
+    let mut violations = 0;
+    for (name, report) in rampart_sim::search::standard_runs(depth, mutation) {
+        println!("{name:<28} {}", report.line());
+        if let Some(c) = &report.counterexample {
+            println!("{c}");
+            violations += 1;
+        }
+    }
+    if violations > 0 {
+        bail!("{violations} configurations reached a violation");
+    }
+    Ok(())
+}
+
 /// `--attack-rates`: for each attack, `--seeds` seeds with one Byzantine replica on a quiet
 /// network (the throughput-floor configuration), the mean rate and the mean fault-free
 /// rate of the same seeds.
@@ -251,6 +278,7 @@ fn attack_rates(args: &SimArgs, mutation: Option<DangerTestMutation>) -> anyhow:
         strategic: true,
         adversarial_network: false,
         byzantine_clients: false,
+        disk: false,
     };
     println!(
         "{:<38} {:>6} {:>14} {:>14} {:>6} {:>7}",

@@ -8,13 +8,15 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use rampart_bft::{
-    Client, ClientId, ClientOutput, Config, Digest, MemStorage, Output, Peer, Principal, Replica,
-    ReplicaId, RequestSeq, SeqNo, SimulatedAuthenticator, Storage, Timestamp,
+    Client, ClientId, ClientOutput, Config, Digest, MemStorage, Output, Peer, PersistEntry,
+    Principal, RecoveredState, Replica, ReplicaId, RequestSeq, SeqNo, SimulatedAuthenticator,
+    Storage, StorageError, Timestamp,
 };
 
 use crate::adversary::{Adversary, Attack};
 use crate::byz::{self, Behaviour, Byzantine};
 use crate::clients::ByzClient;
+use crate::disk::SimulatedDiskStorage;
 use crate::kv::{KvApp, KvOp, KvResult};
 use crate::lin::{self, HistOp, LinError};
 use crate::network::{NetMode, Network};
@@ -81,9 +83,32 @@ impl Ord for Queued {
     }
 }
 
+/// Where a replica persists: in memory (durable at once), or through the real
+/// `FileStorage` on a simulated disk (correct replicas with [`crate::Faults::disk`]).
+enum SlotStorage {
+    Mem(Box<MemStorage>),
+    Disk(Box<SimulatedDiskStorage>),
+}
+
+impl Storage for SlotStorage {
+    fn apply(&mut self, entry: &PersistEntry) -> Result<(), StorageError> {
+        match self {
+            SlotStorage::Mem(m) => m.apply(entry),
+            SlotStorage::Disk(d) => d.apply(entry),
+        }
+    }
+
+    fn recover(&self) -> Result<RecoveredState, StorageError> {
+        match self {
+            SlotStorage::Mem(m) => m.recover(),
+            SlotStorage::Disk(d) => d.recover(),
+        }
+    }
+}
+
 struct ReplicaSlot {
     core: Option<Core>,
-    storage: MemStorage,
+    storage: SlotStorage,
     /// Persist entries emitted but not yet durable.
     unpersisted: Vec<(u64, rampart_bft::PersistEntry)>,
     persist_ready_at: u64,
@@ -125,6 +150,8 @@ struct Sim {
     /// The adversary's own randomness (so that [`crate::Faults::RANDOM`] runs draw exactly
     /// what they drew before the adversary existed).
     adv_rng: ChaCha8Rng,
+    /// Crash outcomes and bit flips of the simulated disks.
+    disk_rng: ChaCha8Rng,
     adv: Option<Adversary>,
     byz_clients: Vec<ByzClient>,
     random_crashes: bool,
@@ -170,9 +197,15 @@ impl Sim {
             } else {
                 None
             };
+            let storage = if cfg.faults.disk && byz.is_none() {
+                let d = SimulatedDiskStorage::new(&rcfg).expect("an empty simulated disk opens");
+                SlotStorage::Disk(Box::new(d))
+            } else {
+                SlotStorage::Mem(Box::default())
+            };
             replicas.push(ReplicaSlot {
                 core: None,
-                storage: MemStorage::default(),
+                storage,
                 unpersisted: Vec::new(),
                 persist_ready_at: 0,
                 incarnation: 0,
@@ -207,6 +240,8 @@ impl Sim {
         let heal_at = u64::try_from(cfg.fault_phase.as_nanos()).unwrap_or(u64::MAX);
         let limits = rampart_bft::WireLimits::from_config(&rcfg);
         let adv_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xad5e_c0de_5eed_0001);
+        // Its own stream, so that disk faults change no other random choice of the run.
+        let disk_rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ 0xd15c_0000_f11b_0002);
         let mut sim = Sim {
             cfg,
             rcfg,
@@ -226,6 +261,7 @@ impl Sim {
             summary,
             failure: None,
             adv_rng,
+            disk_rng,
             adv: None,
             byz_clients: Vec::new(),
             random_crashes: true,
@@ -549,6 +585,36 @@ impl Sim {
             return;
         }
         slot.core = None;
+        if let SlotStorage::Disk(d) = &mut slot.storage {
+            // The power goes while the emitted but unacknowledged entries are being
+            // written: any prefix of them may survive, the last one torn.
+            let unsynced = slot.unpersisted.iter().map(|(_, e)| e);
+            if let Err(e) = d.crash(unsynced, &mut self.disk_rng) {
+                self.failure = Some(Failure::Disk {
+                    replica: r,
+                    error: format!("reopening after a crash: {e}"),
+                });
+            } else {
+                self.summary.disk_crashes += 1;
+                if self.disk_rng.gen_bool(0.5) {
+                    match d.flip_is_detected(&mut self.disk_rng) {
+                        Ok(None) => self.summary.bit_flips_detected += 1,
+                        Ok(Some(what)) => {
+                            self.failure = Some(Failure::Disk {
+                                replica: r,
+                                error: format!("undetected corruption: {what}"),
+                            });
+                        }
+                        Err(e) => {
+                            self.failure = Some(Failure::Disk {
+                                replica: r,
+                                error: format!("reopening after an undone bit flip: {e}"),
+                            });
+                        }
+                    }
+                }
+            }
+        }
         slot.unpersisted.clear();
         slot.incarnation += 1;
         self.summary.crashes += 1;

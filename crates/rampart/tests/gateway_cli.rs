@@ -628,10 +628,12 @@ fn gateway_issue_12_closes_idle_connections_and_caps_them_per_address() {
 
 /// Issue 12, security 3: a minimum body rate. With one transfer slot and a minimum of
 /// 64 KiB/s over 2 s, an authenticated client that trickles an upload (10 KiB/s), or reads
-/// a download that slowly, loses its transfer and frees the slot: other requests are
-/// served, the trickled upload stores nothing, and a full-speed download is unaffected.
-/// (Revert-checked for the upload half only: without the download check the download
-/// half still passes, only slower; see ADR 0403.)
+/// a 32 MiB download that slowly through a 4 KiB receive buffer, loses its transfer and
+/// frees the slot: other requests are served while it is still connected and before it
+/// has made 150 trickle steps (then it would finish at full speed and free the slot
+/// itself), the trickled upload stores nothing, the slow download is cut short, and a
+/// full-speed download is unaffected.
+/// Both halves are revert-checked (ADR 0403).
 #[test]
 fn gateway_issue_12_minimum_body_rate_frees_the_transfer_slot() {
     let (_tmp, dir, _work) = scratch();

@@ -541,37 +541,54 @@ def chunked_transfer():
 def slow_clients():
     """Issue 12, security 3, with transfers_max = 1 and a minimum body rate of 64 KiB/s over
     2 s: an authenticated client that trickles an upload, or reads a download slowly, loses
-    its transfer and frees the one slot, so other requests are served (each within boto3's
-    30 s read timeout, which they would not be while the slow client held the slot)."""
+    its transfer and frees the one slot, so other requests are served while the slow client
+    is still connected and before it has made TRICKLE_STEPS steps (the timeouts are hang
+    detectors only)."""
     import socket
     import threading
     u = urllib.parse.urlsplit(ENDPOINT)
     s3 = boto3.client("s3", endpoint_url=ENDPOINT, region_name=REGION,
-                      config=Config(retries={"max_attempts": 1}, read_timeout=30, connect_timeout=10,
+                      config=Config(retries={"max_attempts": 1}, read_timeout=60, connect_timeout=10,
                                     s3={"addressing_style": "path"}))
     s3.create_bucket(Bucket="slow")
-    big = os.urandom(16 * 1024 * 1024)
+    # Far more than the kernel (a 4 KiB receive buffer here, at most 4 MiB of send buffer
+    # on the gateway's side), hyper and the 256 KiB response pipe can hold: without the
+    # download check the store read cannot finish, and keeps the slot, until the reader
+    # reads it all.
+    big = os.urandom(32 * 1024 * 1024)
     s3.put_object(Bucket="slow", Key="big", Body=big)
     s3.put_object(Bucket="slow", Key="small", Body=b"small")
     outcome = {}
     stop = threading.Event()
+    holds_slot = threading.Event()
+
+    # 15 s of trickling: far more than the 2 s window, so a working check has long cut the
+    # slow transfer (and freed the slot) before the slow client runs out of steps.
+    TRICKLE_STEPS = 150
 
     def trickle_upload():
-        """Announces 4 MiB, then sends 1 KiB every 100 ms (10 KiB/s) until told to stop
-        (at most 60 s)."""
+        """Announces 4 MiB, then sends 1 KiB every 100 ms (10 KiB/s) until told to stop, at
+        most TRICKLE_STEPS times; out of steps first, it says so and sends the rest at full
+        speed, which ends the store write and frees the slot. The socket stays open until
+        told to stop."""
         headers = signed_headers("PUT", "/slow/trickled", {"Content-Length": str(4 << 20)}, "UNSIGNED-PAYLOAD")
         sock = socket.create_connection((u.hostname, u.port), timeout=60)
         head = f"PUT /slow/trickled HTTP/1.1\r\nHost: {u.netloc}\r\nContent-Length: {4 << 20}\r\n"
         head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
         sock.sendall(head.encode())
+        holds_slot.set()  # once its body streams the upload has the slot; see the sleep below
         sent = 0
         try:
-            for _ in range(600):
+            for _ in range(TRICKLE_STEPS):
                 if stop.is_set():
                     break
                 sock.sendall(b"u" * 1024)
                 sent += 1024
                 time.sleep(0.1)
+            else:
+                outcome["upload_out_of_steps"] = True
+                sock.sendall(b"u" * ((4 << 20) - sent))
+                sent = 4 << 20
         except OSError:
             pass
         try:
@@ -580,57 +597,95 @@ def slow_clients():
         except OSError as e:
             outcome["upload"] = repr(e).encode()
         outcome["upload_sent"] = sent
+        stop.wait(60)
         sock.close()
 
     def trickle_download():
-        """GETs 16 MiB through a small receive buffer, 1 KiB every 100 ms, until told to
-        stop (at most 60 s)."""
+        """GETs 32 MiB through a 4 KiB receive buffer; once the response head is in (the
+        GET holds the slot from before its head is sent), reads 1 KiB every 100 ms (10 KiB/s,
+        so the connection is never idle) until told to stop, at most TRICKLE_STEPS times.
+        Told to stop, it reads the rest at full speed to see whether the response was cut;
+        out of reads first, it says so and reads the whole body, which ends the store read
+        and frees the slot. The socket stays open until told to stop."""
         headers = signed_headers("GET", "/slow/big", {}, hashlib.sha256(b"").hexdigest())
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.settimeout(60)
+        sock.settimeout(30)
         sock.connect((u.hostname, u.port))
         head = f"GET /slow/big HTTP/1.1\r\nHost: {u.netloc}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
         sock.sendall(head.encode())
-        got = 0
-        first = b""
+        got = b""
+        for _ in range(64):  # the head is a few hundred bytes
+            if b"\r\n\r\n" in got:
+                break
+            chunk = sock.recv(1024)
+            if not chunk:
+                break
+            got += chunk
+        outcome["download_head"], _, rest = got.partition(b"\r\n\r\n")
+        body = len(rest)
+        holds_slot.set()
+        ended = None
         try:
-            for _ in range(600):
+            for _ in range(TRICKLE_STEPS):
                 if stop.is_set():
                     break
                 chunk = sock.recv(1024)
-                first = first or chunk
                 if not chunk:
+                    ended = "eof"
                     break
-                got += len(chunk)
+                body += len(chunk)
                 time.sleep(0.1)
-        except OSError:
-            pass
-        outcome["download_got"] = got
-        outcome["download_start"] = first
+            else:
+                outcome["download_out_of_steps"] = True
+            sock.settimeout(10)
+            while ended is None and body < len(big):
+                chunk = sock.recv(1 << 16)
+                if not chunk:
+                    ended = "eof"
+                body += len(chunk)
+        except ConnectionResetError:
+            ended = "reset"
+        except OSError as e:
+            ended = repr(e)
+        outcome["download_body"] = body
+        outcome["download_ended"] = ended or "whole body"
+        stop.wait(60)
         sock.close()
 
     for name, fn in [("upload", trickle_upload), ("download", trickle_download)]:
         stop.clear()
-        t = threading.Thread(target=fn)
+        holds_slot.clear()
+        t = threading.Thread(target=fn, daemon=True)
         t.start()
-        time.sleep(1)  # the slow client has the slot by now
+        assert holds_slot.wait(30), f"the slow {name} client never started"
+        if name == "upload":
+            time.sleep(1)  # the upload's head is sent, not yet answered: let it take the slot
+        # The slow client is still connected (its thread only closes its socket after `stop`),
+        # so these are served only if the minimum rate freed the one slot.
         assert s3.get_object(Bucket="slow", Key="small")["Body"].read() == b"small", name
         s3.put_object(Bucket="slow", Key=f"after-{name}", Body=b"served")
+        assert not outcome.get(f"{name}_out_of_steps"), \
+            f"served only after the slow {name} client stopped trickling: {outcome}"
+        assert t.is_alive(), f"the slow {name} client ended before the others were served"
         stop.set()
         t.join(90)
         assert not t.is_alive(), f"the slow {name} client did not stop"
-    # The trickled upload was refused and stored nothing; the slow download was cut short.
+    # The trickled upload was refused and stored nothing; the slow download was cut short:
+    # the gateway closed the connection before the whole body.
     assert outcome["upload_sent"] < 4 << 20, outcome["upload_sent"]
     assert b"RequestTimeout" in outcome["upload"], outcome["upload"]
     expect_error("404", s3.head_object, Bucket="slow", Key="trickled")
-    assert outcome["download_start"].startswith(b"HTTP/1.1 200"), outcome["download_start"][:200]
-    assert outcome["download_got"] < len(big), outcome["download_got"]
+    head = outcome["download_head"]
+    assert head.startswith(b"HTTP/1.1 200") and f"content-length: {len(big)}".encode() in head.lower(), head
+    assert outcome["download_ended"] in ("eof", "reset"), outcome
+    assert outcome["download_body"] < len(big), outcome
     # A client at full speed is unaffected.
     assert s3.get_object(Bucket="slow", Key="big")["Body"].read() == big
     for k in ["big", "small", "after-upload", "after-download"]:
         s3.delete_object(Bucket="slow", Key=k)
     s3.delete_bucket(Bucket="slow")
+    print(f"slow download: {outcome['download_body']} of {len(big)} body bytes, then {outcome['download_ended']}")
     print("slow clients ok")
 
 

@@ -28,6 +28,7 @@ pub struct Budget {
 pub struct Held {
     _own: Option<OwnedSemaphorePermit>,
     _shared: Option<OwnedSemaphorePermit>,
+    _count: Option<OwnedSemaphorePermit>,
 }
 
 impl Held {
@@ -42,6 +43,7 @@ impl Held {
         }
         one(&mut self._own, other._own);
         one(&mut self._shared, other._shared);
+        one(&mut self._count, other._count);
     }
 
     /// `self`, taken from a connection's own budget, together with `shared`, taken from
@@ -49,6 +51,14 @@ impl Held {
     #[must_use]
     pub fn with_shared(mut self, shared: Held) -> Held {
         self._shared = shared._own;
+        self
+    }
+
+    /// `self` together with `count`, taken from a budget counted in items rather than
+    /// bytes (a client's frames waiting for the core): one share of all.
+    #[must_use]
+    pub fn with_count(mut self, count: Held) -> Held {
+        self._count = count._own;
         self
     }
 }
@@ -98,6 +108,7 @@ impl Budget {
         Some(Held {
             _own: Some(p),
             _shared: None,
+            _count: None,
         })
     }
 
@@ -116,6 +127,7 @@ impl Budget {
         Some(Held {
             _own: Some(p),
             _shared: None,
+            _count: None,
         })
     }
 

@@ -208,7 +208,7 @@ pub async fn run_replica(
         source: e,
     })?;
     let (replica_tx, replica_rx) = mpsc::channel::<Event>(INBOUND_QUEUE_MAX);
-    let (client_tx, client_rx) = mpsc::channel::<Event>(INBOUND_QUEUE_MAX);
+    let (client_tx, client_rx) = mpsc::channel::<Event>(limits.client_events_max());
 
     // Every task of this replica dies with it (dropping or aborting `run_replica`).
     let mut tasks = tokio::task::JoinSet::new();
@@ -319,10 +319,10 @@ impl Core {
                 // The frame's bytes leave the inbound budget only now.
                 drop((bytes, held));
             }
-            Event::ClientUp(c, conn, tx) => {
+            Event::ClientUp(c, conn, tx, _quota) => {
                 self.clients.insert(c, (conn, tx));
             }
-            Event::ClientDown(c, conn) => {
+            Event::ClientDown(c, conn, _quota) => {
                 if self.clients.get(&c).is_some_and(|(k, _)| *k == conn) {
                     self.clients.remove(&c);
                 }

@@ -32,7 +32,9 @@
 //!   two maximal requests of the common rest of the budget. The client channel holds
 //!   [`CLIENT_INBOUND_FRAMES_MAX`] × `client_connections_max` events, so one client's
 //!   frames never find it full because of others, and a client with one small request in
-//!   flight is always admitted, however many Byzantine keys flood.
+//!   flight is always admitted, however many Byzantine keys flood. The core takes client
+//!   events one identity at a time in turn ([`crate::queue::fair`]), so such a request
+//!   waits behind at most one event of each other client.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -49,7 +51,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::ClusterError;
 use crate::config::TransportSettings;
 use crate::frame::{FrameReader, FrameStats, FrameTiming, Reserved};
-use crate::queue::{Budget, Held, QueueTx, queue};
+use crate::queue::{Budget, FairTx, Held, QueueTx, queue};
 use crate::tls::{Directory, peer_of};
 
 /// Events (frames and client connections) waiting for the core, per channel (replicas
@@ -330,7 +332,7 @@ pub(crate) struct Shared {
     pub(crate) limits: TransportLimits,
     pub(crate) stats: Arc<TransportStats>,
     pub(crate) replica_events: mpsc::Sender<Event>,
-    pub(crate) client_events: mpsc::Sender<Event>,
+    pub(crate) client_events: FairTx<ClientId, Event>,
     pub(crate) client_inbound: Arc<Budget>,
     pub(crate) client_outbound: Arc<Budget>,
     table: Arc<Mutex<Table>>,
@@ -343,7 +345,7 @@ impl Shared {
         limits: TransportLimits,
         stats: Arc<TransportStats>,
         replica_events: mpsc::Sender<Event>,
-        client_events: mpsc::Sender<Event>,
+        client_events: FairTx<ClientId, Event>,
     ) -> Arc<Shared> {
         Arc::new(Shared {
             client_inbound: Budget::new(
@@ -542,8 +544,7 @@ pub(crate) async fn serve_connection<S: AsyncRead + AsyncWrite + Send + 'static>
             };
             if shared
                 .client_events
-                .send(Event::ClientUp(c, conn, tx, up))
-                .await
+                .try_send(c, Event::ClientUp(c, conn, tx, up))
                 .is_err()
             {
                 return;
@@ -557,8 +558,7 @@ pub(crate) async fn serve_connection<S: AsyncRead + AsyncWrite + Send + 'static>
             if let Some(down) = quota.frames.take(1).await {
                 let _ = shared
                     .client_events
-                    .send(Event::ClientDown(c, conn, down))
-                    .await;
+                    .try_send(c, Event::ClientDown(c, conn, down));
             }
         }
     }
@@ -606,6 +606,9 @@ async fn read_client<R: AsyncRead + Unpin>(
     shared: &Shared,
     quota: &ClientQuota,
 ) {
+    let Peer::Client(client) = peer else {
+        return;
+    };
     let l = &shared.limits;
     let reader = FrameReader::new(
         l.client_frame_max,
@@ -645,7 +648,10 @@ async fn read_client<R: AsyncRead + Unpin>(
         let sent = quota.frames.try_take(1).is_some_and(|count| {
             shared
                 .client_events
-                .try_send(Event::Frame(peer, frame, reserved.with_count(count)))
+                .try_send(
+                    client,
+                    Event::Frame(peer, frame, reserved.with_count(count)),
+                )
                 .is_ok()
         });
         if !sent {
@@ -660,10 +666,11 @@ async fn read_client<R: AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::FairRx;
     use rampart_bft::ReplicaId;
     use tokio::io::AsyncWriteExt as _;
 
-    type Channels = (Arc<Shared>, mpsc::Receiver<Event>, mpsc::Receiver<Event>);
+    type Channels = (Arc<Shared>, mpsc::Receiver<Event>, FairRx<ClientId, Event>);
 
     fn shared() -> Channels {
         shared_with(|_| {})
@@ -679,7 +686,7 @@ mod tests {
             limits.client_connections_max,
         );
         let (rtx, rrx) = mpsc::channel(INBOUND_QUEUE_MAX);
-        let (ctx, crx) = mpsc::channel(limits.client_events_max());
+        let (ctx, crx) = crate::queue::fair(limits.client_events_max());
         let stats = Arc::new(TransportStats::default());
         (Shared::new(limits, stats, rtx, ctx), rrx, crx)
     }
@@ -805,7 +812,7 @@ mod tests {
         let queued = client_rx.try_recv();
         assert!(matches!(
             queued,
-            Ok(Event::Frame(Peer::Client(ClientId(9)), ref f, _)) if f == b"abc"
+            Some(Event::Frame(Peer::Client(ClientId(9)), ref f, _)) if f == b"abc"
         ));
         assert_eq!(
             (quota.floor.used(), quota.frames.used()),
@@ -819,8 +826,10 @@ mod tests {
     /// Issue 10 (transport probe `scan`): Byzantine keys flooding small frames into a
     /// stalled core cannot take the client channel. Eight attackers each send 2,000 tiny
     /// frames (far more than the 1,024 events a shared FIFO held) and then an honest
-    /// client sends one request: it is queued, behind at most each attacker's quota of
-    /// frames. Before the fix the channel was full and the honest frame was dropped.
+    /// client sends one request: it is queued (each key's quota bounds its frames) and
+    /// the core takes it among its first nine frames (one key at a time in turn), not
+    /// behind every attacker's quota. Before the fix the channel was full and the honest
+    /// frame was dropped.
     #[tokio::test]
     async fn flooding_client_keys_cannot_take_the_channel_from_an_honest_client() {
         let (shared, _r, mut client_rx) = shared();
@@ -844,10 +853,10 @@ mod tests {
         let quota = ClientQuota::new(&shared.limits, &shared.stats);
         read_client(rd, Peer::Client(ClientId(99)), &shared, &quota).await;
         // The core wakes up: the honest request is among the first frames it takes.
-        let bound = usize::try_from(attackers).expect("usize") * CLIENT_INBOUND_FRAMES_MAX + 1;
+        let bound = usize::try_from(attackers).expect("usize") + 1;
         let mut taken = 0;
         let mut found = false;
-        while let Ok(ev) = client_rx.try_recv() {
+        while let Some(ev) = client_rx.try_recv() {
             taken += 1;
             if matches!(ev, Event::Frame(Peer::Client(ClientId(99)), ref f, _) if f == b"put") {
                 found = true;
@@ -918,7 +927,7 @@ mod tests {
         assert!(
             matches!(
                 client_rx.try_recv(),
-                Ok(Event::Frame(Peer::Client(ClientId(99)), ref f, _)) if f == b"put"
+                Some(Event::Frame(Peer::Client(ClientId(99)), ref f, _)) if f == b"put"
             ),
             "honest request not admitted ({} of {} common bytes used)",
             shared.client_inbound.used(),

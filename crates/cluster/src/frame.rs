@@ -116,6 +116,10 @@ pub struct FrameStats {
     pub idle: AtomicU64,
 }
 
+/// Chooses a frame's budgets from its declared length: one budget and optionally a
+/// second, both taken at once ([`FrameReader::read_reserved_by`]).
+pub type PickBudget<'a> = dyn Fn(usize) -> (Arc<Budget>, Option<Arc<Budget>>) + Send + Sync + 'a;
+
 /// A frame read by [`FrameReader::read_reserved`].
 #[derive(Debug)]
 pub enum Reserved {
@@ -176,13 +180,25 @@ impl<'s> FrameReader<'s> {
         r: &mut R,
         budget: &Arc<Budget>,
     ) -> Result<Option<Reserved>, FrameError> {
-        self.read_inner(r, Some(budget)).await
+        let pick = |_len: usize| (budget.clone(), None);
+        self.read_inner(r, Some(&pick)).await
+    }
+
+    /// [`FrameReader::read_reserved`] with the budgets chosen per frame once its length is
+    /// known: `pick(len)` returns a budget and optionally a second one (each growth is
+    /// taken from both at once, [`Budget::try_take_both`]).
+    pub async fn read_reserved_by<R: AsyncRead + Unpin>(
+        &self,
+        r: &mut R,
+        pick: &PickBudget<'_>,
+    ) -> Result<Option<Reserved>, FrameError> {
+        self.read_inner(r, Some(pick)).await
     }
 
     async fn read_inner<R: AsyncRead + Unpin>(
         &self,
         r: &mut R,
-        budget: Option<&Arc<Budget>>,
+        pick: Option<&PickBudget<'_>>,
     ) -> Result<Option<Reserved>, FrameError> {
         let mut header = [0u8; FRAME_HEADER_BYTES];
         let idle = self.timing.idle.map(|d| Instant::now() + d);
@@ -219,6 +235,7 @@ impl<'s> FrameReader<'s> {
             return Err(FrameError::TooLarge { len, max: self.max });
         }
         let deadline = self.timing.frame_deadline(started, len);
+        let budget = pick.map(|p| p(len));
         let mut buf = Vec::new();
         let mut partial = Partial {
             stats: self.stats,
@@ -230,10 +247,10 @@ impl<'s> FrameReader<'s> {
         while buf.len() < len {
             // Grow with what arrived, never with what was declared.
             let target = len.min(FRAME_READ_STEP.max(buf.len().saturating_mul(2)));
-            if let Some(b) = budget
+            if let Some((own, shared)) = &budget
                 && reserved < target
             {
-                match b.try_take(target - reserved) {
+                match Budget::try_take_both(own, shared.as_ref(), target - reserved) {
                     Some(h) => {
                         reserved = target;
                         held = Some(match held {

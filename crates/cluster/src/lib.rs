@@ -35,7 +35,9 @@
 //! - No queue is unbounded, in bytes or in items ([`listen::TransportLimits`], ADR 0305):
 //!   inbound per replica connection one maximal message (its reader waits), per client
 //!   two maximal requests and all clients `client_inbound_bytes_max`, frames still being
-//!   read included (frames beyond are dropped); outbound per peer two maximal messages, per client four maximal replies and
+//!   read included (frames beyond are dropped), shared fairly between client keys (each
+//!   identity at most `listen::CLIENT_INBOUND_FRAMES_MAX` frames waiting and a floor of
+//!   the budget no other key can take); outbound per peer two maximal messages, per client four maximal replies and
 //!   all clients `client_outbound_bytes_max` (frames beyond are dropped; the protocol
 //!   retransmits); client jobs [`client::JOBS_QUEUED_MAX`] (callers wait).
 //! - No buffer is sized from a length the peer declared; connections are capped (one per

@@ -24,6 +24,17 @@
 //!   beyond either, the client's frames are dropped (it retransmits); a frame whose
 //!   buffer finds the all-clients budget full is read to its end and discarded. Clients and replicas use separate channels into the core, so a
 //!   client flood never makes a replica's reader wait.
+//! - Fairness between client keys (issue 10): each client identity (not connection) has
+//!   its own quota, kept while any of its frames waits for the core: at most
+//!   [`CLIENT_INBOUND_FRAMES_MAX`] frames and connection events, and a floor of
+//!   `client_inbound_bytes_max / (2 × client_connections_max)` bytes for frames no longer
+//!   than the floor's free room, which no other client can take; larger frames use its
+//!   two maximal requests of the common rest of the budget. The client channel holds
+//!   [`CLIENT_INBOUND_FRAMES_MAX`] × `client_connections_max` events, so one client's
+//!   frames never find it full because of others, and a client with one small request in
+//!   flight is always admitted, however many Byzantine keys flood. The core takes client
+//!   events one identity at a time in turn ([`crate::queue::fair`]), so such a request
+//!   waits behind at most one event of each other client.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -40,7 +51,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::ClusterError;
 use crate::config::TransportSettings;
 use crate::frame::{FrameReader, FrameStats, FrameTiming, Reserved};
-use crate::queue::{Budget, Held, QueueTx, queue};
+use crate::queue::{Budget, FairTx, Held, QueueTx, queue};
 use crate::tls::{Directory, peer_of};
 
 /// Events (frames and client connections) waiting for the core, per channel (replicas
@@ -48,6 +59,8 @@ use crate::tls::{Directory, peer_of};
 pub const INBOUND_QUEUE_MAX: usize = 1024;
 /// Frames queued per outbound peer or client connection at most (bytes are bounded too).
 pub const OUTBOUND_QUEUE_MAX: usize = 1024;
+/// Frames (and connection events) one client identity may have waiting for the core.
+pub const CLIENT_INBOUND_FRAMES_MAX: usize = 32;
 /// Read buffer of a replica connection.
 const REPLICA_READ_BUFFER: usize = 256 << 10;
 /// Read buffer of a client connection (many of them: kept small).
@@ -69,8 +82,11 @@ pub struct TransportLimits {
     pub replica_inbound_bytes_max: usize,
     /// Bytes waiting for the core per client connection (two maximal requests).
     pub client_inbound_bytes_max: usize,
-    /// Bytes waiting for the core from all clients.
+    /// Bytes waiting for the core from all clients (floors and the common rest).
     pub client_inbound_total_max: usize,
+    /// Bytes of small frames each client may always have waiting (its floor, taken from
+    /// nobody else): `client_inbound_total_max / (2 × client_connections_max)`.
+    pub client_inbound_floor_bytes: usize,
     /// Bytes queued to one peer replica (two maximal messages).
     pub replica_outbound_bytes_max: usize,
     /// Bytes queued to one client (four maximal replies).
@@ -103,6 +119,10 @@ impl TransportLimits {
             replica_inbound_bytes_max: replica_frame_max,
             client_inbound_bytes_max: 2 * client_frame_max,
             client_inbound_total_max: s.client_inbound_bytes_max,
+            client_inbound_floor_bytes: client_floor(
+                s.client_inbound_bytes_max,
+                s.client_connections_max,
+            ),
             replica_outbound_bytes_max: 2 * replica_frame_max,
             client_outbound_bytes_max: 4 * reply_frame_max,
             client_outbound_total_max: s.client_outbound_bytes_max,
@@ -130,6 +150,54 @@ impl TransportLimits {
             )));
         }
         Ok(l)
+    }
+
+    /// The all-clients budget beyond the floors (at least half of it).
+    #[must_use]
+    pub fn client_inbound_common_max(&self) -> usize {
+        self.client_inbound_total_max.saturating_sub(
+            self.client_inbound_floor_bytes
+                .saturating_mul(self.client_connections_max),
+        )
+    }
+
+    /// Capacity of the client channel into the core: every client's quota of events.
+    #[must_use]
+    pub fn client_events_max(&self) -> usize {
+        CLIENT_INBOUND_FRAMES_MAX.saturating_mul(self.client_connections_max.max(1))
+    }
+}
+
+/// Each client's floor of the all-clients budget `total`: half of it split evenly.
+fn client_floor(total: usize, connections: usize) -> usize {
+    total / 2 / connections.max(1)
+}
+
+/// What one client identity may have waiting for the core (or being read), kept across
+/// its reconnections while any of it is in use.
+pub(crate) struct ClientQuota {
+    /// Frames and connection events, [`CLIENT_INBOUND_FRAMES_MAX`].
+    frames: Arc<Budget>,
+    /// Bytes of small frames, `client_inbound_floor_bytes`.
+    floor: Arc<Budget>,
+    /// Bytes of other frames, `client_inbound_bytes_max`, with the common budget.
+    bytes: Arc<Budget>,
+}
+
+impl ClientQuota {
+    pub(crate) fn new(l: &TransportLimits, stats: &TransportStats) -> Arc<ClientQuota> {
+        Arc::new(ClientQuota {
+            frames: Budget::new(CLIENT_INBOUND_FRAMES_MAX, None),
+            floor: Budget::new(l.client_inbound_floor_bytes, None),
+            bytes: Budget::new(
+                l.client_inbound_bytes_max,
+                Some(stats.client_inbound_bytes_hwm.clone()),
+            ),
+        })
+    }
+
+    fn idle(&self) -> bool {
+        self.frames.used() == 0 && self.floor.used() == 0 && self.bytes.used() == 0
     }
 }
 
@@ -172,10 +240,10 @@ pub struct TransportStats {
 pub(crate) enum Event {
     /// A frame from an authenticated peer, with its share of the inbound budget.
     Frame(Peer, Vec<u8>, Held),
-    /// A client connection is up: its reply queue.
-    ClientUp(ClientId, u64, QueueTx),
+    /// A client connection is up: its reply queue (and its place in the client's quota).
+    ClientUp(ClientId, u64, QueueTx, Held),
     /// A client connection closed.
-    ClientDown(ClientId, u64),
+    ClientDown(ClientId, u64, Held),
 }
 
 /// At most one log line a second for one kind of refusal (the counters count them all).
@@ -202,11 +270,24 @@ impl LogEvery {
     }
 }
 
-/// Who is connected: one connection per identity, `client_connections_max` clients.
+/// Who is connected: one connection per identity, `client_connections_max` clients
+/// (counting those whose connection closed while their quota is still in use).
 #[derive(Default)]
 struct Table {
     replicas: HashMap<u8, (u64, oneshot::Sender<()>)>,
-    clients: HashMap<ClientId, (u64, oneshot::Sender<()>)>,
+    clients: HashMap<ClientId, ClientSlot>,
+}
+
+/// A client identity's connection (if any) and quota.
+struct ClientSlot {
+    conn: Option<(u64, oneshot::Sender<()>)>,
+    quota: Arc<ClientQuota>,
+}
+
+impl Table {
+    fn live_clients(&self) -> usize {
+        self.clients.values().filter(|s| s.conn.is_some()).count()
+    }
 }
 
 /// Removes a connection from the table when it ends (unless a newer one replaced it).
@@ -230,12 +311,17 @@ impl Drop for Registered {
                 }
             }
             Peer::Client(c) => {
-                if t.clients.get(&c).is_some_and(|(k, _)| *k == self.conn) {
-                    t.clients.remove(&c);
+                if let Some(s) = t.clients.get_mut(&c)
+                    && s.conn.as_ref().is_some_and(|(k, _)| *k == self.conn)
+                {
+                    s.conn = None;
+                    if s.quota.idle() {
+                        t.clients.remove(&c);
+                    }
                 }
                 self.stats
                     .client_connections
-                    .store(t.clients.len(), Ordering::Relaxed);
+                    .store(t.live_clients(), Ordering::Relaxed);
             }
         }
     }
@@ -246,7 +332,7 @@ pub(crate) struct Shared {
     pub(crate) limits: TransportLimits,
     pub(crate) stats: Arc<TransportStats>,
     pub(crate) replica_events: mpsc::Sender<Event>,
-    pub(crate) client_events: mpsc::Sender<Event>,
+    pub(crate) client_events: FairTx<ClientId, Event>,
     pub(crate) client_inbound: Arc<Budget>,
     pub(crate) client_outbound: Arc<Budget>,
     table: Arc<Mutex<Table>>,
@@ -259,11 +345,11 @@ impl Shared {
         limits: TransportLimits,
         stats: Arc<TransportStats>,
         replica_events: mpsc::Sender<Event>,
-        client_events: mpsc::Sender<Event>,
+        client_events: FairTx<ClientId, Event>,
     ) -> Arc<Shared> {
         Arc::new(Shared {
             client_inbound: Budget::new(
-                limits.client_inbound_total_max,
+                limits.client_inbound_common_max(),
                 Some(stats.client_inbound_total_hwm.clone()),
             ),
             client_outbound: Budget::new(
@@ -281,25 +367,37 @@ impl Shared {
     }
 
     /// Admit `peer`'s connection `conn`: replaces an older one of the same identity;
-    /// `None` if it is a new client beyond the cap.
-    fn register(&self, peer: Peer, conn: u64) -> Option<(Registered, oneshot::Receiver<()>)> {
+    /// `None` if it is a new client beyond the cap. A client gets its quota.
+    fn register(
+        &self,
+        peer: Peer,
+        conn: u64,
+    ) -> Option<(Registered, oneshot::Receiver<()>, Option<Arc<ClientQuota>>)> {
         let (tx, rx) = oneshot::channel();
         let mut t = self
             .table
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut quota = None;
         let old = match peer {
             Peer::Replica(r) => t.replicas.insert(r.0, (conn, tx)),
             Peer::Client(c) => {
-                if !t.clients.contains_key(&c)
-                    && t.clients.len() >= self.limits.client_connections_max
-                {
-                    return None;
+                let max = self.limits.client_connections_max;
+                if !t.clients.contains_key(&c) && t.clients.len() >= max {
+                    t.clients.retain(|_, s| s.conn.is_some() || !s.quota.idle());
+                    if t.clients.len() >= max {
+                        return None;
+                    }
                 }
-                let old = t.clients.insert(c, (conn, tx));
+                let slot = t.clients.entry(c).or_insert_with(|| ClientSlot {
+                    conn: None,
+                    quota: ClientQuota::new(&self.limits, &self.stats),
+                });
+                let old = slot.conn.replace((conn, tx));
+                quota = Some(slot.quota.clone());
                 self.stats
                     .client_connections
-                    .store(t.clients.len(), Ordering::Relaxed);
+                    .store(t.live_clients(), Ordering::Relaxed);
                 old
             }
         };
@@ -318,6 +416,7 @@ impl Shared {
                 conn,
             },
             rx,
+            quota,
         ))
     }
 }
@@ -387,7 +486,7 @@ pub(crate) async fn accept_loop(
             let Some(peer) = peer_of(tls.get_ref().1, &dir) else {
                 return;
             };
-            let Some((reg, cancel)) = shared.register(peer, conn) else {
+            let Some((reg, cancel, quota)) = shared.register(peer, conn) else {
                 let n = shared
                     .stats
                     .connections_refused
@@ -399,14 +498,15 @@ pub(crate) async fn accept_loop(
                 }
                 return;
             };
-            serve_connection(tls, peer, conn, &shared, cancel, remote).await;
+            serve_connection(tls, peer, conn, &shared, cancel, remote, quota).await;
             drop(reg);
         });
     }
 }
 
 /// Read `peer`'s frames into the core (and, for a client, write its replies) until the
-/// connection ends, fails a limit, or is replaced.
+/// connection ends, fails a limit, or is replaced. A client's frames count against
+/// `quota` (its identity's).
 pub(crate) async fn serve_connection<S: AsyncRead + AsyncWrite + Send + 'static>(
     stream: S,
     peer: Peer,
@@ -414,6 +514,7 @@ pub(crate) async fn serve_connection<S: AsyncRead + AsyncWrite + Send + 'static>
     shared: &Shared,
     cancel: oneshot::Receiver<()>,
     remote: SocketAddr,
+    quota: Option<Arc<ClientQuota>>,
 ) {
     let (rd, wr) = tokio::io::split(stream);
     let l = &shared.limits;
@@ -426,6 +527,7 @@ pub(crate) async fn serve_connection<S: AsyncRead + AsyncWrite + Send + 'static>
             }
         }
         Peer::Client(c) => {
+            let quota = quota.unwrap_or_else(|| ClientQuota::new(l, &shared.stats));
             let own = Budget::new(
                 l.client_outbound_bytes_max,
                 Some(shared.stats.client_outbound_bytes_hwm.clone()),
@@ -435,21 +537,29 @@ pub(crate) async fn serve_connection<S: AsyncRead + AsyncWrite + Send + 'static>
                 own,
                 Some(shared.client_outbound.clone()),
             );
+            // Connection events take a place in the client's quota too, so the channel
+            // never holds more than every client's quota.
+            let Some(up) = quota.frames.take(1).await else {
+                return;
+            };
             if shared
                 .client_events
-                .send(Event::ClientUp(c, conn, tx))
-                .await
+                .try_send(c, Event::ClientUp(c, conn, tx, up))
                 .is_err()
             {
                 return;
             }
             let rd = BufReader::with_capacity(CLIENT_READ_BUFFER, rd);
             tokio::select! {
-                () = read_client(rd, peer, shared) => {}
+                () = read_client(rd, peer, shared, &quota) => {}
                 _ = crate::replica::write_frames(wr, &mut rx, CLIENT_WRITE_BUFFER) => {}
                 _ = cancel => {}
             }
-            let _ = shared.client_events.send(Event::ClientDown(c, conn)).await;
+            if let Some(down) = quota.frames.take(1).await {
+                let _ = shared
+                    .client_events
+                    .try_send(c, Event::ClientDown(c, conn, down));
+            }
         }
     }
     tracing::debug!(?peer, %remote, "connection closed");
@@ -490,22 +600,36 @@ async fn read_replica<R: AsyncRead + Unpin>(mut rd: R, peer: Peer, shared: &Shar
     }
 }
 
-async fn read_client<R: AsyncRead + Unpin>(mut rd: R, peer: Peer, shared: &Shared) {
+async fn read_client<R: AsyncRead + Unpin>(
+    mut rd: R,
+    peer: Peer,
+    shared: &Shared,
+    quota: &ClientQuota,
+) {
+    let Peer::Client(client) = peer else {
+        return;
+    };
     let l = &shared.limits;
     let reader = FrameReader::new(
         l.client_frame_max,
         l.client_timing,
         Some(&shared.stats.frames),
     );
-    let own = Budget::new(
-        l.client_inbound_bytes_max,
-        Some(shared.stats.client_inbound_bytes_hwm.clone()),
-    );
+    // A frame that fits the free room of the client's floor uses only the floor; any
+    // other its two maximal requests and the common budget.
+    let pick = |len: usize| {
+        if len <= quota.floor.max() - quota.floor.used() {
+            (quota.floor.clone(), None)
+        } else {
+            (quota.bytes.clone(), Some(shared.client_inbound.clone()))
+        }
+    };
     loop {
-        // The frame's bytes count against the all-clients budget while they arrive, and
-        // it keeps them while it waits for the core (issue 10: many half-sent frames must
-        // not hold memory beyond the budget).
-        let (frame, reserved) = match reader.read_reserved(&mut rd, &shared.client_inbound).await {
+        // The frame's bytes count against the client's quota and the all-clients budget
+        // while they arrive, and it keeps them while it waits for the core (issue 10:
+        // many half-sent frames must not hold memory beyond the budget, nor a few keys
+        // all of it).
+        let (frame, reserved) = match reader.read_reserved_by(&mut rd, &pick).await {
             Ok(Some(Reserved::Frame(f, held))) => (f, held),
             Ok(Some(Reserved::Discarded { .. })) => {
                 shared
@@ -521,10 +645,13 @@ async fn read_client<R: AsyncRead + Unpin>(mut rd: R, peer: Peer, shared: &Share
             }
         };
         // Never waits: a client over its share loses the frame (it retransmits).
-        let sent = own.try_take(frame.len()).is_some_and(|held| {
+        let sent = quota.frames.try_take(1).is_some_and(|count| {
             shared
                 .client_events
-                .try_send(Event::Frame(peer, frame, held.with_shared(reserved)))
+                .try_send(
+                    client,
+                    Event::Frame(peer, frame, reserved.with_count(count)),
+                )
                 .is_ok()
         });
         if !sent {
@@ -539,10 +666,11 @@ async fn read_client<R: AsyncRead + Unpin>(mut rd: R, peer: Peer, shared: &Share
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::FairRx;
     use rampart_bft::ReplicaId;
     use tokio::io::AsyncWriteExt as _;
 
-    type Channels = (Arc<Shared>, mpsc::Receiver<Event>, mpsc::Receiver<Event>);
+    type Channels = (Arc<Shared>, mpsc::Receiver<Event>, FairRx<ClientId, Event>);
 
     fn shared() -> Channels {
         shared_with(|_| {})
@@ -553,8 +681,12 @@ mod tests {
         let mut limits =
             TransportLimits::new(&wire, &TransportSettings::default()).expect("limits");
         f(&mut limits);
+        limits.client_inbound_floor_bytes = client_floor(
+            limits.client_inbound_total_max,
+            limits.client_connections_max,
+        );
         let (rtx, rrx) = mpsc::channel(INBOUND_QUEUE_MAX);
-        let (ctx, crx) = mpsc::channel(INBOUND_QUEUE_MAX);
+        let (ctx, crx) = crate::queue::fair(limits.client_events_max());
         let stats = Arc::new(TransportStats::default());
         (Shared::new(limits, stats, rtx, ctx), rrx, crx)
     }
@@ -575,7 +707,8 @@ mod tests {
                 attacker.write_all(&frame).await.expect("frame");
             }
         });
-        let client = read_client(rd, Peer::Client(ClientId(1)), &shared);
+        let quota = ClientQuota::new(&shared.limits, &shared.stats);
+        let client = read_client(rd, Peer::Client(ClientId(1)), &shared, &quota);
         tokio::time::timeout(Duration::from_secs(20), client)
             .await
             .expect("the client reader never waits for the core");
@@ -627,7 +760,10 @@ mod tests {
             a.write_all(&vec![1u8; sent]).await.expect("partial frame");
             attackers.push(a);
             let s = shared.clone();
-            readers.spawn(async move { read_client(rd, Peer::Client(ClientId(i)), &s).await });
+            readers.spawn(async move {
+                let quota = ClientQuota::new(&s.limits, &s.stats);
+                read_client(rd, Peer::Client(ClientId(i)), &s, &quota).await;
+            });
         }
         let f = &shared.stats.frames;
         let received = || {
@@ -671,15 +807,134 @@ mod tests {
         honest.write_all(&3u32.to_le_bytes()).await.expect("hdr");
         honest.write_all(b"abc").await.expect("frame");
         drop(honest);
-        read_client(rd, Peer::Client(ClientId(9)), &shared).await;
+        let quota = ClientQuota::new(&shared.limits, &shared.stats);
+        read_client(rd, Peer::Client(ClientId(9)), &shared, &quota).await;
         let queued = client_rx.try_recv();
         assert!(matches!(
             queued,
-            Ok(Event::Frame(Peer::Client(ClientId(9)), ref f, _)) if f == b"abc"
+            Some(Event::Frame(Peer::Client(ClientId(9)), ref f, _)) if f == b"abc"
         ));
-        assert_eq!(budget.used(), 3, "the queued frame keeps its bytes");
+        assert_eq!(
+            (quota.floor.used(), quota.frames.used()),
+            (3, 1),
+            "the queued small frame keeps its bytes of the client's floor"
+        );
         drop(queued);
-        assert_eq!(budget.used(), 0);
+        assert_eq!((quota.floor.used(), quota.frames.used()), (0, 0));
+    }
+
+    /// Issue 10 (transport probe `scan`): Byzantine keys flooding small frames into a
+    /// stalled core cannot take the client channel. Eight attackers each send 2,000 tiny
+    /// frames (far more than the 1,024 events a shared FIFO held) and then an honest
+    /// client sends one request: it is queued (each key's quota bounds its frames) and
+    /// the core takes it among its first nine frames (one key at a time in turn), not
+    /// behind every attacker's quota. Before the fix the channel was full and the honest
+    /// frame was dropped.
+    #[tokio::test]
+    async fn flooding_client_keys_cannot_take_the_channel_from_an_honest_client() {
+        let (shared, _r, mut client_rx) = shared();
+        let attackers = 8u64;
+        for i in 0..attackers {
+            let (mut a, rd) = tokio::io::duplex(1 << 16);
+            let quota = ClientQuota::new(&shared.limits, &shared.stats);
+            let writer = tokio::spawn(async move {
+                for _ in 0..2000 {
+                    a.write_all(&8u32.to_le_bytes()).await.expect("hdr");
+                    a.write_all(b"scanscan").await.expect("frame");
+                }
+            });
+            read_client(rd, Peer::Client(ClientId(i)), &shared, &quota).await;
+            writer.await.expect("writer");
+        }
+        let (mut honest, rd) = tokio::io::duplex(1 << 16);
+        honest.write_all(&3u32.to_le_bytes()).await.expect("hdr");
+        honest.write_all(b"put").await.expect("frame");
+        drop(honest);
+        let quota = ClientQuota::new(&shared.limits, &shared.stats);
+        read_client(rd, Peer::Client(ClientId(99)), &shared, &quota).await;
+        // The core wakes up: the honest request is among the first frames it takes.
+        let bound = usize::try_from(attackers).expect("usize") + 1;
+        let mut taken = 0;
+        let mut found = false;
+        while let Some(ev) = client_rx.try_recv() {
+            taken += 1;
+            if matches!(ev, Event::Frame(Peer::Client(ClientId(99)), ref f, _) if f == b"put") {
+                found = true;
+                break;
+            }
+        }
+        assert!(
+            found,
+            "honest request not queued ({taken} frames queued, {} dropped)",
+            shared.stats.client_frames_dropped.load(Ordering::Relaxed)
+        );
+        assert!(
+            taken <= bound,
+            "honest request behind {taken} frames (bound {bound})"
+        );
+    }
+
+    /// Issue 10 (transport probe `slowloris`): Byzantine keys holding half-sent maximal
+    /// requests fill the common all-clients budget, yet an honest client's small request
+    /// is still admitted, from its own floor. Before the fix the budget was one shared
+    /// pool and the honest frame was discarded.
+    #[tokio::test]
+    async fn half_sent_frames_of_other_keys_cannot_starve_an_honest_small_request() {
+        let (shared, _r, mut client_rx) =
+            shared_with(|l| l.client_inbound_total_max = 4 * l.client_frame_max);
+        let max = shared.limits.client_frame_max;
+        let sent = max - max / 8;
+        let mut attackers = Vec::new();
+        let mut readers = tokio::task::JoinSet::new();
+        for i in 0..4 {
+            let (mut a, rd) = tokio::io::duplex(1 << 20);
+            a.write_all(&u32::try_from(max).expect("u32").to_le_bytes())
+                .await
+                .expect("hdr");
+            a.write_all(&vec![1u8; sent]).await.expect("partial frame");
+            attackers.push(a);
+            let s = shared.clone();
+            readers.spawn(async move {
+                let quota = ClientQuota::new(&s.limits, &s.stats);
+                read_client(rd, Peer::Client(ClientId(i)), &s, &quota).await;
+            });
+        }
+        let f = &shared.stats.frames;
+        let received = || {
+            f.partial_bytes.load(Ordering::Relaxed)
+                + usize::try_from(f.discarded_bytes.load(Ordering::Relaxed)).expect("usize")
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while received() < 4 * sent {
+            assert!(tokio::time::Instant::now() < deadline, "attack not read");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            f.discarded_bytes.load(Ordering::Relaxed) > 0,
+            "the attackers filled the common budget"
+        );
+        // Budget steps are 64 KiB or more: take the few bytes left directly (as small
+        // queued frames of further keys would), so the common budget is exactly full.
+        let common = &shared.client_inbound;
+        let _rest = common.try_take(common.max() - common.used());
+        assert_eq!(common.used(), common.max());
+        let (mut honest, rd) = tokio::io::duplex(1 << 16);
+        honest.write_all(&3u32.to_le_bytes()).await.expect("hdr");
+        honest.write_all(b"put").await.expect("frame");
+        drop(honest);
+        let quota = ClientQuota::new(&shared.limits, &shared.stats);
+        read_client(rd, Peer::Client(ClientId(99)), &shared, &quota).await;
+        assert!(
+            matches!(
+                client_rx.try_recv(),
+                Some(Event::Frame(Peer::Client(ClientId(99)), ref f, _)) if f == b"put"
+            ),
+            "honest request not admitted ({} of {} common bytes used)",
+            shared.client_inbound.used(),
+            shared.client_inbound.max()
+        );
+        drop(attackers);
+        while readers.join_next().await.is_some() {}
     }
 
     /// One connection per identity (the newer replaces the older), and at most
@@ -689,10 +944,10 @@ mod tests {
         let (shared, _r, _c) = shared();
         let mut shared = Arc::try_unwrap(shared).map_err(|_| ()).expect("unique");
         shared.limits.client_connections_max = 2;
-        let (_a, mut a_cancel) = shared
+        let (_a, mut a_cancel, _) = shared
             .register(Peer::Client(ClientId(1)), 1)
             .expect("first");
-        let (_b, b_cancel) = shared
+        let (_b, b_cancel, _) = shared
             .register(Peer::Client(ClientId(1)), 2)
             .expect("same client again");
         assert!(

@@ -28,6 +28,7 @@ pub struct Budget {
 pub struct Held {
     _own: Option<OwnedSemaphorePermit>,
     _shared: Option<OwnedSemaphorePermit>,
+    _count: Option<OwnedSemaphorePermit>,
 }
 
 impl Held {
@@ -42,6 +43,7 @@ impl Held {
         }
         one(&mut self._own, other._own);
         one(&mut self._shared, other._shared);
+        one(&mut self._count, other._count);
     }
 
     /// `self`, taken from a connection's own budget, together with `shared`, taken from
@@ -49,6 +51,14 @@ impl Held {
     #[must_use]
     pub fn with_shared(mut self, shared: Held) -> Held {
         self._shared = shared._own;
+        self
+    }
+
+    /// `self` together with `count`, taken from a budget counted in items rather than
+    /// bytes (a client's frames waiting for the core): one share of all.
+    #[must_use]
+    pub fn with_count(mut self, count: Held) -> Held {
+        self._count = count._own;
         self
     }
 }
@@ -98,6 +108,7 @@ impl Budget {
         Some(Held {
             _own: Some(p),
             _shared: None,
+            _count: None,
         })
     }
 
@@ -116,6 +127,7 @@ impl Budget {
         Some(Held {
             _own: Some(p),
             _shared: None,
+            _count: None,
         })
     }
 
@@ -208,6 +220,152 @@ impl QueueRx {
     /// Drop everything queued (stale frames after a reconnection).
     pub fn clear(&mut self) {
         while self.rx.try_recv().is_ok() {}
+    }
+}
+
+/// Items from many senders, each under a key (a client identity), taken one key at a time
+/// in turn: a key with many items queued delays another key's first item by at most one
+/// item of each other key. At most `max` items in all (callers bound each key's share).
+#[derive(Debug)]
+pub struct FairTx<K: Eq + std::hash::Hash + Clone, T> {
+    inner: Arc<Fair<K, T>>,
+}
+
+/// The receiving side of [`fair`].
+#[derive(Debug)]
+pub struct FairRx<K: Eq + std::hash::Hash + Clone, T> {
+    inner: Arc<Fair<K, T>>,
+}
+
+#[derive(Debug)]
+struct Fair<K, T> {
+    state: std::sync::Mutex<FairState<K, T>>,
+    notify: tokio::sync::Notify,
+    senders: AtomicUsize,
+    rx_alive: std::sync::atomic::AtomicBool,
+    max: usize,
+}
+
+#[derive(Debug)]
+struct FairState<K, T> {
+    queues: std::collections::HashMap<K, std::collections::VecDeque<T>>,
+    ring: std::collections::VecDeque<K>,
+    len: usize,
+}
+
+/// A fair queue of at most `max` items.
+#[must_use]
+pub fn fair<K: Eq + std::hash::Hash + Clone, T>(max: usize) -> (FairTx<K, T>, FairRx<K, T>) {
+    let inner = Arc::new(Fair {
+        state: std::sync::Mutex::new(FairState {
+            queues: std::collections::HashMap::new(),
+            ring: std::collections::VecDeque::new(),
+            len: 0,
+        }),
+        notify: tokio::sync::Notify::new(),
+        senders: AtomicUsize::new(1),
+        rx_alive: std::sync::atomic::AtomicBool::new(true),
+        max: max.max(1),
+    });
+    (
+        FairTx {
+            inner: inner.clone(),
+        },
+        FairRx { inner },
+    )
+}
+
+impl<K, T> Fair<K, T> {
+    fn state(&self) -> std::sync::MutexGuard<'_, FairState<K, T>> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl<K: Eq + std::hash::Hash + Clone, T> FairTx<K, T> {
+    /// Queue `item` under `key`; `Err(item)` if `max` items are queued or the receiver is
+    /// gone.
+    pub fn try_send(&self, key: K, item: T) -> Result<(), T> {
+        if !self.inner.rx_alive.load(Ordering::Acquire) {
+            return Err(item);
+        }
+        {
+            let mut st = self.inner.state();
+            if st.len >= self.inner.max {
+                return Err(item);
+            }
+            let q = st.queues.entry(key.clone()).or_default();
+            let was_empty = q.is_empty();
+            q.push_back(item);
+            if was_empty {
+                st.ring.push_back(key);
+            }
+            st.len += 1;
+        }
+        self.inner.notify.notify_one();
+        Ok(())
+    }
+}
+
+impl<K: Eq + std::hash::Hash + Clone, T> Clone for FairTx<K, T> {
+    fn clone(&self) -> Self {
+        self.inner.senders.fetch_add(1, Ordering::Relaxed);
+        FairTx {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<K: Eq + std::hash::Hash + Clone, T> Drop for FairTx<K, T> {
+    fn drop(&mut self) {
+        if self.inner.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.inner.notify.notify_one();
+        }
+    }
+}
+
+impl<K: Eq + std::hash::Hash + Clone, T> Drop for FairRx<K, T> {
+    fn drop(&mut self) {
+        self.inner.rx_alive.store(false, Ordering::Release);
+        // Queued items (and the budget shares they hold) go now, not with the last sender.
+        let mut st = self.inner.state();
+        st.queues.clear();
+        st.ring.clear();
+        st.len = 0;
+    }
+}
+
+impl<K: Eq + std::hash::Hash + Clone, T> FairRx<K, T> {
+    /// The next item, one key at a time in turn, if one is queued.
+    pub fn try_recv(&mut self) -> Option<T> {
+        let mut st = self.inner.state();
+        let key = st.ring.pop_front()?;
+        let q = st.queues.get_mut(&key)?;
+        let item = q.pop_front();
+        if q.is_empty() {
+            st.queues.remove(&key);
+        } else {
+            st.ring.push_back(key);
+        }
+        if item.is_some() {
+            st.len -= 1;
+        }
+        item
+    }
+
+    /// The next item, waiting for one; `None` once every sender is gone and nothing is
+    /// queued.
+    pub async fn recv(&mut self) -> Option<T> {
+        loop {
+            if let Some(x) = self.try_recv() {
+                return Some(x);
+            }
+            if self.inner.senders.load(Ordering::Acquire) == 0 {
+                return self.try_recv();
+            }
+            self.inner.notify.notified().await;
+        }
     }
 }
 

@@ -208,7 +208,7 @@ pub async fn run_replica(
         source: e,
     })?;
     let (replica_tx, replica_rx) = mpsc::channel::<Event>(INBOUND_QUEUE_MAX);
-    let (client_tx, client_rx) = mpsc::channel::<Event>(INBOUND_QUEUE_MAX);
+    let (client_tx, client_rx) = crate::queue::fair(limits.client_events_max());
 
     // Every task of this replica dies with it (dropping or aborting `run_replica`).
     let mut tasks = tokio::task::JoinSet::new();
@@ -274,7 +274,7 @@ impl Core {
     async fn run(
         &mut self,
         mut replicas: mpsc::Receiver<Event>,
-        mut clients: mpsc::Receiver<Event>,
+        mut clients: crate::queue::FairRx<ClientId, Event>,
     ) -> Result<(), ClusterError> {
         self.drain()?;
         loop {
@@ -295,7 +295,7 @@ impl Core {
             // Both channels in turn, so that neither starves the other.
             for _ in 0..INBOUND_BURST_MAX / 2 {
                 let r = replicas.try_recv().ok();
-                let c = clients.try_recv().ok();
+                let c = clients.try_recv();
                 if r.is_none() && c.is_none() {
                     break;
                 }
@@ -319,10 +319,10 @@ impl Core {
                 // The frame's bytes leave the inbound budget only now.
                 drop((bytes, held));
             }
-            Event::ClientUp(c, conn, tx) => {
+            Event::ClientUp(c, conn, tx, _quota) => {
                 self.clients.insert(c, (conn, tx));
             }
-            Event::ClientDown(c, conn) => {
+            Event::ClientDown(c, conn, _quota) => {
                 if self.clients.get(&c).is_some_and(|(k, _)| *k == conn) {
                     self.clients.remove(&c);
                 }

@@ -138,7 +138,11 @@ impl SimulatedDiskStorage {
             .disk
             .durable_files()
             .into_iter()
-            .filter(|(p, len)| !p.ends_with("LOCK") && *len > 0)
+            // Not the lock file, and not a checkpoint's temporary file that a crash left
+            // before its rename: it holds nothing acknowledged, and the reopen deletes it.
+            .filter(|(p, len)| {
+                !p.ends_with("LOCK") && !p.extension().is_some_and(|e| e == "tmp") && *len > 0
+            })
             .collect();
         let mut undetected = None;
         if !files.is_empty() {

@@ -141,7 +141,7 @@ impl SimulatedDiskStorage {
             // Not the lock file, and not a checkpoint's temporary file that a crash left
             // before its rename: it holds nothing acknowledged, and the reopen deletes it.
             .filter(|(p, len)| {
-                !p.ends_with("LOCK") && !p.extension().is_some_and(|e| e == "tmp") && *len > 0
+                !p.ends_with("LOCK") && p.extension().is_none_or(|e| e != "tmp") && *len > 0
             })
             .collect();
         let mut undetected = None;
